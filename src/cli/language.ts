@@ -1,0 +1,122 @@
+// Turns the one TypeScript source of every generated file (templates and the runtime) into what
+// the project speaks: TypeScript as written, JavaScript ESM with the types stripped, or
+// JavaScript CommonJS. Sucrase strips the types, keeping comments and blank lines; the ESM →
+// CommonJS step is a small rewrite that only has to understand the import/export forms our own
+// sources use; Prettier then lays the result out as a person would have (tests compile and run
+// every variant). Both are loaded only when a project wants JavaScript.
+
+export type Language = 'ts' | 'js';
+export type ModuleFormat = 'esm' | 'cjs';
+
+export interface OutputStyle {
+  language: Language;
+  moduleFormat: ModuleFormat;
+}
+
+/** File extension of generated source files for a project. */
+export function sourceExtension(style: OutputStyle): '.ts' | '.js' {
+  return style.language === 'ts' ? '.ts' : '.js';
+}
+
+/** Converts TypeScript ESM source into the project's language and module format. */
+export async function toProjectLanguage(source: string, style: OutputStyle): Promise<string> {
+  if (style.language === 'ts') return tidy(source);
+  const [{ transform }, prettier, babel, estree] = await Promise.all([
+    import('sucrase'),
+    import('prettier/standalone'),
+    import('prettier/plugins/babel'),
+    import('prettier/plugins/estree'),
+  ]);
+  const esm = transform(dropTypeOnlyComments(source), {
+    transforms: ['typescript'],
+    disableESTransforms: true,
+    keepUnusedImports: false,
+  }).code;
+  const code = style.moduleFormat === 'cjs' ? esmToCommonJs(esm) : esm;
+  const formatted = await prettier.format(code, {
+    parser: 'babel',
+    plugins: [babel, estree],
+    singleQuote: true,
+    trailingComma: 'all',
+    printWidth: 100,
+  });
+  return tidy(formatted);
+}
+
+const typeOnlyDeclaration = /^\s*(export\s+)?(declare\s+)?(interface|type)\s+\w+/;
+const commentLine = /^\s*(\/\/|\/\*\*?|\*|\*\/)/;
+
+/**
+ * Removes the comments written above interfaces and type aliases, which describe declarations
+ * that do not exist in JavaScript and would otherwise be left pointing at nothing.
+ */
+export function dropTypeOnlyComments(source: string): string {
+  const lines = source.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    if (!typeOnlyDeclaration.test(lines[i]!)) continue;
+    let start = i;
+    while (start > 0 && commentLine.test(lines[start - 1]!)) start--;
+    lines.fill('\u0000', start, i);
+  }
+  return lines.filter((line) => line !== '\u0000').join('\n');
+}
+
+const importDefault = /^import (\w+) from ('[^']+');$/;
+const importNamespace = /^import \* as (\w+) from ('[^']+');$/;
+const importNamed = /^import \{([^}]*)\} from ('[^']+');$/;
+const importBare = /^import ('[^']+');$/;
+const exportDeclaration = /^export (?:(async function|function|class|const|let)\s+(\w+))/;
+const exportList = /^export \{([^}]*)\};$/;
+
+/** Rewrites the ESM forms our sources use into CommonJS. Anything else is a bug in a template. */
+export function esmToCommonJs(source: string): string {
+  const exported: string[] = [];
+  // Multi-line named imports are joined first so each import is one line.
+  const joined = source.replace(/^import \{([^}]*)\} from/gm, (_m, names: string) => {
+    return `import {${names.replace(/\s+/g, ' ')}} from`;
+  });
+  const lines = joined.split('\n').map((line) => {
+    let match = importDefault.exec(line) ?? importNamespace.exec(line);
+    if (match) return `const ${match[1]} = require(${match[2]});`;
+    match = importNamed.exec(line);
+    if (match) {
+      const names = splitNames(match[1]!).map((name) => name.replace(/^(\w+) as (\w+)$/, '$1: $2'));
+      return `const { ${names.join(', ')} } = require(${match[2]});`;
+    }
+    match = importBare.exec(line);
+    if (match) return `require(${match[1]});`;
+    match = exportList.exec(line);
+    if (match) {
+      exported.push(...splitNames(match[1]!));
+      return '';
+    }
+    match = exportDeclaration.exec(line);
+    if (match) {
+      exported.push(match[2]!);
+      return line.slice('export '.length);
+    }
+    if (/^export\b/.test(line) || /^import\b/.test(line)) {
+      throw new Error(`Cannot convert to CommonJS: ${line}`);
+    }
+    return line;
+  });
+  const body = lines.join('\n').trimEnd();
+  const exportsLine = exported.length > 0 ? `\n\nmodule.exports = { ${exported.join(', ')} };` : '';
+  return `'use strict';\n\n${body}${exportsLine}\n`;
+}
+
+function splitNames(list: string): string[] {
+  return list
+    .split(',')
+    .map((name) => name.trim())
+    .filter(Boolean);
+}
+
+/** Collapses the blank runs and trailing spaces that template tags and stripped types leave. */
+export function tidy(source: string): string {
+  return `${source
+    .replace(/[ \t]+$/gm, '')
+    .replace(/\n{3,}/g, '\n\n')
+    .replace(/^\n+/, '')
+    .trimEnd()}\n`;
+}

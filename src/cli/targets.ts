@@ -1,0 +1,140 @@
+// The one table of what create-db-hooks can generate. Adding a framework is adding a folder under
+// templates/targets/ and a row here; adding a database is a folder under templates/databases/,
+// a runtime driver file in src/runtime/, and a row in `databases`.
+
+export interface Dependency {
+  name: string;
+  /** The range written into the user's package.json. */
+  version: string;
+  /** Needed only to type-check TypeScript projects. */
+  typesOnly?: boolean;
+}
+
+export interface TargetDefinition {
+  id: string;
+  title: string;
+  /** Packages whose presence in package.json marks the project as using this framework. */
+  detectedBy: string[];
+  /** Glue packages the generated adapter imports, besides the framework itself. */
+  dependencies: Dependency[];
+  /** The framework itself, installed only into a new app made in an empty directory. */
+  frameworkDependencies: Dependency[];
+  /** One line for --help: how a project uses the generated code. */
+  usage: string;
+}
+
+export const targets = [
+  {
+    id: 'express',
+    title: 'Express 4 and 5 (middleware)',
+    detectedBy: ['express'],
+    dependencies: [],
+    frameworkDependencies: [
+      { name: 'express', version: '^5.1.0' },
+      { name: '@types/express', version: '^5.0.0', typesOnly: true },
+    ],
+    usage: 'app.use(dbHooks())',
+  },
+  {
+    id: 'fastify',
+    title: 'Fastify 5 (plugin; closes the pool on app.close())',
+    detectedBy: ['fastify'],
+    dependencies: [{ name: 'fastify-plugin', version: '^5.0.1' }],
+    frameworkDependencies: [{ name: 'fastify', version: '^5.4.0' }],
+    usage: 'await app.register(dbHooks)',
+  },
+  {
+    id: 'koa',
+    title: 'Koa 2 and 3 (middleware)',
+    detectedBy: ['koa'],
+    dependencies: [],
+    frameworkDependencies: [
+      { name: 'koa', version: '^3.0.0' },
+      { name: '@types/koa', version: '^2.15.0', typesOnly: true },
+    ],
+    usage: 'app.use(dbHooks())',
+  },
+  {
+    id: 'hono',
+    title: 'Hono 4 on @hono/node-server (middleware)',
+    detectedBy: ['hono'],
+    dependencies: [],
+    frameworkDependencies: [
+      { name: 'hono', version: '^4.8.0' },
+      { name: '@hono/node-server', version: '^1.14.0' },
+    ],
+    usage: 'app.use(dbHooks())',
+  },
+  {
+    id: 'node-http',
+    title: 'node:http (wraps a (req, res) listener, like WSGI middleware)',
+    detectedBy: [],
+    dependencies: [],
+    frameworkDependencies: [],
+    usage: 'http.createServer(withDatabase(listener))',
+  },
+  {
+    id: 'fetch',
+    title: 'Web fetch handlers (wraps (Request) => Response, like ASGI middleware)',
+    detectedBy: [],
+    dependencies: [],
+    frameworkDependencies: [],
+    usage: 'export default { fetch: withDatabase(handler) }',
+  },
+  {
+    id: 'hooks',
+    title: 'Flask-style beforeRequest() / teardownRequest() for any framework',
+    detectedBy: [],
+    dependencies: [],
+    frameworkDependencies: [],
+    usage: 'http.createServer(requestScope(app)); beforeRequest() ... teardownRequest()',
+  },
+] as const satisfies readonly TargetDefinition[];
+
+export type TargetId = (typeof targets)[number]['id'];
+
+export interface DatabaseDefinition {
+  id: string;
+  title: string;
+  /** The runtime driver file copied next to runtime.ts (src/runtime/<file>.ts). */
+  runtimeFile: string;
+  dependencies: Dependency[];
+  /** The environment variable the generated index reads. */
+  envVar: string;
+}
+
+export const databases = [
+  {
+    id: 'sqlite',
+    title: 'SQLite via better-sqlite3 (no server needed)',
+    runtimeFile: 'runtime-sqlite',
+    dependencies: [
+      { name: 'better-sqlite3', version: '^12.6.2' },
+      { name: '@types/better-sqlite3', version: '^7.6.13', typesOnly: true },
+    ],
+    envVar: 'SQLITE_PATH',
+  },
+  {
+    id: 'postgres',
+    title: 'PostgreSQL via pg',
+    runtimeFile: 'runtime-postgres',
+    dependencies: [
+      { name: 'pg', version: '^8.16.0' },
+      { name: '@types/pg', version: '^8.15.0', typesOnly: true },
+    ],
+    envVar: 'DATABASE_URL',
+  },
+] as const satisfies readonly DatabaseDefinition[];
+
+export type DatabaseId = (typeof databases)[number]['id'];
+
+export const targetIds: readonly TargetId[] = targets.map((target) => target.id);
+export const databaseIds: readonly DatabaseId[] = databases.map((database) => database.id);
+
+export function findTarget(id: string): (typeof targets)[number] | undefined {
+  return targets.find((target) => target.id === id);
+}
+
+export function findDatabase(id: string): (typeof databases)[number] | undefined {
+  return databases.find((database) => database.id === id);
+}
