@@ -34,7 +34,7 @@ function findBin(name: string): string {
   );
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
@@ -46,7 +46,7 @@ async function freePort(): Promise<number> {
 }
 
 /** The user to run the server as: ourselves, unless we are root. */
-function serverUser(): { name: string; uid: number; gid: number } | undefined {
+export function serverUser(): { name: string; uid: number; gid: number } | undefined {
   if (process.getuid?.() !== 0) return undefined;
   for (const name of ['postgres', 'nobody']) {
     const ids = spawnSync('id', [name], { encoding: 'utf8' });
