@@ -1,0 +1,394 @@
+/**
+ * db-hooks runtime: per-request database connections, the driver-independent part.
+ *
+ * A request gets its own scope (an AsyncLocalStorage store). `db.connect()` checks a connection
+ * out of the pool into the current scope and `db.close()` gives it back, as in peewee; every
+ * query, transaction and savepoint inside that request then runs on that one connection, and two
+ * requests never share one. Code outside any request borrows a connection per statement (or per
+ * transaction) and returns it at once. The drivers (runtime-postgres.ts, runtime-sqlite.ts) only
+ * say how to check out, run and return connections.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+
+/** Statement parameters, in the driver's own placeholder style (`?` for SQLite, `$1` for PostgreSQL). */
+export type Params = readonly unknown[] | Record<string, unknown>;
+
+export interface RunResult {
+  /** Rows inserted, updated or deleted. */
+  changes: number;
+  /** SQLite's rowid of the last inserted row. PostgreSQL: use `RETURNING id` with get() instead. */
+  lastInsertId?: number | bigint;
+}
+
+export interface PoolStats {
+  /** Connections open (idle, in use, or still connecting). */
+  total: number;
+  idle: number;
+  inUse: number;
+  /** Callers waiting for a connection. */
+  waiting: number;
+}
+
+export interface ConnectOptions {
+  /** When the request already has its connection, return false instead of throwing. */
+  reuseIfOpen?: boolean;
+}
+
+/** A request's scope, for framework adapters: create one per request, release it when done. */
+export interface RequestScope {
+  /** True once release() was called: later database calls in this scope throw ScopeReleasedError. */
+  readonly released: boolean;
+  /** Runs fn (and everything it awaits) inside this scope. Can be called again for the same request. */
+  run<T>(fn: () => T): T;
+  /** Checks a connection out for this request now. Rejects with PoolTimeoutError or PoolClosedError. */
+  connect(): Promise<void>;
+  /**
+   * Gives the connection back. Safe to call more than once and at any time (e.g. on the
+   * response's 'close' event): it waits for the statement in flight, rolls back an open
+   * transaction, then returns the connection to the pool exactly once.
+   */
+  release(): Promise<void>;
+}
+
+export type StatementMode = 'all' | 'get' | 'run';
+
+export class DbHooksError extends Error {
+  /** A stable, machine-readable code, e.g. 'POOL_TIMEOUT'. */
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'DbHooksError';
+    this.code = code;
+  }
+}
+
+/** No connection became free in time. Web frameworks answer 503 (status/expose below). */
+export class PoolTimeoutError extends DbHooksError {
+  readonly status = 503;
+  readonly statusCode = 503;
+  readonly expose = true;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('POOL_TIMEOUT', message, options);
+    this.name = 'PoolTimeoutError';
+  }
+}
+
+/** The pool was closed with closePool(); typically the server is shutting down. */
+export class PoolClosedError extends DbHooksError {
+  readonly status = 503;
+  readonly statusCode = 503;
+  readonly expose = true;
+
+  constructor(
+    message = 'The connection pool is closed (closePool() was called), so no connection can be ' +
+      'checked out. Stop serving requests before closing the pool, or create a new database object.',
+  ) {
+    super('POOL_CLOSED', message);
+    this.name = 'PoolClosedError';
+  }
+}
+
+/** connect() or close() was called in a state where it makes no sense (as in peewee). */
+export class ConnectionStateError extends DbHooksError {
+  constructor(message: string) {
+    super('CONNECTION_STATE', message);
+    this.name = 'ConnectionStateError';
+  }
+}
+
+/** A database call from a request whose connection was already released. */
+export class ScopeReleasedError extends DbHooksError {
+  constructor() {
+    super(
+      'SCOPE_RELEASED',
+      "This request's database connection was already released (the response finished or the " +
+        'client went away), so the call was refused. Do not keep using the database after the ' +
+        'response is sent; use db.connectionContext() for background work.',
+    );
+    this.name = 'ScopeReleasedError';
+  }
+}
+
+/** What one request's scope holds. Mutable: connect() fills `conn`, close() empties it. */
+interface ScopeState<Conn> {
+  conn: Conn | undefined;
+  /** A checkout in progress, so a second connect() does not check out a second connection. */
+  opening: Promise<void> | undefined;
+  /** atomic() nesting on `conn`: 0 = no transaction, 1 = transaction, 2+ = savepoints. */
+  depth: number;
+  /** Database calls in flight, so release() can wait for them before returning the connection. */
+  active: number;
+  whenIdle: (() => void)[];
+  released: boolean;
+}
+
+function newScopeState<Conn>(): ScopeState<Conn> {
+  return {
+    conn: undefined,
+    opening: undefined,
+    depth: 0,
+    active: 0,
+    whenIdle: [],
+    released: false,
+  };
+}
+
+/**
+ * The database object handlers use. Drivers implement checkout, statement execution and
+ * return; everything about scopes and transactions lives here.
+ */
+export abstract class Database<Conn> {
+  private readonly scopes = new AsyncLocalStorage<ScopeState<Conn>>();
+
+  /** Checks a connection out of the pool (PoolTimeoutError / PoolClosedError when it cannot). */
+  protected abstract acquire(): Promise<Conn>;
+  /** Returns a connection to the pool, rolling back first if it is still inside a transaction. */
+  protected abstract releaseConnection(conn: Conn, inTransaction: boolean): Promise<void>;
+  /** Runs one statement: 'all' → rows, 'get' → first row or undefined, 'run' → RunResult. */
+  protected abstract execute(
+    conn: Conn,
+    mode: StatementMode,
+    sql: string,
+    params: Params | undefined,
+  ): Promise<unknown>;
+  abstract stats(): PoolStats;
+  /** Refuses new checkouts, waits for connections in use (up to a timeout), closes them all. */
+  abstract closePool(): Promise<void>;
+
+  protected async begin(conn: Conn): Promise<void> {
+    await this.execute(conn, 'run', 'BEGIN', undefined);
+  }
+
+  protected async commit(conn: Conn): Promise<void> {
+    await this.execute(conn, 'run', 'COMMIT', undefined);
+  }
+
+  protected async rollback(conn: Conn): Promise<void> {
+    await this.execute(conn, 'run', 'ROLLBACK', undefined);
+  }
+
+  /** Binds a connection to the current request. Returns false if reused (reuseIfOpen). */
+  async connect(options: ConnectOptions = {}): Promise<boolean> {
+    const scope = this.scopes.getStore();
+    if (scope === undefined) {
+      throw new ConnectionStateError(
+        'db.connect() was called outside a request scope, so there is nothing to bind the ' +
+          'connection to. Install the db-hooks adapter for your framework (or wrap the server ' +
+          'listener with requestScope()), or use db.connectionContext(fn) in scripts.',
+      );
+    }
+    if (scope.released) throw new ScopeReleasedError();
+    if (scope.conn !== undefined || scope.opening !== undefined) {
+      if (!options.reuseIfOpen) {
+        throw new ConnectionStateError(
+          'The connection for this request is already open. Call db.connect() once per ' +
+            'request, or pass { reuseIfOpen: true }.',
+        );
+      }
+      await scope.opening;
+      return false;
+    }
+    await this.open(scope);
+    return true;
+  }
+
+  /** Returns the request's connection to the pool. False if it was not open. */
+  async close(): Promise<boolean> {
+    const scope = this.scopes.getStore();
+    if (scope === undefined || scope.released) return false;
+    if (scope.opening !== undefined) await scope.opening.catch(() => {});
+    if (scope.conn === undefined) return false;
+    if (scope.depth > 0) {
+      throw new ConnectionStateError(
+        'db.close() was called inside db.atomic(). Let the transaction finish (return or throw ' +
+          'from the atomic() callback) before closing the connection.',
+      );
+    }
+    await this.detach(scope);
+    return true;
+  }
+
+  isClosed(): boolean {
+    return this.scopes.getStore()?.conn === undefined;
+  }
+
+  /**
+   * Runs fn with a connection: the current one if open, else one checked out for fn and
+   * returned after it. Nested calls reuse the outer connection; only the outermost returns it.
+   */
+  connectionContext<T>(fn: () => Promise<T>): Promise<T> {
+    const scope = this.scopes.getStore();
+    if (scope === undefined) {
+      const fresh = newScopeState<Conn>();
+      return this.scopes.run(fresh, () => this.withConnection(fresh, fn));
+    }
+    return this.withConnection(scope, fn);
+  }
+
+  async query<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T[]> {
+    return (await this.statement('all', sql, params)) as T[];
+  }
+
+  async get<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T | undefined> {
+    return (await this.statement('get', sql, params)) as T | undefined;
+  }
+
+  async run(sql: string, params?: Params): Promise<RunResult> {
+    return (await this.statement('run', sql, params)) as RunResult;
+  }
+
+  /**
+   * Runs fn in a transaction: commits when it returns, rolls back when it throws. Nested calls
+   * use savepoints, so an inner failure rolls back only the inner part.
+   */
+  async atomic<T>(fn: () => Promise<T>): Promise<T> {
+    const scope = this.scopes.getStore();
+    if (scope === undefined) return this.connectionContext(() => this.atomic(fn));
+    if (scope.released) throw new ScopeReleasedError();
+    if (scope.opening !== undefined) await scope.opening;
+    const conn = scope.conn;
+    if (conn === undefined) return this.withConnection(scope, () => this.atomic(fn));
+
+    const depth = scope.depth;
+    const savepoint = `db_hooks_${depth}`;
+    await this.track(scope, async () => {
+      if (depth === 0) await this.begin(conn);
+      else await this.execute(conn, 'run', `SAVEPOINT ${savepoint}`, undefined);
+      scope.depth = depth + 1;
+    });
+
+    let result: T;
+    try {
+      result = await fn();
+    } catch (error) {
+      // If the scope was released meanwhile, release() already rolled back: touch nothing.
+      if (!scope.released && scope.conn === conn) {
+        await this.track(scope, async () => {
+          try {
+            if (depth === 0) await this.rollback(conn);
+            else {
+              await this.execute(conn, 'run', `ROLLBACK TO SAVEPOINT ${savepoint}`, undefined);
+              await this.execute(conn, 'run', `RELEASE SAVEPOINT ${savepoint}`, undefined);
+            }
+          } catch {
+            // The connection is broken; the driver destroys it on return. Report fn's error.
+          } finally {
+            scope.depth = depth;
+          }
+        });
+      }
+      throw error;
+    }
+
+    if (scope.released || scope.conn !== conn) throw new ScopeReleasedError();
+    await this.track(scope, async () => {
+      try {
+        if (depth === 0) await this.commit(conn);
+        else await this.execute(conn, 'run', `RELEASE SAVEPOINT ${savepoint}`, undefined);
+      } finally {
+        scope.depth = depth;
+      }
+    });
+    return result;
+  }
+
+  /** A scope for one request; see RequestScope. Used by the framework adapters. */
+  createScope(): RequestScope {
+    const scope = newScopeState<Conn>();
+    let releasing: Promise<void> | undefined;
+    return {
+      get released() {
+        return scope.released;
+      },
+      run: (fn) => this.scopes.run(scope, fn),
+      connect: async () => {
+        if (scope.released) throw new ScopeReleasedError();
+        if (scope.opening !== undefined) return scope.opening;
+        if (scope.conn === undefined) await this.open(scope);
+      },
+      release: () => {
+        scope.released = true;
+        releasing ??= this.detach(scope);
+        return releasing;
+      },
+    };
+  }
+
+  private async statement(mode: StatementMode, sql: string, params: Params | undefined) {
+    const scope = this.scopes.getStore();
+    if (scope === undefined) return this.borrow((conn) => this.execute(conn, mode, sql, params));
+    if (scope.released) throw new ScopeReleasedError();
+    if (scope.opening !== undefined) await scope.opening.catch(() => {});
+    const conn = scope.conn;
+    if (conn === undefined) {
+      return this.track(scope, () => this.borrow((c) => this.execute(c, mode, sql, params)));
+    }
+    return this.track(scope, () => this.execute(conn, mode, sql, params));
+  }
+
+  /** A connection for one statement (or one transaction) outside any open connection. */
+  private async borrow<R>(use: (conn: Conn) => Promise<R>): Promise<R> {
+    const conn = await this.acquire();
+    try {
+      return await use(conn);
+    } finally {
+      await this.releaseConnection(conn, false);
+    }
+  }
+
+  private async withConnection<T>(scope: ScopeState<Conn>, fn: () => Promise<T>): Promise<T> {
+    if (scope.released) throw new ScopeReleasedError();
+    if (scope.opening !== undefined) await scope.opening;
+    if (scope.conn !== undefined) return fn();
+    await this.open(scope);
+    try {
+      return await fn();
+    } finally {
+      if (!scope.released) await this.detach(scope);
+    }
+  }
+
+  private open(scope: ScopeState<Conn>): Promise<void> {
+    const opening = this.track(scope, async () => {
+      const conn = await this.acquire();
+      // Released while we waited for the pool (e.g. the client went away): give it straight back.
+      if (scope.released) {
+        await this.releaseConnection(conn, false);
+        throw new ScopeReleasedError();
+      }
+      scope.conn = conn;
+      scope.depth = 0;
+    }).finally(() => {
+      scope.opening = undefined;
+    });
+    scope.opening = opening;
+    return opening;
+  }
+
+  /** Waits for calls in flight, then returns the scope's connection (once: `conn` is cleared first). */
+  private async detach(scope: ScopeState<Conn>): Promise<void> {
+    if (scope.active > 0) await new Promise<void>((resolve) => scope.whenIdle.push(resolve));
+    const conn = scope.conn;
+    if (conn === undefined) return;
+    const inTransaction = scope.depth > 0;
+    scope.conn = undefined;
+    scope.depth = 0;
+    await this.releaseConnection(conn, inTransaction);
+  }
+
+  /** Counts a database call as in flight in this scope while it runs. */
+  private async track<R>(scope: ScopeState<Conn>, call: () => Promise<R>): Promise<R> {
+    if (scope.released) throw new ScopeReleasedError();
+    scope.active++;
+    try {
+      return await call();
+    } finally {
+      scope.active--;
+      if (scope.active === 0 && scope.whenIdle.length > 0) {
+        for (const resolve of scope.whenIdle.splice(0)) resolve();
+      }
+    }
+  }
+}
