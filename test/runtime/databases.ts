@@ -1,0 +1,92 @@
+// The two real databases the runtime tests run against: SQLite files in a temp directory and a
+// fresh PostgreSQL database per test. Tests write SQL with `?` placeholders and pass it through
+// `sql()`, which numbers them ($1, $2, ...) for PostgreSQL.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Database } from '../../src/runtime/runtime.ts';
+import { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
+import { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
+import { createTestDatabase } from '../support/postgres.ts';
+
+export interface PoolOptions {
+  max?: number;
+  acquireTimeoutMillis?: number;
+  closeTimeoutMillis?: number;
+}
+
+export interface Opened<Db extends Database<any> = Database<any>> {
+  db: Db;
+  /** Rewrites `?` placeholders for this database. */
+  sql(text: string): string;
+  /** PostgreSQL only: the database URL, for a separate admin connection. */
+  url?: string;
+  /** Closes the pool (if the test did not) and deletes the database. */
+  cleanup(): Promise<void>;
+}
+
+export interface Kind {
+  name: 'sqlite' | 'postgres';
+  open(options?: PoolOptions): Promise<Opened>;
+}
+
+export async function openSqlite(options: PoolOptions = {}): Promise<Opened<SqliteDatabase>> {
+  const dir = mkdtempSync(join(tmpdir(), 'cdh-sqlite-'));
+  const db = new SqliteDatabase({ path: join(dir, 'app.db'), ...options });
+  return {
+    db,
+    sql: (text) => text,
+    async cleanup() {
+      await db.closePool();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function openPostgres(options: PoolOptions = {}): Promise<Opened<PostgresDatabase>> {
+  const database = await createTestDatabase();
+  const db = new PostgresDatabase({ connectionString: database.url, ...options });
+  return {
+    db,
+    url: database.url,
+    sql: (text) => {
+      let n = 0;
+      return text.replace(/\?/g, () => `$${++n}`);
+    },
+    async cleanup() {
+      await db.closePool();
+      await database.drop();
+    },
+  };
+}
+
+export const kinds: Kind[] = [
+  { name: 'sqlite', open: openSqlite },
+  { name: 'postgres', open: openPostgres },
+];
+
+/** Runs body with a freshly opened database and always cleans up. */
+export async function withDatabase<T>(
+  kind: Kind,
+  options: PoolOptions,
+  body: (opened: Opened) => Promise<T>,
+): Promise<T> {
+  const opened = await kind.open(options);
+  try {
+    return await body(opened);
+  } finally {
+    await opened.cleanup();
+  }
+}
+
+export const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Waits until check() is true, polling; fails after timeoutMillis. */
+export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMillis = 2000) {
+  const deadline = Date.now() + timeoutMillis;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMillis} ms`);
+    await sleep(5);
+  }
+}

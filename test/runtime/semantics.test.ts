@@ -1,0 +1,236 @@
+// peewee's connection semantics, on both databases: connect/close/isClosed, connectionContext,
+// atomic() with nested savepoints, statements outside a request, and the error types.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  ConnectionStateError,
+  DbHooksError,
+  PoolClosedError,
+  PoolTimeoutError,
+  ScopeReleasedError,
+} from '../../src/runtime/runtime.ts';
+import { kinds, withDatabase } from './databases.ts';
+
+test('errors are typed, carry a code, and pool errors map to HTTP 503', () => {
+  const timeout = new PoolTimeoutError('full');
+  assert.ok(timeout instanceof DbHooksError && timeout instanceof Error);
+  assert.equal(timeout.code, 'POOL_TIMEOUT');
+  assert.equal(timeout.name, 'PoolTimeoutError');
+  assert.deepEqual([timeout.status, timeout.statusCode, timeout.expose], [503, 503, true]);
+  const closed = new PoolClosedError();
+  assert.equal(closed.code, 'POOL_CLOSED');
+  assert.equal(closed.status, 503);
+  assert.match(closed.message, /closePool/);
+  assert.equal(new ConnectionStateError('x').code, 'CONNECTION_STATE');
+  assert.equal(new ScopeReleasedError().code, 'SCOPE_RELEASED');
+});
+
+for (const kind of kinds) {
+  describe(`${kind.name}: peewee semantics`, () => {
+    test('connect twice throws unless reuseIfOpen; close reports whether it closed', async () => {
+      await withDatabase(kind, { max: 2 }, async ({ db }) => {
+        const scope = db.createScope();
+        await scope.run(async () => {
+          assert.equal(db.isClosed(), true);
+          assert.equal(await db.connect(), true);
+          assert.equal(db.isClosed(), false);
+          assert.equal(db.stats().inUse, 1);
+          await assert.rejects(db.connect(), (error: unknown) => {
+            assert.ok(error instanceof ConnectionStateError);
+            assert.match(error.message, /reuseIfOpen/);
+            return true;
+          });
+          assert.equal(await db.connect({ reuseIfOpen: true }), false);
+          assert.equal(db.stats().inUse, 1, 'reuse must not check out a second connection');
+          assert.equal(await db.close(), true);
+          assert.equal(db.isClosed(), true);
+          assert.equal(await db.close(), false, 'a second close is a no-op');
+          assert.equal(db.stats().inUse, 0);
+        });
+        await scope.release();
+        assert.equal(db.stats().inUse, 0);
+      });
+    });
+
+    test('connect outside any request scope says what to do', async () => {
+      await withDatabase(kind, {}, async ({ db }) => {
+        await assert.rejects(db.connect(), (error: unknown) => {
+          assert.ok(error instanceof ConnectionStateError);
+          assert.match(error.message, /connectionContext/);
+          return true;
+        });
+        assert.equal(db.isClosed(), true);
+        assert.equal(await db.close(), false);
+      });
+    });
+
+    test('close inside atomic() throws and leaves the transaction usable', async () => {
+      await withDatabase(kind, {}, async ({ db, sql }) => {
+        await db.run('CREATE TABLE t (v integer)');
+        await db.createScope().run(async () => {
+          await db.connect();
+          await db.atomic(async () => {
+            await db.run(sql('INSERT INTO t (v) VALUES (?)'), [1]);
+            await assert.rejects(db.close(), ConnectionStateError);
+            assert.equal(db.isClosed(), false);
+          });
+          assert.equal(await db.close(), true);
+        });
+        assert.deepEqual(await db.query('SELECT v FROM t'), [{ v: 1 }]);
+        assert.equal(db.stats().inUse, 0);
+      });
+    });
+
+    test('connectionContext is re-entrant: only the outermost returns the connection', async () => {
+      await withDatabase(kind, { max: 3 }, async ({ db }) => {
+        const result = await db.connectionContext(async () => {
+          assert.equal(db.isClosed(), false);
+          assert.equal(db.stats().inUse, 1);
+          const inner = await db.connectionContext(async () => {
+            assert.equal(db.stats().inUse, 1, 'nested context reuses the connection');
+            return 'inner';
+          });
+          assert.equal(db.isClosed(), false, 'inner context must not close the outer connection');
+          assert.equal(db.stats().inUse, 1);
+          return inner;
+        });
+        assert.equal(result, 'inner');
+        assert.equal(db.stats().inUse, 0);
+        assert.equal(db.isClosed(), true);
+        // It also returns the connection when fn throws.
+        await assert.rejects(
+          db.connectionContext(async () => {
+            throw new Error('boom');
+          }),
+          /boom/,
+        );
+        assert.equal(db.stats().inUse, 0);
+      });
+    });
+
+    test('connectionContext inside a request reuses its open connection', async () => {
+      await withDatabase(kind, {}, async ({ db }) => {
+        const scope = db.createScope();
+        await scope.connect();
+        await scope.run(() =>
+          db.connectionContext(async () => {
+            assert.equal(db.stats().inUse, 1);
+          }),
+        );
+        assert.equal(
+          scope.run(() => db.isClosed()),
+          false,
+          'the request keeps its connection',
+        );
+        await scope.release();
+        assert.equal(db.stats().inUse, 0);
+      });
+    });
+
+    test('nested atomic() uses savepoints: an inner failure rolls back only its part', async () => {
+      await withDatabase(kind, {}, async ({ db, sql }) => {
+        await db.run('CREATE TABLE t (v integer)');
+        const insert = sql('INSERT INTO t (v) VALUES (?)');
+        await db.connectionContext(async () => {
+          await db.atomic(async () => {
+            await db.run(insert, [1]);
+            await assert.rejects(
+              db.atomic(async () => {
+                await db.run(insert, [2]);
+                await db.atomic(async () => {
+                  await db.run(insert, [3]);
+                });
+                throw new Error('inner');
+              }),
+              /inner/,
+            );
+            await db.atomic(async () => {
+              await db.run(insert, [4]);
+            });
+            // The transaction is still usable after the inner rollback.
+            assert.deepEqual(
+              (await db.query<{ v: number }>('SELECT v FROM t ORDER BY v')).map((r) => r.v),
+              [1, 4],
+            );
+          });
+          // A failing outer block rolls back everything, savepoints included.
+          await assert.rejects(
+            db.atomic(async () => {
+              await db.run(insert, [5]);
+              await db.atomic(async () => {
+                await db.run(insert, [6]);
+              });
+              throw new Error('outer');
+            }),
+            /outer/,
+          );
+        });
+        const rows = await db.query<{ v: number }>('SELECT v FROM t ORDER BY v');
+        assert.deepEqual(
+          rows.map((r) => r.v),
+          [1, 4],
+        );
+        assert.equal(db.stats().inUse, 0);
+      });
+    });
+
+    test('an SQL error inside atomic() rolls back and the connection stays usable', async () => {
+      await withDatabase(kind, { max: 1 }, async ({ db, sql }) => {
+        await db.run('CREATE TABLE u (k integer PRIMARY KEY)');
+        await db.run(sql('INSERT INTO u (k) VALUES (?)'), [1]);
+        await db.connectionContext(async () => {
+          await assert.rejects(
+            db.atomic(async () => {
+              await db.run(sql('INSERT INTO u (k) VALUES (?)'), [2]);
+              await db.run(sql('INSERT INTO u (k) VALUES (?)'), [1]); // unique violation
+            }),
+          );
+          assert.deepEqual(await db.query('SELECT k FROM u'), [{ k: 1 }]);
+        });
+        assert.equal(db.stats().inUse, 0);
+      });
+    });
+
+    test('statements outside a request borrow a connection for that statement only', async () => {
+      await withDatabase(kind, { max: 2 }, async ({ db, sql }) => {
+        await db.run('CREATE TABLE t (v integer)');
+        const result = await db.run(sql('INSERT INTO t (v) VALUES (?)'), [7]);
+        assert.equal(result.changes, 1);
+        if (kind.name === 'sqlite') assert.equal(result.lastInsertId, 1);
+        assert.equal(db.stats().inUse, 0);
+        assert.deepEqual(await db.get('SELECT v FROM t'), { v: 7 });
+        assert.equal(await db.get(sql('SELECT v FROM t WHERE v = ?'), [8]), undefined);
+        assert.deepEqual(await db.query('SELECT v FROM t'), [{ v: 7 }]);
+        // atomic() outside a request borrows one connection for the whole transaction.
+        await db.atomic(async () => {
+          assert.equal(db.stats().inUse, 1);
+          await db.run(sql('INSERT INTO t (v) VALUES (?)'), [8]);
+          assert.equal(db.stats().inUse, 1);
+        });
+        assert.equal(db.stats().inUse, 0);
+        await assert.rejects(db.get('SELECT nope FROM t'));
+        assert.equal(db.stats().inUse, 0, 'a failing statement returns its connection too');
+        assert.deepEqual(db.stats().waiting, 0);
+      });
+    });
+
+    test('a request with no open connection borrows per statement and per transaction', async () => {
+      await withDatabase(kind, { max: 2 }, async ({ db, sql }) => {
+        await db.run('CREATE TABLE t (v integer)');
+        const scope = db.createScope();
+        await scope.run(async () => {
+          await db.run(sql('INSERT INTO t (v) VALUES (?)'), [1]);
+          assert.equal(db.stats().inUse, 0);
+          await db.atomic(async () => {
+            assert.equal(db.isClosed(), false);
+            await db.run(sql('INSERT INTO t (v) VALUES (?)'), [2]);
+          });
+          assert.equal(db.isClosed(), true);
+          assert.equal(db.stats().inUse, 0);
+        });
+        await scope.release();
+        assert.equal((await db.query('SELECT v FROM t')).length, 2);
+      });
+    });
+  });
+}
