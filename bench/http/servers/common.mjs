@@ -1,0 +1,76 @@
+// What every benchmark/soak server shares: the mode it runs in, the SQL for its database, the
+// generated code (for MODE=generated) or the hand-written baseline's pool (for MODE=baseline).
+//
+// Environment: MODE (generated | baseline | fastify-postgres), DB (postgres | sqlite), PORT,
+// GENERATED_DIR (absolute path of generated JS ESM files), DATABASE_URL or SQLITE_PATH, POOL_MAX.
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export const mode = process.env.MODE ?? 'generated';
+export const database = process.env.DB ?? 'sqlite';
+export const port = Number(process.env.PORT ?? 3000);
+export const poolMax = Number(process.env.POOL_MAX ?? 10);
+
+const placeholder = (n) => (database === 'postgres' ? `$${n}` : '?');
+export const sql = {
+  user: `SELECT id, name FROM users WHERE id = ${placeholder(1)}`,
+  debit: `UPDATE accounts SET balance = balance - 1 WHERE id = ${placeholder(1)}`,
+  credit: `UPDATE accounts SET balance = balance + 1 WHERE id = ${placeholder(1)}`,
+  backend: database === 'postgres' ? 'SELECT pg_backend_pid() AS pid' : 'SELECT 0 AS pid',
+};
+
+/** The generated adapter module for a target and the generated `db`. */
+export async function loadGenerated(target) {
+  const dir = process.env.GENERATED_DIR;
+  const [adapter, index] = await Promise.all([
+    import(`${dir}/${target}.js`),
+    import(`${dir}/index.js`),
+  ]);
+  return { adapter, db: index.db };
+}
+
+/** The hand-written baseline: a raw pg.Pool, or one shared better-sqlite3 connection. */
+export async function baselineDriver() {
+  if (database === 'postgres') {
+    const { default: pg } = await import('pg');
+    const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: poolMax });
+    pool.on('error', () => {});
+    return { kind: 'postgres', pool };
+  }
+  const { default: Sqlite } = await import('better-sqlite3');
+  const connection = new Sqlite(process.env.SQLITE_PATH ?? 'app.db');
+  connection.pragma('journal_mode = WAL');
+  return { kind: 'sqlite', connection, user: connection.prepare(sql.user) };
+}
+
+/** The soak routes' work, written once against the runtime API. */
+export const work = {
+  async user(db, id) {
+    return db.get(sql.user, [id]);
+  },
+  async fail() {
+    await sleep(1);
+    throw Object.assign(new Error('handler failed on purpose'), { status: 500 });
+  },
+  async slow(db, ms) {
+    await db.get(sql.backend);
+    await sleep(ms);
+    return db.get(sql.backend);
+  },
+  async transfer(db) {
+    return db.atomic(async () => {
+      await db.run(sql.debit, [1]);
+      await sleep(1);
+      await db.run(sql.credit, [2]);
+      return { ok: true };
+    });
+  },
+  stats(db) {
+    return { pool: db.stats(), memory: process.memoryUsage() };
+  },
+};
+
+export function listening(server) {
+  process.send?.({ ready: port });
+  console.log(`listening on http://127.0.0.1:${port} (${mode}, ${database})`);
+  return server;
+}

@@ -1,0 +1,42 @@
+import express from 'express';
+import { baselineDriver, listening, loadGenerated, mode, port, sql, work } from './common.mjs';
+
+const app = express();
+app.use(express.json());
+
+if (mode === 'generated') {
+  const { adapter, db } = await loadGenerated('express');
+  app.use(adapter.dbHooks());
+  app.get('/users/:id', async (req, res) => {
+    res.json(await work.user(db, Number(req.params.id)));
+  });
+  app.get('/fail', async () => work.fail());
+  app.get('/slow', async (req, res) => res.json(await work.slow(db, Number(req.query.ms ?? 50))));
+  app.post('/transfer', async (_req, res) => res.json(await work.transfer(db)));
+  app.get('/__stats', (_req, res) => res.json(work.stats(db)));
+} else {
+  // What a careful person writes by hand: check out on arrival, release once the response closes.
+  const driver = await baselineDriver();
+  if (driver.kind === 'postgres') {
+    app.use(async (req, res, next) => {
+      try {
+        req.client = await driver.pool.connect();
+      } catch (error) {
+        return next(error);
+      }
+      res.once('close', () => req.client.release());
+      next();
+    });
+    app.get('/users/:id', async (req, res) => {
+      const { rows } = await req.client.query(sql.user, [Number(req.params.id)]);
+      res.json(rows[0]);
+    });
+  } else {
+    app.get('/users/:id', (req, res) => res.json(driver.user.get(Number(req.params.id))));
+  }
+}
+
+app.use((error, _req, res, _next) => {
+  res.status(error.status ?? error.statusCode ?? 500).json({ error: error.message });
+});
+listening(app.listen(port, '127.0.0.1'));

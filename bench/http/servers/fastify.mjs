@@ -1,0 +1,54 @@
+import Fastify from 'fastify';
+import {
+  baselineDriver,
+  listening,
+  loadGenerated,
+  mode,
+  poolMax,
+  port,
+  sql,
+  work,
+} from './common.mjs';
+
+const app = Fastify();
+
+if (mode === 'generated') {
+  const { adapter, db } = await loadGenerated('fastify');
+  await app.register(adapter.dbHooks, { database: db });
+  app.get('/users/:id', async (req) => work.user(db, Number(req.params.id)));
+  app.get('/fail', async () => work.fail());
+  app.get('/slow', async (req) => work.slow(db, Number(req.query.ms ?? 50)));
+  app.post('/transfer', async () => work.transfer(db));
+  app.get('/__stats', async () => work.stats(db));
+} else if (mode === 'fastify-postgres') {
+  // The official plugin, used the way its README shows: a client per request via pg.connect().
+  const { default: fastifyPostgres } = await import('@fastify/postgres');
+  await app.register(fastifyPostgres, { connectionString: process.env.DATABASE_URL, max: poolMax });
+  app.get('/users/:id', async (req) => {
+    const client = await app.pg.connect();
+    try {
+      const { rows } = await client.query(sql.user, [Number(req.params.id)]);
+      return rows[0];
+    } finally {
+      client.release();
+    }
+  });
+} else {
+  const driver = await baselineDriver();
+  if (driver.kind === 'postgres') {
+    app.addHook('onRequest', async (req) => {
+      req.client = await driver.pool.connect();
+      // onResponse does not run for aborted requests; the raw 'close' event does, every time.
+      req.raw.once('close', () => req.client.release());
+    });
+    app.get('/users/:id', async (req) => {
+      const { rows } = await req.client.query(sql.user, [Number(req.params.id)]);
+      return rows[0];
+    });
+  } else {
+    app.get('/users/:id', async (req) => driver.user.get(Number(req.params.id)));
+  }
+}
+
+await app.listen({ port, host: '127.0.0.1' });
+listening(app.server);

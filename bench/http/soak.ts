@@ -1,0 +1,234 @@
+// Soak: drive a generated app with a bounded mix of requests (successes, handler errors, client
+// aborts mid-handler, transactions with an await inside, 404s) and check afterwards that nothing
+// leaked: the pool's inUse is 0, PostgreSQL has no connection idle in transaction and never more
+// connections than the pool's max, no request hung, and the heap is flat.
+//
+//   node --import tsx bench/http/soak.ts [--seconds 30] [--targets express,koa] [--databases sqlite]
+import { Agent, request } from 'node:http';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import type { DatabaseId } from '../../src/cli/targets.ts';
+import { createTestDatabase } from '../../test/support/postgres.ts';
+import { type Framework, generate, prepareDatabase, startServer } from './harness.ts';
+
+export type RequestKind = 'ok' | 'error' | 'abort' | 'transaction' | 'notFound';
+
+const mix: [RequestKind, number][] = [
+  ['ok', 0.7],
+  ['error', 0.1],
+  ['abort', 0.05],
+  ['transaction', 0.1],
+  ['notFound', 0.05],
+];
+
+export interface SoakOptions {
+  framework: Framework;
+  database: DatabaseId;
+  seconds: number;
+  concurrency?: number;
+  /** Pool max the app runs with; PostgreSQL may never see more connections than this. */
+  poolMax?: number;
+}
+
+export interface SoakReport {
+  framework: Framework;
+  database: DatabaseId;
+  requests: number;
+  byKind: Record<RequestKind, number>;
+  unexpected: string[];
+  hung: number;
+  leaks: { inUse: number; idleInTransaction: number; maxConnections: number; poolMax: number };
+  heap: { firstThirdMB: number; lastThirdMB: number; growth: number };
+  slowestMillis: number;
+}
+
+interface Sample {
+  at: number;
+  heapUsed: number;
+}
+
+const expectedStatus: Record<Exclude<RequestKind, 'abort'>, number> = {
+  ok: 200,
+  error: 500,
+  transaction: 200,
+  notFound: 404,
+};
+
+function pick(): RequestKind {
+  let roll = Math.random();
+  for (const [kind, weight] of mix) {
+    roll -= weight;
+    if (roll <= 0) return kind;
+  }
+  return 'ok';
+}
+
+const hangMillis = 10_000;
+
+function send(
+  agent: Agent,
+  base: string,
+  kind: RequestKind,
+): Promise<{ status?: number; aborted?: boolean; millis: number }> {
+  const started = performance.now();
+  const paths: Record<RequestKind, [string, string]> = {
+    ok: ['GET', `/users/${1 + Math.floor(Math.random() * 1000)}`],
+    error: ['GET', '/fail'],
+    abort: ['GET', '/slow?ms=200'],
+    transaction: ['POST', '/transfer'],
+    notFound: ['GET', '/no/such/route'],
+  };
+  const [method, path] = paths[kind];
+  return new Promise((resolve) => {
+    const req = request(`${base}${path}`, { method, agent, timeout: hangMillis }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode, millis: performance.now() - started }));
+      res.on('error', () => resolve({ aborted: true, millis: performance.now() - started }));
+    });
+    req.on('timeout', () => {
+      req.destroy();
+      resolve({ status: -1, millis: performance.now() - started });
+    });
+    req.on('error', () => resolve({ aborted: true, millis: performance.now() - started }));
+    if (kind === 'abort') {
+      // Hang up while the handler is between its two queries.
+      setTimeout(() => req.destroy(), 20 + Math.random() * 40);
+    }
+    req.end();
+  });
+}
+
+async function getJson<T>(url: string): Promise<T> {
+  const res = await fetch(url);
+  return (await res.json()) as T;
+}
+
+export async function soak(options: SoakOptions): Promise<SoakReport> {
+  const { framework, database, seconds } = options;
+  const concurrency = options.concurrency ?? 32;
+  const poolMax = options.poolMax ?? 10;
+  const pgDatabase = database === 'postgres' ? await createTestDatabase() : undefined;
+  const location =
+    pgDatabase?.url ?? `${process.env.TMPDIR ?? '/tmp'}/cdh-soak-${framework}-${process.pid}.db`;
+  const env = await prepareDatabase(database, location);
+  const server = await startServer(framework, 'generated', database, {
+    ...env,
+    POOL_MAX: String(poolMax),
+    DB_POOL_MAX: String(poolMax),
+  });
+  const monitor = pgDatabase ? new pg.Client({ connectionString: pgDatabase.url }) : undefined;
+  await monitor?.connect();
+  const dbName = pgDatabase ? new URL(pgDatabase.url).pathname.slice(1) : '';
+  const connectionsNow = async (): Promise<{ total: number; idleInTransaction: number }> => {
+    if (!monitor) return { total: 0, idleInTransaction: 0 };
+    const { rows } = await monitor.query<{ total: number; idle_in_tx: number }>(
+      `SELECT count(*)::int AS total,
+              count(*) FILTER (WHERE state LIKE 'idle in transaction%')::int AS idle_in_tx
+         FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
+      [dbName],
+    );
+    return { total: rows[0]!.total, idleInTransaction: rows[0]!.idle_in_tx };
+  };
+
+  const report: SoakReport = {
+    framework,
+    database,
+    requests: 0,
+    byKind: { ok: 0, error: 0, abort: 0, transaction: 0, notFound: 0 },
+    unexpected: [],
+    hung: 0,
+    leaks: { inUse: 0, idleInTransaction: 0, maxConnections: 0, poolMax },
+    heap: { firstThirdMB: 0, lastThirdMB: 0, growth: 0 },
+    slowestMillis: 0,
+  };
+  const samples: Sample[] = [];
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
+  const deadline = Date.now() + seconds * 1000;
+  const started = Date.now();
+
+  const sampler = (async () => {
+    const statsAgent = new Agent({ keepAlive: true, maxSockets: 1 });
+    while (Date.now() < deadline) {
+      const stats = await getJson<{ memory: { heapUsed: number } }>(`${server.url}/__stats`);
+      samples.push({ at: Date.now() - started, heapUsed: stats.memory.heapUsed });
+      const { total } = await connectionsNow();
+      report.leaks.maxConnections = Math.max(report.leaks.maxConnections, total);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    statsAgent.destroy();
+  })();
+
+  const worker = async () => {
+    while (Date.now() < deadline) {
+      const kind = pick();
+      const result = await send(agent, server.url, kind);
+      report.requests++;
+      report.byKind[kind]++;
+      report.slowestMillis = Math.max(report.slowestMillis, result.millis);
+      if (result.status === -1) report.hung++;
+      else if (kind !== 'abort' && result.status !== expectedStatus[kind]) {
+        if (report.unexpected.length < 20) {
+          report.unexpected.push(`${kind}: ${result.aborted ? 'connection error' : result.status}`);
+        }
+      }
+    }
+  };
+  await Promise.all([sampler, ...Array.from({ length: concurrency }, worker)]);
+  agent.destroy();
+
+  // Releases after aborts finish asynchronously; give them a moment, then check for leaks.
+  const settleBy = Date.now() + 3000;
+  for (;;) {
+    const stats = await getJson<{ pool: { inUse: number } }>(`${server.url}/__stats`);
+    const pgNow = await connectionsNow();
+    report.leaks.inUse = stats.pool.inUse;
+    report.leaks.idleInTransaction = pgNow.idleInTransaction;
+    if ((stats.pool.inUse === 0 && pgNow.idleInTransaction === 0) || Date.now() > settleBy) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+
+  const third = Math.max(1, Math.floor(samples.length / 3));
+  const mean = (xs: Sample[]) => xs.reduce((sum, s) => sum + s.heapUsed, 0) / xs.length / 2 ** 20;
+  report.heap.firstThirdMB = mean(samples.slice(0, third));
+  report.heap.lastThirdMB = mean(samples.slice(-third));
+  report.heap.growth = report.heap.lastThirdMB / report.heap.firstThirdMB - 1;
+
+  await monitor?.end();
+  await server.stop();
+  await pgDatabase?.drop();
+  return report;
+}
+
+export function formatReport(r: SoakReport): string {
+  const kinds = Object.entries(r.byKind)
+    .map(([kind, n]) => `${kind} ${n}`)
+    .join(', ');
+  const leaks = r.leaks.inUse + r.leaks.idleInTransaction + r.hung + r.unexpected.length;
+  return (
+    `${r.framework}/${r.database}: ${r.requests} requests (${kinds}); ` +
+    `inUse ${r.leaks.inUse}, idle in tx ${r.leaks.idleInTransaction}, ` +
+    `max connections ${r.leaks.maxConnections}/${r.leaks.poolMax}, hung ${r.hung}, ` +
+    `unexpected ${r.unexpected.length}, heap ${r.heap.firstThirdMB.toFixed(1)} → ` +
+    `${r.heap.lastThirdMB.toFixed(1)} MB, slowest ${r.slowestMillis.toFixed(0)} ms; leaks found ${leaks}`
+  );
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string', default: '30' },
+      targets: { type: 'string', default: 'express,fastify,koa,hono,node-http,fetch,hooks' },
+      databases: { type: 'string', default: 'sqlite,postgres' },
+    },
+  });
+  for (const database of values.databases.split(',') as DatabaseId[]) {
+    await generate(database);
+    for (const framework of values.targets.split(',') as Framework[]) {
+      const report = await soak({ framework, database, seconds: Number(values.seconds) });
+      console.log(formatReport(report));
+      if (report.unexpected.length > 0)
+        console.log(`  unexpected: ${report.unexpected.join('; ')}`);
+    }
+  }
+  process.exit(0);
+}
