@@ -14,6 +14,10 @@ import pg from 'pg';
 
 export interface RunningPostgres {
   url: string;
+  /** Stops the server (fast shutdown: every backend is terminated), keeping its data. */
+  shutdown(): void;
+  /** Starts it again on the same port after shutdown(). */
+  restart(): void;
   stop(): Promise<void>;
 }
 
@@ -84,15 +88,21 @@ export async function startPostgres(): Promise<RunningPostgres> {
     '-c full_page_writes=off',
     '-c max_connections=300',
   ].join(' ');
-  runAs(user, pgCtl, ['-D', data, '-o', options, '-l', join(dir, 'server.log'), '-w', 'start']);
+  const start = () =>
+    runAs(user, pgCtl, ['-D', data, '-o', options, '-l', join(dir, 'server.log'), '-w', 'start']);
+  start();
   let stopped = false;
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    shutdown: () => runAs(user, pgCtl, ['-D', data, '-m', 'fast', '-w', 'stop']),
+    restart: start,
     async stop() {
       if (stopped) return;
       stopped = true;
       try {
         runAs(user, pgCtl, ['-D', data, '-m', 'immediate', '-w', 'stop']);
+      } catch {
+        // Already stopped by shutdown().
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }

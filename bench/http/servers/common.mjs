@@ -3,12 +3,17 @@
 //
 // Environment: MODE (generated | baseline | fastify-postgres), DB (postgres | sqlite), PORT,
 // GENERATED_DIR (absolute path of generated JS ESM files), DATABASE_URL or SQLITE_PATH, POOL_MAX.
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export const mode = process.env.MODE ?? 'generated';
 export const database = process.env.DB ?? 'sqlite';
 export const port = Number(process.env.PORT ?? 3000);
 export const poolMax = Number(process.env.POOL_MAX ?? 10);
+
+// The longest the event loop was blocked, reported by /__stats (a synchronous SQLite wait shows here).
+const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+loopDelay.enable();
 
 const placeholder = (n) => (database === 'postgres' ? `$${n}` : '?');
 export const sql = {
@@ -18,14 +23,38 @@ export const sql = {
   backend: database === 'postgres' ? 'SELECT pg_backend_pid() AS pid' : 'SELECT 0 AS pid',
 };
 
-/** The generated adapter module for a target and the generated `db`. */
+/**
+ * The generated adapter for a target, and a database made from the generated runtime with the
+ * pool settings the run asks for (POOL_MAX, ACQUIRE_TIMEOUT_MS, PGBOUNCER).
+ */
 export async function loadGenerated(target) {
   const dir = process.env.GENERATED_DIR;
-  const [adapter, index] = await Promise.all([
-    import(`${dir}/${target}.js`),
-    import(`${dir}/index.js`),
-  ]);
-  return { adapter, db: index.db };
+  const adapter = await import(`${dir}/${target}.js`);
+  const options = {
+    max: poolMax,
+    acquireTimeoutMillis: Number(process.env.ACQUIRE_TIMEOUT_MS ?? 5000),
+  };
+  let db;
+  if (database === 'postgres') {
+    const { PostgresDatabase } = await import(`${dir}/runtime-postgres.js`);
+    db = new PostgresDatabase({
+      ...options,
+      connectionString: process.env.DATABASE_URL,
+      pgbouncer: process.env.PGBOUNCER === 'true',
+    });
+  } else {
+    const { SqliteDatabase } = await import(`${dir}/runtime-sqlite.js`);
+    db = new SqliteDatabase({ ...options, path: process.env.SQLITE_PATH });
+  }
+  answerStats(db);
+  return { adapter, db };
+}
+
+/** Under node:cluster the primary asks each worker for its pool's numbers over IPC. */
+function answerStats(db) {
+  process.on('message', (message) => {
+    if (message === 'stats') process.send?.({ stats: work.stats(db) });
+  });
 }
 
 /** The hand-written baseline: a raw pg.Pool, or one shared better-sqlite3 connection. */
@@ -65,7 +94,13 @@ export const work = {
     });
   },
   stats(db) {
-    return { pool: db.stats(), memory: process.memoryUsage() };
+    // Collect first so heapUsed shows what is live, not what is merely not yet collected.
+    globalThis.gc?.();
+    return {
+      pool: db.stats(),
+      memory: process.memoryUsage(),
+      eventLoopDelayMaxMs: loopDelay.max / 1e6,
+    };
   },
 };
 

@@ -6,7 +6,7 @@ app.use(express.json());
 
 if (mode === 'generated') {
   const { adapter, db } = await loadGenerated('express');
-  app.use(adapter.dbHooks());
+  app.use(adapter.dbHooks(db));
   app.get('/users/:id', async (req, res) => {
     res.json(await work.user(db, Number(req.params.id)));
   });
