@@ -1,0 +1,124 @@
+// Pool limits on both databases: a full pool fails at its acquire deadline (never hangs), works
+// again after a release, and closePool() refuses new work and waits for work in progress.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { PoolClosedError, PoolTimeoutError } from '../../src/runtime/runtime.ts';
+import { kinds, sleep, withDatabase } from './databases.ts';
+
+const TIMEOUT = 300;
+// Timers fire late under load, never much early; generous upper slack for slow CI machines.
+const SLACK = 1000;
+
+async function elapsed(promise: Promise<unknown>): Promise<{ ms: number; error: unknown }> {
+  const started = performance.now();
+  try {
+    await promise;
+    return { ms: performance.now() - started, error: undefined };
+  } catch (error) {
+    return { ms: performance.now() - started, error };
+  }
+}
+
+for (const kind of kinds) {
+  describe(`${kind.name}: pool limits`, () => {
+    test('a full pool rejects the next checkout with PoolTimeoutError at its deadline', async () => {
+      await withDatabase(kind, { max: 3, acquireTimeoutMillis: TIMEOUT }, async ({ db }) => {
+        const held = [db.createScope(), db.createScope(), db.createScope()];
+        await Promise.all(held.map((scope) => scope.connect()));
+        assert.equal(db.stats().inUse, 3);
+
+        const extra = db.createScope();
+        const waiting = elapsed(extra.connect());
+        await sleep(20);
+        assert.equal(db.stats().waiting, 1);
+        const { ms, error } = await waiting;
+        assert.ok(error instanceof PoolTimeoutError, `expected PoolTimeoutError, got ${error}`);
+        assert.equal(error.statusCode, 503);
+        assert.match(error.message, /within 300 ms/);
+        assert.match(error.message, /max/);
+        assert.ok(ms >= TIMEOUT - 2, `rejected after ${ms} ms, before the ${TIMEOUT} ms deadline`);
+        assert.ok(ms < TIMEOUT + SLACK, `rejected after ${ms} ms`);
+        assert.equal(db.stats().waiting, 0);
+        await extra.release();
+
+        // A statement outside any request waits the same way.
+        const borrowed = await elapsed(db.get('SELECT 1 AS one'));
+        assert.ok(borrowed.error instanceof PoolTimeoutError);
+        assert.ok(borrowed.ms >= TIMEOUT - 2 && borrowed.ms < TIMEOUT + SLACK);
+
+        // One release and the pool serves again, immediately.
+        await held[0]!.release();
+        const again = await elapsed(db.get('SELECT 1 AS one'));
+        assert.equal(again.error, undefined);
+        assert.ok(again.ms < TIMEOUT);
+        // A waiter is served as soon as a connection comes back, well before its deadline.
+        const next = db.createScope();
+        await next.connect();
+        const last = db.createScope();
+        const queued = elapsed(last.connect());
+        await sleep(50);
+        await held[1]!.release();
+        const served = await queued;
+        assert.equal(served.error, undefined);
+        assert.ok(served.ms < TIMEOUT, `served after ${served.ms} ms`);
+        await Promise.all([held[2]!.release(), next.release(), last.release()]);
+        assert.deepEqual(db.stats(), { total: 3, idle: 3, inUse: 0, waiting: 0 });
+      });
+    });
+
+    test('after closePool() every checkout fails fast with PoolClosedError', async () => {
+      await withDatabase(kind, { max: 2 }, async ({ db }) => {
+        await db.get('SELECT 1 AS one');
+        await db.closePool();
+        await db.closePool(); // idempotent
+        const { ms, error } = await elapsed(db.get('SELECT 1 AS one'));
+        assert.ok(error instanceof PoolClosedError, `got ${error}`);
+        assert.equal((error as PoolClosedError).status, 503);
+        assert.ok(ms < 50);
+        await assert.rejects(db.createScope().connect(), PoolClosedError);
+        await assert.rejects(
+          db.connectionContext(async () => 1),
+          PoolClosedError,
+        );
+        await assert.rejects(
+          db.atomic(async () => 1),
+          PoolClosedError,
+        );
+        assert.equal(db.stats().total, 0);
+      });
+    });
+
+    test('closePool() waits for a connection in use, then closes', async () => {
+      await withDatabase(kind, { max: 2, closeTimeoutMillis: 3000 }, async ({ db }) => {
+        const scope = db.createScope();
+        await scope.connect();
+        const closing = elapsed(db.closePool());
+        await sleep(20);
+        // Still usable by the request that holds it; new checkouts are refused.
+        assert.deepEqual(await scope.run(() => db.get('SELECT 1 AS one')), { one: 1 });
+        await assert.rejects(db.createScope().connect(), PoolClosedError);
+        await sleep(150);
+        await scope.release();
+        const { ms, error } = await closing;
+        assert.equal(error, undefined);
+        assert.ok(ms >= 150, `closePool returned after ${ms} ms, before the release`);
+        assert.ok(ms < 3000, `closePool waited ${ms} ms, past the release`);
+        assert.equal(db.stats().total, 0);
+      });
+    });
+
+    test('closePool() gives up waiting after closeTimeoutMillis and closes anyway', async () => {
+      await withDatabase(kind, { max: 2, closeTimeoutMillis: 200 }, async ({ db }) => {
+        const scope = db.createScope();
+        await scope.connect();
+        const { ms, error } = await elapsed(db.closePool());
+        assert.equal(error, undefined);
+        assert.ok(ms >= 198 && ms < 200 + SLACK, `closePool took ${ms} ms`);
+        assert.equal(db.stats().total, 0);
+        // The request's late release is harmless (no double release).
+        await scope.release();
+        assert.equal(db.stats().inUse, 0);
+      });
+    });
+  });
+}

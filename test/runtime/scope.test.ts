@@ -1,0 +1,217 @@
+// RequestScope, the adapters' API: release() waits for the call in flight, refuses later calls,
+// is idempotent, and returns the connection exactly once, whenever it is called.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { ScopeReleasedError } from '../../src/runtime/runtime.ts';
+import type { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
+import type { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
+import { kinds, openPostgres, openSqlite, sleep, withDatabase } from './databases.ts';
+
+/** Counts connections handed back to the pool, to prove "exactly once". */
+function countReleases(db: SqliteDatabase | PostgresDatabase): { count: number } {
+  const counter = { count: 0 };
+  const original = (db as any).releaseConnection.bind(db);
+  (db as any).releaseConnection = (conn: unknown, inTransaction: boolean) => {
+    counter.count++;
+    return original(conn, inTransaction);
+  };
+  return counter;
+}
+
+for (const kind of kinds) {
+  describe(`${kind.name}: RequestScope`, () => {
+    test('release is idempotent, refuses later calls, and returns the connection once', async () => {
+      await withDatabase(kind, { max: 1 }, async ({ db }) => {
+        const releases = countReleases(db as SqliteDatabase);
+        const scope = db.createScope();
+        await scope.connect();
+        await scope.connect(); // eager connect twice is harmless
+        assert.equal(db.stats().inUse, 1);
+        assert.equal(scope.released, false);
+        assert.deepEqual(await scope.run(() => db.get('SELECT 1 AS one')), { one: 1 });
+        await Promise.all([scope.release(), scope.release(), scope.release()]);
+        await scope.release();
+        assert.equal(scope.released, true);
+        assert.equal(releases.count, 1);
+        assert.deepEqual(db.stats(), { total: 1, idle: 1, inUse: 0, waiting: 0 });
+        await assert.rejects(
+          scope.run(() => db.get('SELECT 1 AS one')),
+          ScopeReleasedError,
+        );
+        await assert.rejects(
+          scope.run(() => db.atomic(async () => 1)),
+          ScopeReleasedError,
+        );
+        await assert.rejects(
+          scope.run(() => db.connect()),
+          ScopeReleasedError,
+        );
+        await assert.rejects(scope.connect(), ScopeReleasedError);
+        assert.equal(releases.count, 1);
+        // The single connection serves the next request.
+        const next = db.createScope();
+        await next.connect();
+        assert.deepEqual(await next.run(() => db.get('SELECT 2 AS two')), { two: 2 });
+        await next.release();
+        assert.equal(releases.count, 2);
+      });
+    });
+
+    test('run() can re-enter the same scope later (e.g. a later framework hook)', async () => {
+      await withDatabase(kind, {}, async ({ db }) => {
+        const scope = db.createScope();
+        await scope.run(() => db.connect());
+        assert.equal(db.isClosed(), true, 'outside the scope there is no connection');
+        assert.equal(
+          scope.run(() => db.isClosed()),
+          false,
+        );
+        await scope.run(async () => {
+          assert.equal(await db.close(), true);
+        });
+        await scope.release();
+        assert.equal(db.stats().inUse, 0);
+      });
+    });
+
+    test('two scopes never share a connection', async () => {
+      await withDatabase(kind, { max: 2 }, async ({ db }) => {
+        const a = db.createScope();
+        const b = db.createScope();
+        await Promise.all([a.connect(), b.connect()]);
+        assert.equal(db.stats().inUse, 2);
+        await a.release();
+        assert.equal(db.stats().inUse, 1);
+        assert.equal(
+          b.run(() => db.isClosed()),
+          false,
+        );
+        await b.release();
+      });
+    });
+
+    test('release during a transaction rolls it back; the transaction then fails', async () => {
+      await withDatabase(kind, { max: 1 }, async ({ db, sql }) => {
+        await db.run('CREATE TABLE t (v integer)');
+        const scope = db.createScope();
+        await scope.connect();
+        let resume!: () => void;
+        const paused = new Promise<void>((resolve) => {
+          resume = resolve;
+        });
+        const transaction = scope.run(() =>
+          db.atomic(async () => {
+            await db.run(sql('INSERT INTO t (v) VALUES (?)'), [1]);
+            await paused; // e.g. waiting on another service when the client goes away
+            await db.run(sql('INSERT INTO t (v) VALUES (?)'), [2]);
+          }),
+        );
+        await sleep(20);
+        await scope.release();
+        assert.equal(db.stats().inUse, 0);
+        resume();
+        await assert.rejects(transaction, ScopeReleasedError);
+        assert.deepEqual(await db.query('SELECT v FROM t'), []);
+        // The connection went back clean: a new transaction on it works.
+        await db.atomic(() => db.run(sql('INSERT INTO t (v) VALUES (?)'), [3]));
+        assert.deepEqual(await db.query('SELECT v FROM t'), [{ v: 3 }]);
+      });
+    });
+
+    test('release while connect() waits for the pool gives the connection straight back', async () => {
+      await withDatabase(kind, { max: 1 }, async ({ db }) => {
+        const releases = countReleases(db as SqliteDatabase);
+        const holder = db.createScope();
+        await holder.connect();
+        const late = db.createScope();
+        const connecting = late.connect();
+        await sleep(10);
+        assert.equal(db.stats().waiting, 1);
+        const released = late.release(); // the client went away while waiting
+        await holder.release();
+        await assert.rejects(connecting, ScopeReleasedError);
+        await released;
+        assert.equal(releases.count, 2);
+        assert.deepEqual(db.stats(), { total: 1, idle: 1, inUse: 0, waiting: 0 });
+      });
+    });
+  });
+}
+
+test('postgres: release waits for the query in flight, then returns the connection', async () => {
+  const { db, cleanup } = await openPostgres({ max: 1 });
+  try {
+    const releases = countReleases(db);
+    const scope = db.createScope();
+    await scope.connect();
+    let querySettled = false;
+    const query = scope
+      .run(() => db.get<{ done: string }>("SELECT 'done' AS done, pg_sleep(0.3)"))
+      .finally(() => {
+        querySettled = true;
+      });
+    await sleep(50);
+    const started = Date.now();
+    let releaseDone = false;
+    const released = scope.release().then(() => {
+      releaseDone = true;
+    });
+    await sleep(100);
+    assert.equal(releaseDone, false, 'release must wait for the query in flight');
+    assert.equal(db.stats().inUse, 1, 'the connection stays checked out while the query runs');
+    await released;
+    assert.ok(Date.now() - started >= 200, 'release returned before the query finished');
+    // The query was not cut off: it completed normally on its connection.
+    assert.deepEqual(await query, { done: 'done', pg_sleep: '' });
+    assert.equal(querySettled, true);
+    assert.equal(releases.count, 1);
+    assert.equal(db.stats().inUse, 0);
+    await assert.rejects(
+      scope.run(() => db.query('SELECT 1')),
+      ScopeReleasedError,
+    );
+  } finally {
+    await cleanup();
+  }
+});
+
+test('sqlite: release waits for a write that is queued behind another transaction', async () => {
+  const { db, cleanup } = await openSqlite({ max: 2 });
+  try {
+    await db.run('CREATE TABLE t (v integer)');
+    const releases = countReleases(db);
+    const writer = db.createScope();
+    const queued = db.createScope();
+    await writer.connect();
+    await queued.connect();
+    let commit!: () => void;
+    const transaction = writer.run(() =>
+      db.atomic(async () => {
+        await db.run('INSERT INTO t (v) VALUES (1)');
+        await new Promise<void>((resolve) => {
+          commit = resolve;
+        });
+      }),
+    );
+    await sleep(10);
+    // This write waits (without blocking the event loop) for the transaction's write lock.
+    const write = queued.run(() => db.run('INSERT INTO t (v) VALUES (2)'));
+    await sleep(10);
+    let releaseDone = false;
+    const released = queued.release().then(() => {
+      releaseDone = true;
+    });
+    await sleep(20);
+    assert.equal(releaseDone, false, 'release must wait for the queued write');
+    assert.equal(db.stats().inUse, 2);
+    commit();
+    await Promise.all([transaction, released]);
+    assert.deepEqual(await write, { changes: 1, lastInsertId: 2 });
+    await writer.release();
+    assert.equal(releases.count, 2);
+    assert.equal(db.stats().inUse, 0);
+    assert.equal((await db.query('SELECT v FROM t')).length, 2);
+  } finally {
+    await cleanup();
+  }
+});
