@@ -79,9 +79,12 @@ export async function startServer(
   mode: Mode,
   database: DatabaseId,
   env: Record<string, string>,
+  /** Run this many processes sharing the port (node:cluster) instead of one. */
+  workers?: number,
 ): Promise<RunningServer> {
   const port = await freePort();
-  const child = fork(join(benchDir, 'servers', `${framework}.mjs`), [], {
+  const script = workers ? 'cluster.mjs' : `${framework}.mjs`;
+  const child = fork(join(benchDir, 'servers', script), [], {
     cwd: benchDir,
     execArgv: ['--expose-gc'],
     env: {
@@ -91,6 +94,8 @@ export async function startServer(
       DB: database,
       PORT: String(port),
       GENERATED_DIR: join(benchDir, '.generated', database),
+      FRAMEWORK: framework,
+      WORKERS: String(workers ?? 1),
     },
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   });
@@ -112,4 +117,17 @@ export async function startServer(
       await exited;
     },
   };
+}
+
+/** Every cluster worker's pool numbers, asked over IPC (a request would reach only one worker). */
+export async function clusterStats(server: RunningServer): Promise<{ pool: { inUse: number } }[]> {
+  return new Promise((resolve) => {
+    const onMessage = (message: { stats?: { pool: { inUse: number } }[] }) => {
+      if (!message?.stats) return;
+      server.child.off('message', onMessage);
+      resolve(message.stats);
+    };
+    server.child.on('message', onMessage);
+    server.child.send('stats');
+  });
 }

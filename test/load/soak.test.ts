@@ -1,0 +1,45 @@
+// The short CI version of bench/http/soak.ts: every target on both databases under a mixed load
+// (successes, handler errors, client aborts mid-handler, transactions with an await inside, 404s)
+// for a few seconds each, then no leaks of any kind.
+import assert from 'node:assert/strict';
+import { before, describe, test } from 'node:test';
+import { type Framework, generate } from '../../bench/http/harness.ts';
+import { formatReport, soak } from '../../bench/http/soak.ts';
+import type { DatabaseId } from '../../src/cli/targets.ts';
+
+const frameworks: Framework[] = [
+  'express',
+  'fastify',
+  'koa',
+  'hono',
+  'node-http',
+  'fetch',
+  'hooks',
+];
+const seconds = Number(process.env.SOAK_SECONDS ?? 3);
+
+for (const database of ['sqlite', 'postgres'] as DatabaseId[]) {
+  describe(`soak on ${database}`, () => {
+    before(() => generate(database));
+    for (const framework of frameworks) {
+      test(`${framework}: ${seconds} s of mixed load leaves nothing behind`, async (t) => {
+        const report = await soak({ framework, database, seconds, concurrency: 16, poolMax: 5 });
+        t.diagnostic(formatReport(report));
+        assert.ok(report.requests > 100, `only ${report.requests} requests were served`);
+        for (const kind of ['ok', 'error', 'abort', 'transaction', 'notFound'] as const) {
+          assert.ok(report.byKind[kind] > 0, `no ${kind} requests were sent`);
+        }
+        assert.deepEqual(report.unexpected, []);
+        assert.equal(report.hung, 0, 'requests hung past the acquire timeout');
+        assert.equal(report.leaks.inUse, 0, 'connections still checked out');
+        assert.equal(report.leaks.idleInTransaction, 0, 'connections idle in transaction');
+        assert.ok(
+          report.leaks.maxConnections <= report.leaks.poolMax,
+          `PostgreSQL saw ${report.leaks.maxConnections} connections for a pool of ${report.leaks.poolMax}`,
+        );
+        // The heap is sampled after a full GC; a leak per request would grow it by far more.
+        assert.ok(report.heap.growth < 0.25, `heap grew ${(report.heap.growth * 100).toFixed(0)}%`);
+      });
+    }
+  });
+}
