@@ -1,10 +1,10 @@
 // Renders the files a project gets, as data: no disk writes here. The plan, --dry-run and the
 // tests all start from this list.
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, posix } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join, posix } from 'node:path';
 import ejs from 'ejs';
 import { type OutputStyle, sourceExtension, toProjectLanguage } from './language.js';
+import { packageRoot } from './paths.js';
 import { type DatabaseId, findDatabase, type TargetId } from './targets.js';
 
 export interface GenerationRequest {
@@ -17,7 +17,7 @@ export interface GenerationRequest {
   version: string;
 }
 
-export type GeneratedFileKind = 'runtime' | 'index' | 'adapter';
+export type GeneratedFileKind = 'runtime' | 'index' | 'adapter' | 'app';
 
 export interface GeneratedFile {
   /** Relative to the project root, forward slashes. */
@@ -28,16 +28,7 @@ export interface GeneratedFile {
   target?: TargetId;
 }
 
-/** The package's own root (holds templates/ and src/runtime/), from src/cli or dist/. */
-export const packageRoot: string = (() => {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'templates'))) {
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error('create-db-hooks: cannot find its templates folder.');
-    dir = parent;
-  }
-  return dir;
-})();
+export { packageRoot };
 
 /** Locals every template sees. */
 export interface TemplateLocals {
@@ -113,4 +104,45 @@ export async function renderGeneratedFiles(request: GenerationRequest): Promise<
     });
   }
   return files;
+}
+
+export interface AppRequest extends GenerationRequest {
+  /** The framework the sample app is written for (the first target chosen). */
+  target: TargetId;
+  /** Where the app entry goes, relative to the project root (e.g. src/app.ts). */
+  path: string;
+}
+
+/** Locals the sample-app template sees, on top of {@link TemplateLocals}. */
+export interface AppTemplateLocals extends TemplateLocals {
+  target: TargetId;
+  /**
+   * The import specifier of the generated directory as seen from the app entry, without a
+   * trailing slash (e.g. `./db`), so the template writes `${dbImport}/index.js`.
+   */
+  dbImport: string;
+}
+
+/**
+ * The entry of the minimal runnable app made in a directory with no package.json, from
+ * templates/targets/<id>/app.ts.ejs. It serves GET /users/:id from a seeded table on PORT.
+ */
+export async function renderAppFile(request: AppRequest): Promise<GeneratedFile> {
+  let dbImport = posix.relative(posix.dirname(request.path), request.dir) || '.';
+  if (!dbImport.startsWith('.')) dbImport = `./${dbImport}`;
+  const locals: AppTemplateLocals = {
+    database: request.database,
+    target: request.target,
+    language: request.style.language,
+    moduleFormat: request.style.moduleFormat,
+    version: request.version,
+    dbImport,
+  };
+  const source = await renderTemplate(`targets/${request.target}/app.ts.ejs`, locals);
+  return {
+    path: request.path,
+    content: await toProjectLanguage(source, request.style),
+    kind: 'app',
+    target: request.target,
+  };
 }

@@ -19,6 +19,8 @@ export interface TargetDefinition {
   dependencies: Dependency[];
   /** The framework itself, installed only into a new app made in an empty directory. */
   frameworkDependencies: Dependency[];
+  /** The names the generated adapter exports, for the import line in the next steps. */
+  exports: readonly string[];
   /** One line for --help: how a project uses the generated code. */
   usage: string;
 }
@@ -33,6 +35,7 @@ export const targets = [
       { name: 'express', version: '^5.1.0' },
       { name: '@types/express', version: '^5.0.0', typesOnly: true },
     ],
+    exports: ['dbHooks'],
     usage: 'app.use(dbHooks())',
   },
   {
@@ -41,6 +44,7 @@ export const targets = [
     detectedBy: ['fastify'],
     dependencies: [{ name: 'fastify-plugin', version: '^5.0.1' }],
     frameworkDependencies: [{ name: 'fastify', version: '^5.4.0' }],
+    exports: ['dbHooks'],
     usage: 'await app.register(dbHooks)',
   },
   {
@@ -52,6 +56,7 @@ export const targets = [
       { name: 'koa', version: '^3.0.0' },
       { name: '@types/koa', version: '^2.15.0', typesOnly: true },
     ],
+    exports: ['dbHooks'],
     usage: 'app.use(dbHooks())',
   },
   {
@@ -63,6 +68,7 @@ export const targets = [
       { name: 'hono', version: '^4.8.0' },
       { name: '@hono/node-server', version: '^1.14.0' },
     ],
+    exports: ['dbHooks'],
     usage: 'app.use(dbHooks())',
   },
   {
@@ -71,6 +77,7 @@ export const targets = [
     detectedBy: [],
     dependencies: [],
     frameworkDependencies: [],
+    exports: ['withDatabase'],
     usage: 'http.createServer(withDatabase(listener))',
   },
   {
@@ -79,6 +86,7 @@ export const targets = [
     detectedBy: [],
     dependencies: [],
     frameworkDependencies: [],
+    exports: ['withDatabase'],
     usage: 'export default { fetch: withDatabase(handler) }',
   },
   {
@@ -87,6 +95,7 @@ export const targets = [
     detectedBy: [],
     dependencies: [],
     frameworkDependencies: [],
+    exports: ['beforeRequest', 'teardownRequest', 'requestScope'],
     usage: 'http.createServer(requestScope(app)); beforeRequest() ... teardownRequest()',
   },
 ] as const satisfies readonly TargetDefinition[];
@@ -127,6 +136,19 @@ export const databases = [
 ] as const satisfies readonly DatabaseDefinition[];
 
 export type DatabaseId = (typeof databases)[number]['id'];
+
+/**
+ * What a new app made in an empty directory needs besides its framework and driver: TypeScript
+ * apps run with tsx (so `npm start` needs no build step) and type-check with tsc.
+ */
+export const newAppDependencies = {
+  ts: [
+    { name: 'tsx', version: '^4.20.0' },
+    { name: 'typescript', version: '~5.9.3', typesOnly: true },
+    { name: '@types/node', version: '^20.19.0', typesOnly: true },
+  ],
+  js: [],
+} as const satisfies Record<'ts' | 'js', readonly Dependency[]>;
 
 export const targetIds: readonly TargetId[] = targets.map((target) => target.id);
 export const databaseIds: readonly DatabaseId[] = databases.map((database) => database.id);

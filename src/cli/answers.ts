@@ -1,0 +1,169 @@
+// The answers a run needs, from flags, then the manifest, then detection, then defaults. Pure:
+// checks the flags, fills in what it can, and says what is still missing; prompts.ts asks for
+// the rest in a terminal, finishAnswers() fails with exit 2 when there is none.
+import type { ProjectFacts } from './detect.js';
+import { oneOf, UsageError } from './errors.js';
+import type { Language, ModuleFormat } from './language.js';
+import { normaliseProjectPath } from './manifest.js';
+import { type DatabaseId, databaseIds, findDatabase, type TargetId, targetIds } from './targets.js';
+
+/** The command line, as commander parsed it. */
+export interface CliOptions {
+  cwd: string;
+  framework?: string[];
+  database?: string;
+  lang?: string;
+  dir?: string;
+  yes?: boolean;
+  dryRun?: boolean;
+  force?: boolean;
+  install: boolean;
+  list?: boolean;
+}
+
+export interface Answers {
+  /** Every target the project has after this run: the manifest's, then the new ones. */
+  targets: TargetId[];
+  database: DatabaseId;
+  language: Language;
+  moduleFormat: ModuleFormat;
+  /** Where generated files go, project-relative, forward slashes. */
+  dir: string;
+  /** No package.json: a minimal runnable app is made around the generated files. */
+  newApp: boolean;
+}
+
+/** What flags, manifest and detection settle before any prompt. */
+export interface Draft {
+  /** Targets named by --framework, validated, in the order given. */
+  flagTargets: TargetId[];
+  /** Targets from an earlier run; always kept. */
+  manifestTargets: TargetId[];
+  /** Frameworks found in package.json. */
+  detectedTargets: TargetId[];
+  database: DatabaseId;
+  databaseSource: 'flag' | 'manifest' | 'detected' | 'default';
+  language: Language;
+  moduleFormat: ModuleFormat;
+  dir: string;
+  newApp: boolean;
+}
+
+export function parseTargetList(values: readonly string[]): TargetId[] {
+  const ids: TargetId[] = [];
+  for (const value of values.flatMap((v) => v.split(','))) {
+    const id = value.trim().toLowerCase();
+    if (id === '') continue;
+    if (!targetIds.includes(id as TargetId)) {
+      throw new UsageError(`unknown framework '${value.trim()}' (valid: ${targetIds.join(', ')})`);
+    }
+    if (!ids.includes(id as TargetId)) ids.push(id as TargetId);
+  }
+  if (ids.length === 0) {
+    throw new UsageError(`--framework needs at least one id (valid: ${targetIds.join(', ')})`);
+  }
+  return ids;
+}
+
+function parseDatabase(value: string): DatabaseId {
+  const database = findDatabase(value.trim().toLowerCase());
+  if (!database) {
+    throw new UsageError(`unknown database '${value}' (valid: ${databaseIds.join(', ')})`);
+  }
+  return database.id;
+}
+
+function parseLanguage(value: string): Language {
+  const lang = value.trim().toLowerCase();
+  if (lang !== 'ts' && lang !== 'js')
+    throw new UsageError(`unknown --lang '${value}' (valid: ts, js)`);
+  return lang;
+}
+
+function parseDir(value: string): string {
+  const dir = normaliseProjectPath(value);
+  if (dir === undefined) {
+    throw new UsageError(`--dir '${value}' is outside the project; give a path inside it`);
+  }
+  if (dir === '.') {
+    throw new UsageError(`--dir '${value}' is the project root; give a folder inside it`);
+  }
+  return dir;
+}
+
+/** Checks every flag and settles what flags, manifest and detection can. */
+export function draftAnswers(options: CliOptions, facts: ProjectFacts): Draft {
+  const manifest = facts.manifest;
+  const flagTargets = options.framework ? parseTargetList(options.framework) : [];
+  let database: DatabaseId;
+  let databaseSource: Draft['databaseSource'];
+  if (options.database !== undefined) {
+    database = parseDatabase(options.database);
+    databaseSource = 'flag';
+  } else if (manifest) {
+    database = manifest.database;
+    databaseSource = 'manifest';
+  } else if (facts.drivers.length === 1) {
+    database = facts.drivers[0]!;
+    databaseSource = 'detected';
+  } else {
+    database = 'sqlite';
+    databaseSource = 'default';
+  }
+  const language =
+    options.lang !== undefined
+      ? parseLanguage(options.lang)
+      : (manifest?.language ?? facts.language);
+  const newApp = facts.packageJson === undefined;
+  const dir =
+    options.dir !== undefined
+      ? parseDir(options.dir)
+      : (manifest?.dir ?? (facts.hasSrc || newApp ? 'src/db' : 'db'));
+  return {
+    flagTargets,
+    manifestTargets: manifest?.targets ?? [],
+    detectedTargets: facts.frameworks,
+    database,
+    databaseSource,
+    language,
+    // A fact of the project, not an answer: .js files must match package.json "type" today.
+    moduleFormat: facts.moduleFormat,
+    dir,
+    newApp,
+  };
+}
+
+/** Without repeats, first mention wins: the manifest's, then the new ones in the order given. */
+export function uniqueTargets(ids: Iterable<TargetId>): TargetId[] {
+  return [...new Set(ids)];
+}
+
+/** The answers with no one to ask: missing targets are an error naming --framework. */
+export function finishAnswers(draft: Draft): Answers {
+  let chosen: TargetId[] = [...draft.manifestTargets, ...draft.flagTargets];
+  if (chosen.length === 0) {
+    if (draft.detectedTargets.length === 1) {
+      chosen = draft.detectedTargets;
+    } else {
+      const found =
+        draft.detectedTargets.length > 1
+          ? `found ${oneOf(draft.detectedTargets).replace(' or ', ' and ')} in package.json; `
+          : '';
+      throw new UsageError(
+        `${found}no framework chosen: pass --framework <ids> (valid: ${targetIds.join(', ')})`,
+      );
+    }
+  }
+  return withTargets(draft, chosen, draft.database);
+}
+
+export function withTargets(draft: Draft, chosen: TargetId[], database: DatabaseId): Answers {
+  return {
+    targets: uniqueTargets([...draft.manifestTargets, ...chosen]),
+    database,
+    language: draft.language,
+    moduleFormat: draft.moduleFormat,
+    dir: draft.dir,
+    newApp: draft.newApp,
+  };
+}

@@ -1,0 +1,113 @@
+// db-hooks.json at the project root: the answers of the last run and a hash of every file it
+// generated. A re-run reads it to know the project (as shadcn's components.json does) and to tell
+// a file still as generated (safe to update) from one the user edited (never overwritten
+// without --force).
+import { createHash } from 'node:crypto';
+import { posix } from 'node:path';
+import { oneOf, UsageError } from './errors.js';
+import type { Language, ModuleFormat } from './language.js';
+import { type DatabaseId, databaseIds, type TargetId, targetIds } from './targets.js';
+
+export const MANIFEST_FILE = 'db-hooks.json';
+
+export interface Manifest {
+  /** The create-db-hooks version that wrote it. */
+  version: string;
+  language: Language;
+  moduleFormat: ModuleFormat;
+  database: DatabaseId;
+  /** Where generated files go, relative to the project root, forward slashes. */
+  dir: string;
+  targets: TargetId[];
+  /** Project-relative path → `sha256-<hex>` of the content create-db-hooks wrote there. */
+  files: Record<string, string>;
+}
+
+/**
+ * `sha256-<hex>` of a file's text. Line endings are normalised first, so a checkout that turned
+ * LF into CRLF (git's autocrlf on Windows) does not make every file look edited.
+ */
+export function hashContent(content: string): string {
+  const normalised = content.replace(/\r\n/g, '\n');
+  return `sha256-${createHash('sha256').update(normalised).digest('hex')}`;
+}
+
+/** Deterministic text: same manifest, same bytes, so an identical re-run writes nothing. */
+export function serializeManifest(manifest: Manifest): string {
+  const files = Object.fromEntries(
+    Object.keys(manifest.files)
+      .sort()
+      .map((path) => [path, manifest.files[path]]),
+  );
+  const targets = targetIds.filter((id) => manifest.targets.includes(id));
+  return `${JSON.stringify({ ...manifest, targets, files }, null, 2)}\n`;
+}
+
+/**
+ * A project-relative path that stays inside the project, lexically: not absolute, no `..` that
+ * climbs out. Symlinks are checked where files are written (write.ts). Returns it normalised.
+ */
+export function normaliseProjectPath(path: string): string | undefined {
+  if (path.includes('\0')) return undefined;
+  const slashed = path.replace(/\\/g, '/');
+  if (posix.isAbsolute(slashed) || /^[a-zA-Z]:/.test(slashed)) return undefined;
+  const normal = posix.normalize(slashed).replace(/\/+$/, '');
+  if (normal === '..' || normal.startsWith('../')) return undefined;
+  return normal === '' ? '.' : normal;
+}
+
+/** Parses and checks db-hooks.json; any problem is a UsageError naming the field. */
+export function parseManifest(text: string): Manifest {
+  const fail = (what: string): never => {
+    throw new UsageError(`${MANIFEST_FILE}: ${what}; fix it or delete the file to start over`);
+  };
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (error) {
+    fail(`not valid JSON (${(error as Error).message.split('\n')[0]})`);
+  }
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) fail('not a JSON object');
+  const raw = data as Record<string, unknown>;
+  const text_ = (key: string): string => {
+    const value = raw[key];
+    if (typeof value !== 'string' || value === '') fail(`"${key}" must be a non-empty string`);
+    return value as string;
+  };
+  const choice = <T extends string>(key: string, valid: readonly T[]): T => {
+    const value = text_(key);
+    if (!valid.includes(value as T)) {
+      fail(`"${key}" is '${value}', expected ${oneOf(valid.map((v) => `'${v}'`))}`);
+    }
+    return value as T;
+  };
+  const version = text_('version');
+  const language = choice('language', ['ts', 'js'] as const);
+  const moduleFormat = choice('moduleFormat', ['esm', 'cjs'] as const);
+  const database = choice('database', databaseIds);
+  const dirValue = text_('dir');
+  const dir = normaliseProjectPath(dirValue);
+  if (dir === undefined) fail(`"dir" '${dirValue}' is outside the project`);
+  if (!Array.isArray(raw.targets)) fail('"targets" must be an array of target ids');
+  const targets: TargetId[] = [];
+  for (const id of raw.targets as unknown[]) {
+    if (typeof id !== 'string' || !targetIds.includes(id as TargetId)) {
+      fail(`unknown target '${String(id)}' in "targets" (valid: ${targetIds.join(', ')})`);
+    }
+    if (!targets.includes(id as TargetId)) targets.push(id as TargetId);
+  }
+  const filesValue = raw.files ?? {};
+  if (typeof filesValue !== 'object' || filesValue === null || Array.isArray(filesValue)) {
+    fail('"files" must be an object of path → hash');
+  }
+  const files: Record<string, string> = {};
+  for (const [path, hash] of Object.entries(filesValue as Record<string, unknown>)) {
+    const normal = normaliseProjectPath(path);
+    if (normal === undefined || normal === '.') fail(`file '${path}' is outside the project`);
+    if (typeof hash !== 'string' || !/^sha256-[0-9a-f]{64}$/.test(hash)) {
+      fail(`the hash of '${path}' is not sha256-<64 hex digits>`);
+    }
+    files[normal as string] = hash as string;
+  }
+  return { version, language, moduleFormat, database, dir: dir as string, targets, files };
+}

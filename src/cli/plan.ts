@@ -1,0 +1,233 @@
+// The plan: every file a run would write with its status, and the dependencies to add. Pure (no
+// disk, no network): the runner passes in the rendered files and what is on disk now, so a real
+// run, --dry-run and the tests all use the same decisions.
+import type { Answers } from './answers.js';
+import type { ProjectFacts } from './detect.js';
+import { sourceExtension } from './language.js';
+import { hashContent, MANIFEST_FILE, type Manifest, serializeManifest } from './manifest.js';
+import type { GeneratedFile, GeneratedFileKind } from './render.js';
+import {
+  type Dependency,
+  findDatabase,
+  findTarget,
+  newAppDependencies,
+  type TargetId,
+} from './targets.js';
+
+export type FileStatus = 'created' | 'updated' | 'unchanged' | 'skipped';
+
+/**
+ * Why a file is skipped: `edited` — generated earlier and changed since (its hash no longer
+ * matches the manifest); `exists` — a file create-db-hooks did not write is already there.
+ */
+export type SkipReason = 'edited' | 'exists';
+
+export type PlannedFileKind = GeneratedFileKind | 'package.json' | 'tsconfig' | 'manifest';
+
+export interface PlannedFile {
+  /** Project-relative, forward slashes. */
+  path: string;
+  kind: PlannedFileKind;
+  /** What create-db-hooks would write. */
+  content: string;
+  /** What is there now; undefined when the file does not exist. */
+  current: string | undefined;
+  status: FileStatus;
+  reason?: SkipReason;
+  /** The target id of an adapter or app entry. */
+  target?: TargetId;
+}
+
+export interface Plan {
+  root: string;
+  answers: Answers;
+  /** Generated files first, then the new app's files, then the manifest. */
+  files: PlannedFile[];
+  manifest: Manifest;
+  /** Dependencies the project lacks (a new app: all of them, already in its package.json). */
+  dependencies: Dependency[];
+  /** The same, for devDependencies: type packages, only for TypeScript. */
+  devDependencies: Dependency[];
+  /** Set when the database differs from the manifest's: index is regenerated. */
+  databaseChange?: { from: string; to: string };
+}
+
+export interface PlanInput {
+  facts: ProjectFacts;
+  answers: Answers;
+  /** --force: overwrite files edited since they were generated. */
+  force: boolean;
+  version: string;
+  /** From renderGeneratedFiles, plus the app entry (kind `app`) for a new app. */
+  rendered: readonly GeneratedFile[];
+  /** Current text of each rendered path and of the new app's files; absent or undefined = none. */
+  current: ReadonlyMap<string, string | undefined>;
+}
+
+/** Where a new app's entry goes. */
+export function appEntryPath(answers: Pick<Answers, 'language' | 'moduleFormat'>): string {
+  return `src/app${sourceExtension(answers)}`;
+}
+
+/** Everything the chosen targets and database need, for this language; a new app adds more. */
+export function requiredDependencies(answers: Answers): Dependency[] {
+  const wanted: Dependency[] = [...findDatabase(answers.database)!.dependencies];
+  for (const id of answers.targets) {
+    const target = findTarget(id)!;
+    wanted.push(...target.dependencies);
+    if (answers.newApp) wanted.push(...target.frameworkDependencies);
+  }
+  if (answers.newApp) wanted.push(...newAppDependencies[answers.language]);
+  const seen = new Set<string>();
+  return wanted.filter((dep) => {
+    if (dep.typesOnly && answers.language !== 'ts') return false;
+    if (seen.has(dep.name)) return false;
+    seen.add(dep.name);
+    return true;
+  });
+}
+
+function byName(deps: readonly Dependency[]): Record<string, string> {
+  return Object.fromEntries(
+    [...deps].sort((a, b) => a.name.localeCompare(b.name)).map((d) => [d.name, d.version]),
+  );
+}
+
+/** package.json of a new app: runnable with `npm start`, dependencies included. */
+export function newAppPackageJson(
+  name: string,
+  answers: Answers,
+  dependencies: readonly Dependency[],
+  devDependencies: readonly Dependency[],
+): string {
+  const entry = appEntryPath(answers);
+  const scripts: Record<string, string> =
+    answers.language === 'ts'
+      ? { start: `tsx ${entry}`, typecheck: 'tsc --noEmit' }
+      : { start: `node ${entry}` };
+  const pkg = {
+    name,
+    version: '0.1.0',
+    private: true,
+    type: answers.moduleFormat === 'esm' ? 'module' : 'commonjs',
+    scripts,
+    engines: { node: '>=20' },
+    dependencies: byName(dependencies),
+    ...(devDependencies.length > 0 && { devDependencies: byName(devDependencies) }),
+  };
+  return `${JSON.stringify(pkg, null, 2)}\n`;
+}
+
+/** tsconfig.json of a new TypeScript app: strict, Node's own module resolution. */
+export function newAppTsconfig(): string {
+  const config = {
+    compilerOptions: {
+      target: 'ES2022',
+      module: 'NodeNext',
+      moduleResolution: 'NodeNext',
+      strict: true,
+      skipLibCheck: true,
+      noEmit: true,
+      types: ['node'],
+    },
+    include: ['src'],
+  };
+  return `${JSON.stringify(config, null, 2)}\n`;
+}
+
+/**
+ * A file's status. Identical → unchanged. Different and still as generated (its hash matches the
+ * manifest) → updated. Different otherwise → skipped, unless --force.
+ */
+export function fileStatus(
+  content: string,
+  current: string | undefined,
+  recordedHash: string | undefined,
+  force: boolean,
+): { status: FileStatus; reason?: SkipReason } {
+  if (current === undefined) return { status: 'created' };
+  if (current === content) return { status: 'unchanged' };
+  if (recordedHash !== undefined && hashContent(current) === recordedHash) {
+    return { status: 'updated' };
+  }
+  if (force) return { status: 'updated' };
+  return { status: 'skipped', reason: recordedHash === undefined ? 'exists' : 'edited' };
+}
+
+export function buildPlan(input: PlanInput): Plan {
+  const { facts, answers, force, version, rendered, current } = input;
+  const recorded = facts.manifest?.files ?? {};
+  const files: PlannedFile[] = [];
+  const add = (path: string, kind: PlannedFileKind, content: string, target?: TargetId) => {
+    const now = current.get(path);
+    const status = fileStatus(content, now, recorded[path], force);
+    files.push({ path, kind, content, current: now, ...status, ...(target && { target }) });
+  };
+
+  for (const file of rendered) add(file.path, file.kind, file.content, file.target);
+
+  const required = requiredDependencies(answers);
+  const missing = answers.newApp ? required : required.filter((d) => !facts.installed.has(d.name));
+  const dependencies = missing.filter((d) => !d.typesOnly);
+  const devDependencies = missing.filter((d) => d.typesOnly);
+  if (answers.newApp) {
+    add(
+      'package.json',
+      'package.json',
+      newAppPackageJson(facts.name, answers, dependencies, devDependencies),
+    );
+    if (answers.language === 'ts') add('tsconfig.json', 'tsconfig', newAppTsconfig());
+  }
+
+  // The manifest keeps every earlier entry (files of a target or language no longer chosen are
+  // still the user's to delete) and records what this run writes. A skipped file keeps its old
+  // hash, so it still reads as edited next time.
+  const hashes: Record<string, string> = { ...recorded };
+  for (const file of files) {
+    if (file.kind === 'app' || file.kind === 'package.json' || file.kind === 'tsconfig') continue;
+    if (file.status === 'skipped') continue;
+    hashes[file.path] = hashContent(file.content);
+  }
+  const manifest: Manifest = {
+    version,
+    language: answers.language,
+    moduleFormat: answers.moduleFormat,
+    database: answers.database,
+    dir: answers.dir,
+    targets: answers.targets,
+    files: hashes,
+  };
+  const manifestText = serializeManifest(manifest);
+  const manifestNow = current.get(MANIFEST_FILE);
+  files.push({
+    path: MANIFEST_FILE,
+    kind: 'manifest',
+    content: manifestText,
+    current: manifestNow,
+    status:
+      manifestNow === undefined
+        ? 'created'
+        : manifestNow === manifestText
+          ? 'unchanged'
+          : 'updated',
+  });
+
+  const previous = facts.manifest?.database;
+  return {
+    root: facts.root,
+    answers,
+    files,
+    manifest,
+    dependencies,
+    devDependencies,
+    ...(previous !== undefined &&
+      previous !== answers.database && {
+        databaseChange: { from: previous, to: answers.database },
+      }),
+  };
+}
+
+/** Files a real run writes: created and updated ones. */
+export function filesToWrite(plan: Plan): PlannedFile[] {
+  return plan.files.filter((file) => file.status === 'created' || file.status === 'updated');
+}

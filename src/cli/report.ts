@@ -1,0 +1,150 @@
+// What a run tells the user: the plan as status lines (for the confirmation and --dry-run), the
+// diffs of --dry-run, and the closing Created / Updated / Unchanged / Skipped lists with the
+// next steps.
+import { relative } from 'node:path';
+import type { PackageManager } from './detect.js';
+import { formatCommand, type InstallCommand } from './install.js';
+import type { FileStatus, Plan, PlannedFile } from './plan.js';
+import { findDatabase, findTarget, type TargetId } from './targets.js';
+
+const verbs: Record<FileStatus, string> = {
+  created: 'create',
+  updated: 'update',
+  unchanged: 'keep  ',
+  skipped: 'skip  ',
+};
+
+function skipNote(file: PlannedFile): string {
+  return file.reason === 'edited'
+    ? ' (edited since it was generated; --force overwrites it)'
+    : ' (already exists and was not written by create-db-hooks; --force overwrites it)';
+}
+
+/** One line per file: what a run would do with it. */
+export function planLines(plan: Plan): string[] {
+  return plan.files.map(
+    (file) =>
+      `  ${verbs[file.status]}  ${file.path}${file.status === 'skipped' ? skipNote(file) : ''}`,
+  );
+}
+
+/** --dry-run: the plan, a unified diff of every file that would change, the install commands. */
+export async function dryRunText(plan: Plan, commands: readonly InstallCommand[]): Promise<string> {
+  const { createTwoFilesPatch } = await import('diff');
+  const out = ['Dry run: nothing is written and nothing is installed.', '', ...planLines(plan), ''];
+  for (const file of plan.files) {
+    if (file.status === 'unchanged') continue;
+    const from = file.current === undefined ? '/dev/null' : `a/${file.path}`;
+    const patch = createTwoFilesPatch(
+      from,
+      `b/${file.path}`,
+      file.current ?? '',
+      file.content,
+      undefined,
+      undefined,
+      { context: 3 },
+    );
+    // createTwoFilesPatch starts with an "Index:"-less header; drop its ==== separator line.
+    const body = patch
+      .split('\n')
+      .filter((line) => !/^={5,}$/.test(line))
+      .join('\n')
+      .trimEnd();
+    const note = file.status === 'skipped' ? ` (skipped${skipNote(file)})` : '';
+    out.push(`diff ${file.path}${note}`, body, '');
+  }
+  if (commands.length > 0) {
+    out.push('Would run:', ...commands.map((command) => `  ${formatCommand(command)}`), '');
+  }
+  return `${out.join('\n').trimEnd()}\n`;
+}
+
+function importLine(plan: Plan, target: TargetId): string {
+  const { dir, language, moduleFormat } = plan.answers;
+  const fromSrc = dir.startsWith('src/') ? dir.slice('src/'.length) : dir;
+  const specifier = `./${fromSrc}/${target}.js`;
+  const names = findTarget(target)!.exports.join(', ');
+  return language === 'js' && moduleFormat === 'cjs'
+    ? `const { ${names} } = require('${specifier}');`
+    : `import { ${names} } from '${specifier}';`;
+}
+
+export interface ReportInput {
+  plan: Plan;
+  packageManager: PackageManager;
+  /** Commands still to run by hand (--no-install, or the install failed). */
+  pendingInstall: readonly InstallCommand[];
+  /** The directory the user ran us from, to print `cd` for a new app made elsewhere. */
+  invokedFrom: string;
+}
+
+/** The closing report: what happened to each file, then what to do next. */
+export function finalReport({
+  plan,
+  packageManager,
+  pendingInstall,
+  invokedFrom,
+}: ReportInput): string {
+  const out: string[] = [];
+  const section = (title: string, files: PlannedFile[]) => {
+    if (files.length === 0) return;
+    out.push(title, ...files.map((file) => `  ${file.path}`), '');
+  };
+  const byStatus = (status: FileStatus) => plan.files.filter((file) => file.status === status);
+  section('Created', byStatus('created'));
+  section('Updated', byStatus('updated'));
+  section('Unchanged', byStatus('unchanged'));
+  const skipped = byStatus('skipped');
+  section(
+    'Skipped (edited; --force overwrites)',
+    skipped.filter((f) => f.reason === 'edited'),
+  );
+  section(
+    'Skipped (exists, not written by create-db-hooks; --force overwrites)',
+    skipped.filter((f) => f.reason !== 'edited'),
+  );
+  if (plan.files.every((file) => file.status === 'unchanged')) {
+    out.push('Already up to date: nothing written.', '');
+  }
+
+  const steps: string[] = [];
+  const { answers } = plan;
+  if (answers.newApp) {
+    const rel = relative(invokedFrom, plan.root);
+    const where = rel.startsWith('..') ? plan.root : rel;
+    if (where !== '') steps.push(`cd ${/\s/.test(where) ? `'${where}'` : where}`);
+    for (const command of pendingInstall) steps.push(formatCommand(command));
+    steps.push(`${packageManager === 'npm' ? 'npm' : packageManager} start`);
+    steps.push('curl http://localhost:3000/users/1   (the app reads PORT, 3000 by default)');
+  } else {
+    for (const command of pendingInstall) steps.push(formatCommand(command));
+    const added = plan.files.filter((file) => file.kind === 'adapter' && file.status === 'created');
+    const base = answers.dir.startsWith('src/') ? 'a file in src/' : 'the project root';
+    for (const file of added) {
+      const target = findTarget(file.target!)!;
+      steps.push(
+        `${target.title}: in your app (import path as seen from ${base}):`,
+        `    ${importLine(plan, target.id)}`,
+        `    ${target.usage}`,
+      );
+    }
+    if (added.length > 0 || plan.databaseChange) {
+      const database = findDatabase(answers.database)!;
+      steps.push(
+        database.id === 'sqlite'
+          ? `Set ${database.envVar} to the database file (default app.db).`
+          : `Set ${database.envVar} to the PostgreSQL connection string, e.g. postgres://user:pass@localhost:5432/app.`,
+      );
+    }
+  }
+  if (plan.databaseChange) {
+    const old = findDatabase(plan.databaseChange.from);
+    if (old) {
+      steps.push(
+        `The ${old.id} driver file ${answers.dir}/${old.runtimeFile}.* is no longer used; delete it when ready.`,
+      );
+    }
+  }
+  if (steps.length > 0) out.push('Next steps', ...steps.map((step) => `  ${step}`), '');
+  return `${out.join('\n').trimEnd()}\n`;
+}

@@ -1,0 +1,127 @@
+// One run, in the order the architecture reads: detect → answers (flags, manifest, detection,
+// defaults, then prompts) → plan → check → dry run or write → install → report. Loaded lazily by
+// main.ts so --help, --version and --list stay instant.
+import { type Answers, type CliOptions, draftAnswers, finishAnswers } from './answers.js';
+import { detectProject, type ProjectFacts } from './detect.js';
+import { UsageError } from './errors.js';
+import { formatCommand, type InstallCommand, installCommands, runInstall } from './install.js';
+import { MANIFEST_FILE } from './manifest.js';
+import { appEntryPath, buildPlan, filesToWrite, type Plan } from './plan.js';
+import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from './render.js';
+import { dryRunText, finalReport, planLines } from './report.js';
+import { assertWritable, readIfExists, writeFilesAtomically } from './write.js';
+
+export interface RunIo {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  /** Whether questions may be asked: stdin is a terminal. */
+  isTTY: boolean;
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+}
+
+/** Renders the files and reads what is on disk now, then plans. */
+export async function makePlan(
+  facts: ProjectFacts,
+  answers: Answers,
+  force: boolean,
+  version: string,
+): Promise<Plan> {
+  const request = {
+    targets: answers.targets,
+    database: answers.database,
+    style: { language: answers.language, moduleFormat: answers.moduleFormat },
+    dir: answers.dir,
+    version,
+  };
+  const rendered: GeneratedFile[] = await renderGeneratedFiles(request);
+  if (answers.newApp) {
+    rendered.push(
+      await renderAppFile({ ...request, target: answers.targets[0]!, path: appEntryPath(answers) }),
+    );
+  }
+  const paths = [
+    ...rendered.map((file) => file.path),
+    'package.json',
+    'tsconfig.json',
+    MANIFEST_FILE,
+  ];
+  const current = new Map(paths.map((path) => [path, readIfExists(facts.root, path)]));
+  return buildPlan({ facts, answers, force, version, rendered, current });
+}
+
+export async function run(options: CliOptions, version: string, io: RunIo): Promise<number> {
+  const facts = detectProject(options.cwd, io.env);
+  const draft = draftAnswers(options, facts);
+  // Check the generated directory before asking anything: a bad --dir fails at once.
+  assertWritable(facts.root, draft.dir, { directory: true, what: `--dir '${draft.dir}'` });
+
+  const interactive = io.isTTY && !options.yes;
+  const prompts = interactive ? await import('./prompts.js') : undefined;
+  let answers = prompts ? await prompts.askAnswers(draft) : finishAnswers(draft);
+
+  const previous = facts.manifest?.database;
+  if (
+    previous !== undefined &&
+    previous !== answers.database &&
+    !options.force &&
+    !options.dryRun
+  ) {
+    const question = `Switch the database from ${previous} to ${answers.database}? ${answers.dir}/index is rewritten.`;
+    if (!prompts) {
+      throw new UsageError(
+        `db-hooks.json says database '${previous}', --database says '${answers.database}': pass --force to switch (${answers.dir}/index is rewritten)`,
+      );
+    }
+    if (!(await prompts.ask(question, false))) answers = { ...answers, database: previous };
+  }
+
+  const plan = await makePlan(facts, answers, options.force === true, version);
+  for (const file of filesToWrite(plan)) assertWritable(facts.root, file.path);
+  const commands: InstallCommand[] = installCommands(
+    facts.packageManager,
+    plan.dependencies,
+    plan.devDependencies,
+    answers.newApp,
+  );
+
+  if (options.dryRun) {
+    io.stdout(await dryRunText(plan, commands));
+    return 0;
+  }
+
+  const writes = filesToWrite(plan);
+  if (prompts && writes.length > 0) {
+    io.stdout(`${planLines(plan).join('\n')}\n`);
+    const more =
+      commands.length > 0 ? `, then run ${commands.map(formatCommand).join(' and ')}` : '';
+    if (!(await prompts.ask(`Write ${writes.length} file(s)${more}?`, true))) {
+      io.stdout('Nothing written.\n');
+      return 1;
+    }
+  }
+  writeFilesAtomically(facts.root, writes);
+
+  let pending: InstallCommand[] = commands;
+  let failed = false;
+  if (options.install && commands.length > 0) {
+    io.stdout(`Installing dependencies with ${facts.packageManager}…\n`);
+    if (await runInstall(facts.root, commands)) {
+      pending = [];
+    } else {
+      failed = true;
+      io.stderr(
+        'create-db-hooks: installing dependencies failed; run the command below yourself.\n',
+      );
+    }
+    io.stdout('\n');
+  }
+  const report = finalReport({
+    plan,
+    packageManager: facts.packageManager,
+    pendingInstall: pending,
+    invokedFrom: io.cwd,
+  });
+  io.stdout(report);
+  return failed ? 1 : 0;
+}
