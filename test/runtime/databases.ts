@@ -30,7 +30,9 @@ export interface Kind {
   open(options?: PoolOptions): Promise<Opened>;
 }
 
-export async function openSqlite(options: PoolOptions = {}): Promise<Opened<SqliteDatabase>> {
+export async function openSqlite(
+  options: PoolOptions & { busyTimeoutMillis?: number } = {},
+): Promise<Opened<SqliteDatabase>> {
   const dir = mkdtempSync(join(tmpdir(), 'cdh-sqlite-'));
   const db = new SqliteDatabase({ path: join(dir, 'app.db'), ...options });
   return {

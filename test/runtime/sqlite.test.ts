@@ -1,0 +1,129 @@
+// SQLite specifics: better-sqlite3 is synchronous, so concurrent write transactions that await
+// must take turns without ever reaching SQLite's busy handler (which would block the event loop).
+import assert from 'node:assert/strict';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { test } from 'node:test';
+import { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
+import { openSqlite, sleep, tick } from './databases.ts';
+
+// The busiest moment of this test (500 requests queued on the write lock) stays far below this.
+// A single write reaching SQLite's busy handler would block for busyTimeoutMillis (2000 here).
+const MAX_EVENT_LOOP_DELAY_MS = 200;
+
+test('sqlite: 500 concurrent write transactions with awaits inside never stall the event loop', async (t) => {
+  // A long busy timeout, so that a write reaching SQLite's busy handler would be unmistakable.
+  const { db: slow, cleanup } = await openSqlite({
+    max: 8,
+    acquireTimeoutMillis: 20_000,
+    busyTimeoutMillis: 2000,
+  });
+  const delay = monitorEventLoopDelay({ resolution: 10 });
+  try {
+    await slow.run('CREATE TABLE accounts (id integer PRIMARY KEY, balance integer NOT NULL)');
+    await slow.atomic(async () => {
+      for (let id = 0; id < 10; id++) {
+        await slow.run('INSERT INTO accounts (id, balance) VALUES (?, 1000)', [id]);
+      }
+    });
+    delay.enable();
+    const started = performance.now();
+    const results = await Promise.allSettled(
+      Array.from({ length: 500 }, async (_, i) => {
+        const scope = slow.createScope();
+        try {
+          await scope.connect();
+          return await scope.run(async () => {
+            if (i % 4 === 3) {
+              // A reader on its own connection, while transactions are open elsewhere.
+              await tick();
+              const row = await slow.get<{ total: number }>(
+                'SELECT sum(balance) AS total FROM accounts',
+              );
+              assert.equal(row!.total, 10_000, 'a reader saw a half-done transfer');
+              return;
+            }
+            // A transfer between two accounts, with awaits between its statements.
+            const from = i % 10;
+            const to = (i * 7 + 3) % 10;
+            await slow.atomic(async () => {
+              await slow.run('UPDATE accounts SET balance = balance - 1 WHERE id = ?', [from]);
+              await tick();
+              await sleep(0);
+              await slow.run('UPDATE accounts SET balance = balance + 1 WHERE id = ?', [to]);
+            });
+            // Single write statements outside a transaction take turns too.
+            await slow.run('UPDATE accounts SET balance = balance WHERE id = ?', [to]);
+          });
+        } finally {
+          await scope.release();
+        }
+      }),
+    );
+    const elapsedMs = performance.now() - started;
+    delay.disable();
+    const failures = results.filter((r) => r.status === 'rejected');
+    assert.deepEqual(failures, [], 'no SQLITE_BUSY, no timeouts');
+    const maxDelayMs = delay.max / 1e6;
+    t.diagnostic(`largest event-loop delay ${maxDelayMs.toFixed(1)} ms`);
+    assert.ok(
+      maxDelayMs < MAX_EVENT_LOOP_DELAY_MS,
+      `event loop blocked for ${maxDelayMs.toFixed(1)} ms (bound ${MAX_EVENT_LOOP_DELAY_MS} ms)`,
+    );
+    assert.ok(elapsedMs < 10_000, `took ${elapsedMs} ms`);
+    const total = await slow.get<{ total: number }>('SELECT sum(balance) AS total FROM accounts');
+    assert.equal(total!.total, 10_000);
+    assert.equal(slow.stats().inUse, 0);
+  } finally {
+    delay.disable();
+    await cleanup();
+  }
+});
+
+test('sqlite: a transaction holding the write lock too long makes the next writer time out', async () => {
+  const { db, cleanup } = await openSqlite({ max: 2, acquireTimeoutMillis: 200 });
+  try {
+    await db.run('CREATE TABLE t (v integer)');
+    let finish!: () => void;
+    const long = db.atomic(async () => {
+      await db.run('INSERT INTO t (v) VALUES (1)');
+      await new Promise<void>((resolve) => {
+        finish = resolve;
+      });
+    });
+    await sleep(10);
+    const started = performance.now();
+    await assert.rejects(db.run('INSERT INTO t (v) VALUES (2)'), {
+      code: 'POOL_TIMEOUT',
+      message: /write transaction/,
+    });
+    const ms = performance.now() - started;
+    assert.ok(ms >= 198 && ms < 1200, `timed out after ${ms} ms`);
+    // Reads never wait for the writer, and do not see its uncommitted row.
+    assert.deepEqual(await db.query('SELECT v FROM t'), []);
+    finish();
+    await long;
+    await db.run('INSERT INTO t (v) VALUES (3)');
+    assert.deepEqual(await db.query('SELECT v FROM t ORDER BY v'), [{ v: 1 }, { v: 3 }]);
+    assert.equal(db.stats().inUse, 0);
+  } finally {
+    await cleanup();
+  }
+});
+
+test("sqlite: named parameters, RETURNING, and ':memory:' shares one connection", async () => {
+  const db = new SqliteDatabase({ path: ':memory:', max: 5 });
+  try {
+    await db.run('CREATE TABLE t (id integer PRIMARY KEY, name text)');
+    const inserted = await db.get<{ id: number }>(
+      'INSERT INTO t (name) VALUES (@name) RETURNING id',
+      { name: 'ada' },
+    );
+    assert.deepEqual(inserted, { id: 1 });
+    assert.deepEqual(await db.query('SELECT name FROM t WHERE id = ?', [1]), [{ name: 'ada' }]);
+    // A write through query() (no rows) still takes the write path.
+    assert.deepEqual(await db.query('DELETE FROM t WHERE id = ?', [1]), []);
+    assert.deepEqual(db.stats(), { total: 1, idle: 1, inUse: 0, waiting: 0 });
+  } finally {
+    await db.closePool();
+  }
+});
