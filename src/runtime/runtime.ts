@@ -227,16 +227,16 @@ export abstract class Database<Conn> {
     return this.withConnection(scope, fn);
   }
 
-  async query<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T[]> {
-    return (await this.statement('all', sql, params)) as T[];
+  query<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T[]> {
+    return this.statement('all', sql, params) as Promise<T[]>;
   }
 
-  async get<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T | undefined> {
-    return (await this.statement('get', sql, params)) as T | undefined;
+  get<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T | undefined> {
+    return this.statement('get', sql, params) as Promise<T | undefined>;
   }
 
-  async run(sql: string, params?: Params): Promise<RunResult> {
-    return (await this.statement('run', sql, params)) as RunResult;
+  run(sql: string, params?: Params): Promise<RunResult> {
+    return this.statement('run', sql, params) as Promise<RunResult>;
   }
 
   /**
@@ -303,10 +303,10 @@ export abstract class Database<Conn> {
         return scope.released;
       },
       run: (fn) => this.scopes.run(scope, fn),
-      connect: async () => {
-        if (scope.released) throw new ScopeReleasedError();
-        if (scope.opening !== undefined) return scope.opening;
-        if (scope.conn === undefined) await this.open(scope);
+      connect: () => {
+        if (scope.released) return Promise.reject(new ScopeReleasedError());
+        if (scope.conn !== undefined) return Promise.resolve();
+        return scope.opening ?? this.open(scope);
       },
       release: () => {
         scope.released = true;
@@ -316,16 +316,29 @@ export abstract class Database<Conn> {
     };
   }
 
-  private async statement(mode: StatementMode, sql: string, params: Params | undefined) {
+  // Not async, like the few methods below: each async layer costs a promise per statement.
+  private statement(mode: StatementMode, sql: string, params: Params | undefined) {
     const scope = this.scopes.getStore();
     if (scope === undefined) return this.borrow((conn) => this.execute(conn, mode, sql, params));
-    if (scope.released) throw new ScopeReleasedError();
-    if (scope.opening !== undefined) await scope.opening.catch(() => {});
     const conn = scope.conn;
-    if (conn === undefined) {
-      return this.track(scope, () => this.borrow((c) => this.execute(c, mode, sql, params)));
+    if (conn !== undefined && !scope.released) {
+      return this.track(scope, () => this.execute(conn, mode, sql, params));
     }
-    return this.track(scope, () => this.execute(conn, mode, sql, params));
+    return this.statementWithoutConnection(scope, mode, sql, params);
+  }
+
+  private async statementWithoutConnection(
+    scope: ScopeState<Conn>,
+    mode: StatementMode,
+    sql: string,
+    params: Params | undefined,
+  ): Promise<unknown> {
+    if (scope.released) throw new ScopeReleasedError();
+    if (scope.opening !== undefined) {
+      await scope.opening.catch(() => {});
+      if (scope.conn !== undefined) return this.statement(mode, sql, params);
+    }
+    return this.track(scope, () => this.borrow((conn) => this.execute(conn, mode, sql, params)));
   }
 
   /** A connection for one statement (or one transaction) outside any open connection. */
@@ -351,7 +364,13 @@ export abstract class Database<Conn> {
   }
 
   private open(scope: ScopeState<Conn>): Promise<void> {
-    const opening = this.track(scope, async () => {
+    scope.opening = this.checkOut(scope);
+    return scope.opening;
+  }
+
+  private async checkOut(scope: ScopeState<Conn>): Promise<void> {
+    scope.active++; // counts as in flight: release() waits for the checkout to finish
+    try {
       const conn = await this.acquire();
       // Released while we waited for the pool (e.g. the client went away): give it straight back.
       if (scope.released) {
@@ -360,11 +379,10 @@ export abstract class Database<Conn> {
       }
       scope.conn = conn;
       scope.depth = 0;
-    }).finally(() => {
+    } finally {
       scope.opening = undefined;
-    });
-    scope.opening = opening;
-    return opening;
+      this.settle(scope);
+    }
   }
 
   /** Waits for calls in flight, then returns the scope's connection (once: `conn` is cleared first). */
@@ -375,7 +393,7 @@ export abstract class Database<Conn> {
     const inTransaction = scope.depth > 0;
     scope.conn = undefined;
     scope.depth = 0;
-    await this.releaseConnection(conn, inTransaction);
+    return this.releaseConnection(conn, inTransaction);
   }
 
   /** Counts a database call as in flight in this scope while it runs. */
@@ -385,10 +403,14 @@ export abstract class Database<Conn> {
     try {
       return await call();
     } finally {
-      scope.active--;
-      if (scope.active === 0 && scope.whenIdle.length > 0) {
-        for (const resolve of scope.whenIdle.splice(0)) resolve();
-      }
+      this.settle(scope);
+    }
+  }
+
+  private settle(scope: ScopeState<Conn>): void {
+    scope.active--;
+    if (scope.active === 0 && scope.whenIdle.length > 0) {
+      for (const resolve of scope.whenIdle.splice(0)) resolve();
     }
   }
 }
