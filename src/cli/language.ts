@@ -65,7 +65,7 @@ const importDefault = /^import (\w+) from ('[^']+');$/;
 const importNamespace = /^import \* as (\w+) from ('[^']+');$/;
 const importNamed = /^import \{([^}]*)\} from ('[^']+');$/;
 const importBare = /^import ('[^']+');$/;
-const exportDeclaration = /^export (?:(async function|function|class|const|let)\s+(\w+))/;
+const exportDeclaration = /^export\s+(?:(async function|function|class|const|let)\s+(\w+))/;
 const exportList = /^export \{([^}]*)\};$/;
 
 /** Rewrites the ESM forms our sources use into CommonJS. Anything else is a bug in a template. */
@@ -93,7 +93,7 @@ export function esmToCommonJs(source: string): string {
     match = exportDeclaration.exec(line);
     if (match) {
       exported.push(match[2]!);
-      return line.slice('export '.length);
+      return line.replace(/^export\s+/, '');
     }
     if (/^export\b/.test(line) || /^import\b/.test(line)) {
       throw new Error(`Cannot convert to CommonJS: ${line}`);

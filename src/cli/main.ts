@@ -12,8 +12,10 @@ const name = 'create-db-hooks';
 async function main(argv: readonly string[]): Promise<number> {
   const version = ownVersion();
   const program = createProgram(version).configureOutput({
-    // Commander's own errors ("error: unknown option '--x'") become our one-line form.
-    outputError: (text, write) => write(text.replace(/^error: /, `${name}: `)),
+    // Commander's own errors ("error: unknown option '--x'\n(Did you mean --y?)") become our
+    // one-line form.
+    outputError: (text, write) =>
+      write(`${text.trim().replace(/^error: /, `${name}: `).replace(/\s*\n\s*/g, ' ')}\n`),
   });
   try {
     program.parse(argv);

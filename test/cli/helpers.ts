@@ -96,6 +96,8 @@ export function runCli(
       cwd: options.cwd ?? tmpdir(),
       env: { ...process.env, npm_config_user_agent: '', ...options.env },
       stdio: ['pipe', 'pipe', 'pipe'],
+      // Its own process group, so a timeout also ends whatever it started (an install).
+      detached: true,
     });
     if (!options.keepStdinOpen) child.stdin.end();
     let stdout = '';
@@ -107,7 +109,7 @@ export function runCli(
       stderr += chunk;
     });
     const timer = setTimeout(() => {
-      child.kill('SIGKILL');
+      if (child.pid) process.kill(-child.pid, 'SIGKILL');
       reject(
         new Error(`create-db-hooks ${args.join(' ')} did not exit in time\n${stdout}\n${stderr}`),
       );

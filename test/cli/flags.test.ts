@@ -1,0 +1,567 @@
+// The built bin end to end, one child process per run, on real temp projects: every flag, every
+// bad input (exit 2, one line, nothing written), re-runs, --dry-run, new apps, installs.
+import assert from 'node:assert/strict';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { databaseIds, targets } from '../../src/cli/targets.ts';
+import {
+  contents,
+  makeProject,
+  readJson,
+  repoRoot,
+  runCli,
+  snapshot,
+  tempDir,
+  writeTree,
+} from './helpers.ts';
+
+const version = readJson(join(repoRoot, 'package.json')).version;
+
+/** Asserts a usage error: exit 2, exactly one line on stderr matching, nothing on disk changed. */
+async function assertRejected(args: string[], root: string, message: RegExp) {
+  const before = contents(root);
+  const result = await runCli(args);
+  assert.equal(result.code, 2, `exit code for ${args.join(' ')}\n${result.stderr}${result.stdout}`);
+  const lines = result.stderr.trimEnd().split('\n');
+  assert.equal(lines.length, 1, `one line on stderr, got:\n${result.stderr}`);
+  assert.match(lines[0]!, /^create-db-hooks: /);
+  assert.match(lines[0]!, message);
+  assert.deepEqual(contents(root), before, 'nothing written');
+}
+
+describe('information flags', () => {
+  test('-V and --version print the package version', async () => {
+    for (const flag of ['-V', '--version']) {
+      const result = await runCli([flag]);
+      assert.equal(result.code, 0);
+      assert.equal(result.stdout.trim(), version);
+    }
+  });
+
+  test('-h shows every flag and an example per target with its usage', async () => {
+    const result = await runCli(['-h']);
+    assert.equal(result.code, 0);
+    for (const flag of [
+      '--cwd',
+      '--framework',
+      '--database',
+      '--lang',
+      '--dir',
+      '--yes',
+      '--dry-run',
+      '--force',
+      '--no-install',
+      '--list',
+      '--version',
+      '--help',
+    ]) {
+      assert.ok(result.stdout.includes(flag), flag);
+    }
+    for (const target of targets) {
+      assert.ok(result.stdout.includes(`npx create-db-hooks -f ${target.id}`), target.id);
+      assert.ok(result.stdout.includes(target.usage), target.usage);
+    }
+  });
+
+  test('--list prints targets and databases and writes nothing', async () => {
+    const root = makeProject();
+    const before = contents(root);
+    const result = await runCli(['--list', '-C', root]);
+    assert.equal(result.code, 0);
+    for (const target of targets) assert.match(result.stdout, new RegExp(`^  ${target.id} `, 'm'));
+    for (const id of databaseIds) assert.match(result.stdout, new RegExp(`^  ${id} `, 'm'));
+    assert.deepEqual(contents(root), before);
+  });
+});
+
+describe('bad input: one line, exit 2, nothing written', () => {
+  test('unknown option and extra arguments', async () => {
+    const root = makeProject();
+    await assertRejected(
+      ['-C', root, '--frameworks', 'express'],
+      root,
+      /unknown option '--frameworks'/,
+    );
+    await assertRejected(['-C', root, 'express'], root, /too many arguments/);
+  });
+
+  test('unknown target', async () => {
+    const root = makeProject();
+    await assertRejected(
+      ['-C', root, '-f', 'express,django', '-y'],
+      root,
+      /unknown framework 'django' \(valid: express, fastify, koa, hono, node-http, fetch, hooks\)/,
+    );
+  });
+
+  test('unknown database', async () => {
+    const root = makeProject();
+    await assertRejected(
+      ['-C', root, '-f', 'express', '-d', 'mysql', '-y'],
+      root,
+      /unknown database 'mysql' \(valid: sqlite, postgres\)/,
+    );
+  });
+
+  test('bad --lang', async () => {
+    const root = makeProject();
+    await assertRejected(
+      ['-C', root, '-f', 'express', '--lang', 'coffee', '-y'],
+      root,
+      /unknown --lang 'coffee' \(valid: ts, js\)/,
+    );
+  });
+
+  test('--dir outside the project', async () => {
+    const root = makeProject();
+    await assertRejected(
+      ['-C', root, '-f', 'express', '--dir', '../outside', '-y'],
+      root,
+      /--dir '\.\.\/outside' is outside the project/,
+    );
+    await assertRejected(
+      ['-C', root, '-f', 'express', '--dir', '/tmp/x', '-y'],
+      root,
+      /--dir '\/tmp\/x' is outside the project/,
+    );
+  });
+
+  test('--dir through a symlink that leads outside the project', async () => {
+    const root = makeProject();
+    const outside = tempDir('cdh-outside-');
+    symlinkSync(outside, join(root, 'linked'));
+    await assertRejected(
+      ['-C', root, '-f', 'express', '--dir', 'linked/db', '-y'],
+      root,
+      /--dir 'linked\/db' is outside the project: 'linked' is a symlink to /,
+    );
+    assert.deepEqual(contents(outside), {});
+  });
+
+  test('a generated file path through a symlinked file that leads outside', async () => {
+    const root = makeProject({ 'db/.keep': '' });
+    const outside = tempDir('cdh-outside-');
+    writeFileSync(join(outside, 'secret.ts'), 'keep me\n');
+    symlinkSync(join(outside, 'secret.ts'), join(root, 'db', 'express.js'));
+    await assertRejected(
+      ['-C', root, '-f', 'express', '-y', '--force', '--no-install'],
+      root,
+      /'db\/express\.js' is outside the project/,
+    );
+    assert.equal(readFileSync(join(outside, 'secret.ts'), 'utf8'), 'keep me\n');
+  });
+
+  test('malformed package.json', async () => {
+    const root = makeProject({ 'package.json': '{ "name": "x", ' });
+    await assertRejected(
+      ['-C', root, '-f', 'express', '-y'],
+      root,
+      /package\.json is not valid JSON/,
+    );
+  });
+
+  test('malformed manifest', async () => {
+    const root = makeProject({ 'db-hooks.json': '{ "version": ' });
+    await assertRejected(
+      ['-C', root, '-f', 'express', '-y'],
+      root,
+      /db-hooks\.json: not valid JSON .*fix it or delete the file/,
+    );
+  });
+
+  test('manifest with bad values', async () => {
+    const root = makeProject({
+      'db-hooks.json': {
+        version: '0.1.0',
+        language: 'ts',
+        moduleFormat: 'esm',
+        database: 'oracle',
+        dir: 'db',
+        targets: [],
+      },
+    });
+    await assertRejected(
+      ['-C', root, '-y'],
+      root,
+      /"database" is 'oracle', expected 'sqlite' or 'postgres'/,
+    );
+  });
+
+  test('unwritable: the generated directory path is taken by a regular file', async () => {
+    const root = makeProject({ 'src/db': 'a file, not a folder\n' });
+    await assertRejected(
+      ['-C', root, '-f', 'express', '-y'],
+      root,
+      /cannot write --dir 'src\/db': 'src\/db' is a file, not a directory/,
+    );
+  });
+
+  test('unwritable: --cwd is a file', async () => {
+    const root = makeProject();
+    await assertRejected(
+      ['-C', join(root, 'package.json'), '-f', 'express', '-y'],
+      root,
+      /--cwd '.*package\.json' is not a directory/,
+    );
+  });
+
+  test('a database change needs --force (or a confirmation in a terminal)', async () => {
+    const root = makeProject({ 'src/.keep': '', 'tsconfig.json': '{}' });
+    assert.equal((await runCli(['-C', root, '-f', 'express', '-y', '--no-install'])).code, 0);
+    await assertRejected(
+      ['-C', root, '-d', 'postgres', '-y', '--no-install'],
+      root,
+      /db-hooks\.json says database 'sqlite', --database says 'postgres': pass --force/,
+    );
+    const index = readFileSync(join(root, 'src/db/index.ts'), 'utf8');
+    const forced = await runCli(['-C', root, '-d', 'postgres', '-y', '--no-install', '--force']);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.notEqual(readFileSync(join(root, 'src/db/index.ts'), 'utf8'), index);
+    assert.ok(existsSync(join(root, 'src/db/runtime-postgres.ts')));
+    assert.equal(readJson(join(root, 'db-hooks.json')).database, 'postgres');
+    assert.match(forced.stdout, /runtime-sqlite\.\* is no longer used/);
+  });
+});
+
+describe('no terminal', () => {
+  test('with stdin open and no --yes it never waits: a missing framework fails at once', async () => {
+    const root = makeProject();
+    const started = Date.now();
+    const result = await runCli(['-C', root, '--no-install'], {
+      keepStdinOpen: true,
+      timeoutMs: 5000,
+    });
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /no framework chosen: pass --framework <ids> \(valid: express, /);
+    assert.ok(Date.now() - started < 5000);
+    assert.deepEqual(Object.keys(contents(root)), ['package.json']);
+  });
+
+  test('with stdin open, the one detected framework is used without asking', async () => {
+    const root = makeProject({}, { name: 'x', dependencies: { koa: '^2.15.0' } });
+    const result = await runCli(['-C', root, '--no-install'], {
+      keepStdinOpen: true,
+      timeoutMs: 5000,
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(existsSync(join(root, 'db/koa.js')));
+  });
+
+  test('several detected frameworks and no --framework: exit 2 naming them', async () => {
+    const root = makeProject({}, { name: 'x', dependencies: { koa: '^2', express: '^5' } });
+    const result = await runCli(['-C', root, '--no-install']);
+    assert.equal(result.code, 2);
+    assert.match(
+      result.stderr,
+      /found express and koa in package\.json; no framework chosen: pass --framework/,
+    );
+  });
+});
+
+describe('generating', () => {
+  test('TypeScript ESM project: files in src/db, manifest, next steps', async () => {
+    const root = makeProject(
+      { 'tsconfig.json': '{}', 'src/index.ts': '' },
+      { name: 'x', type: 'module', dependencies: { express: '^5' } },
+    );
+    const result = await runCli(['-C', root, '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    for (const file of ['runtime.ts', 'runtime-sqlite.ts', 'index.ts', 'express.ts']) {
+      assert.ok(existsSync(join(root, 'src/db', file)), file);
+      assert.match(
+        readFileSync(join(root, 'src/db', file), 'utf8'),
+        new RegExp(`^// Generated by create-db-hooks ${version.replace(/\./g, '\\.')}\\.`),
+      );
+    }
+    const manifest = readJson(join(root, 'db-hooks.json'));
+    assert.deepEqual(
+      { ...manifest, files: Object.keys(manifest.files) },
+      {
+        version,
+        language: 'ts',
+        moduleFormat: 'esm',
+        database: 'sqlite',
+        dir: 'src/db',
+        targets: ['express'],
+        files: [
+          'src/db/express.ts',
+          'src/db/index.ts',
+          'src/db/runtime-sqlite.ts',
+          'src/db/runtime.ts',
+        ],
+      },
+    );
+    assert.match(manifest.files['src/db/index.ts'], /^sha256-[0-9a-f]{64}$/);
+    assert.match(result.stdout, /^Created\n {2}src\/db\/runtime\.ts\n/m);
+    assert.match(result.stdout, /import \{ dbHooks \} from '\.\/db\/express\.js';/);
+    assert.match(result.stdout, /app\.use\(dbHooks\(\)\)/);
+    // --no-install prints the exact commands.
+    assert.match(result.stdout, /npm install better-sqlite3@\^12\.6\.2\n/);
+    assert.match(result.stdout, /npm install -D @types\/better-sqlite3@\^7\.6\.13\n/);
+  });
+
+  test('JavaScript CommonJS project: .js files in db/ written as CommonJS', async () => {
+    const root = makeProject({}, { name: 'x' });
+    const result = await runCli([
+      '-C',
+      root,
+      '-f',
+      'node-http',
+      '-d',
+      'postgres',
+      '-y',
+      '--no-install',
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    const index = readFileSync(join(root, 'db/index.js'), 'utf8');
+    assert.doesNotMatch(index, /^(import|export) /m);
+    assert.match(index, /module\.exports = /);
+    assert.ok(existsSync(join(root, 'db/runtime-postgres.js')));
+    assert.match(result.stdout, /const \{ withDatabase \} = require\('\.\/db\/node-http\.js'\);/);
+    assert.match(result.stdout, /npm install pg@\^8\.16\.0\n/);
+    assert.doesNotMatch(result.stdout, /@types\/pg/);
+    assert.equal(readJson(join(root, 'db-hooks.json')).moduleFormat, 'cjs');
+  });
+
+  test('--lang js in a TypeScript project, --dir elsewhere, repeated -f', async () => {
+    const root = makeProject({ 'tsconfig.json': '{}' }, { name: 'x', type: 'module' });
+    const result = await runCli([
+      '-C',
+      root,
+      '-f',
+      'hono',
+      '-f',
+      'fetch',
+      '--lang',
+      'js',
+      '--dir',
+      'server/database/',
+      '-y',
+      '--no-install',
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    for (const file of ['index.js', 'hono.js', 'fetch.js'])
+      assert.ok(existsSync(join(root, 'server/database', file)), file);
+    const manifest = readJson(join(root, 'db-hooks.json'));
+    assert.equal(manifest.dir, 'server/database');
+    assert.equal(manifest.language, 'js');
+    assert.deepEqual(manifest.targets, ['hono', 'fetch']);
+  });
+
+  test('--cwd given relative to where it runs', async () => {
+    const parent = tempDir();
+    writeTree(parent, { 'proj/package.json': { name: 'p' } });
+    const result = await runCli(['--cwd', 'proj', '-f', 'hooks', '-y', '--no-install'], {
+      cwd: parent,
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(existsSync(join(parent, 'proj/db/hooks.js')));
+  });
+
+  test('--dry-run prints the plan and diffs and writes nothing', async () => {
+    const root = makeProject({ 'src/.keep': '' }, { name: 'x', type: 'module' });
+    const before = snapshot(root);
+    const result = await runCli(['-C', root, '-f', 'express', '--dry-run']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(snapshot(root), before);
+    assert.match(result.stdout, /^Dry run: nothing is written and nothing is installed\./);
+    assert.match(result.stdout, /^ {2}create {2}src\/db\/express\.js$/m);
+    assert.match(result.stdout, /^--- \/dev\/null$/m);
+    assert.match(result.stdout, /^\+\+\+ b\/src\/db\/index\.js$/m);
+    assert.match(result.stdout, /^Would run:\n {2}npm install better-sqlite3@\^12\.6\.2$/m);
+  });
+
+  test('--dry-run on a re-run shows the diff of an updated file', async () => {
+    const root = makeProject({}, { name: 'x', type: 'module' });
+    assert.equal((await runCli(['-C', root, '-f', 'express', '-y', '--no-install'])).code, 0);
+    // Make the recorded state an older generation: same hash as on disk, different content.
+    const path = join(root, 'db/index.js');
+    const older = readFileSync(path, 'utf8').replace('Generated by', 'Generated long ago by');
+    writeFileSync(path, older);
+    const manifest = readJson(join(root, 'db-hooks.json'));
+    const { hashContent } = await import('../../src/cli/manifest.ts');
+    manifest.files['db/index.js'] = hashContent(older);
+    writeFileSync(join(root, 'db-hooks.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+    const before = snapshot(root);
+    const result = await runCli(['-C', root, '--dry-run']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(snapshot(root), before);
+    assert.match(result.stdout, /^ {2}update {2}db\/index\.js$/m);
+    assert.match(result.stdout, /^-\/\/ Generated long ago by create-db-hooks/m);
+    assert.match(result.stdout, /^\+\/\/ Generated by create-db-hooks/m);
+  });
+});
+
+describe('re-runs', () => {
+  test('adds a target, leaves an edited file alone, --force overwrites it', async () => {
+    const root = makeProject({ 'tsconfig.json': '{}' }, { name: 'x', type: 'module' });
+    assert.equal((await runCli(['-C', root, '-f', 'express', '-y', '--no-install'])).code, 0);
+    const express = join(root, 'db/express.ts');
+    const generated = readFileSync(express, 'utf8');
+    writeFileSync(express, `${generated}// my change\n`);
+
+    const second = await runCli(['-C', root, '-f', 'koa', '-y', '--no-install']);
+    assert.equal(second.code, 0, second.stderr);
+    assert.ok(existsSync(join(root, 'db/koa.ts')));
+    assert.equal(readFileSync(express, 'utf8'), `${generated}// my change\n`);
+    assert.deepEqual(readJson(join(root, 'db-hooks.json')).targets, ['express', 'koa']);
+    assert.match(second.stdout, /^Created\n {2}db\/koa\.ts\n/m);
+    assert.match(second.stdout, /^Skipped \(edited; --force overwrites\)\n {2}db\/express\.ts\n/m);
+    assert.match(second.stdout, /^Unchanged\n {2}db\/runtime\.ts\n/m);
+
+    // Still edited on the next run: the manifest kept the generated hash.
+    const third = await runCli(['-C', root, '-y', '--no-install']);
+    assert.match(third.stdout, /^Skipped \(edited; --force overwrites\)\n {2}db\/express\.ts\n/m);
+
+    const forced = await runCli(['-C', root, '-y', '--no-install', '--force']);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.equal(readFileSync(express, 'utf8'), generated);
+    assert.match(forced.stdout, /^Updated\n {2}db\/express\.ts\n/m);
+  });
+
+  test('an identical re-run changes nothing, not even mtimes', async () => {
+    const root = makeProject({}, { name: 'x' });
+    assert.equal((await runCli(['-C', root, '-f', 'fastify', '-y', '--no-install'])).code, 0);
+    const before = snapshot(root);
+    const again = await runCli(['-C', root, '-y', '--no-install']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(snapshot(root), before);
+    assert.match(again.stdout, /Already up to date: nothing written\./);
+  });
+
+  test('a file that is there but was not generated is skipped', async () => {
+    const root = makeProject({ 'db/index.js': 'mine\n' }, { name: 'x' });
+    const result = await runCli(['-C', root, '-f', 'express', '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(readFileSync(join(root, 'db/index.js'), 'utf8'), 'mine\n');
+    assert.match(
+      result.stdout,
+      /^Skipped \(exists, not written by create-db-hooks; --force overwrites\)\n {2}db\/index\.js\n/m,
+    );
+  });
+});
+
+describe('new app in a directory with no package.json', () => {
+  test('JavaScript by default: package.json with start script and dependencies, src/app.js', async () => {
+    const parent = tempDir();
+    const root = join(parent, 'Shop API');
+    const result = await runCli(['-C', root, '-f', 'express', '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    const pkg = readJson(join(root, 'package.json'));
+    assert.equal(pkg.name, 'shop-api');
+    assert.equal(pkg.type, 'module');
+    assert.equal(pkg.scripts.start, 'node src/app.js');
+    assert.deepEqual(pkg.dependencies, { 'better-sqlite3': '^12.6.2', express: '^5.1.0' });
+    assert.equal(pkg.devDependencies, undefined);
+    assert.ok(existsSync(join(root, 'src/app.js')));
+    assert.ok(existsSync(join(root, 'src/db/express.js')));
+    assert.ok(!existsSync(join(root, 'tsconfig.json')));
+    assert.match(
+      readFileSync(join(root, 'src/app.js'), 'utf8'),
+      /from '\.\/db\/index\.js'|from '\.\/db\//,
+    );
+    assert.match(
+      result.stdout,
+      /Next steps\n {2}cd '.*Shop API'\n {2}npm install\n {2}npm start\n/,
+    );
+  });
+
+  test('--lang ts: tsconfig.json and tsx in the start script', async () => {
+    const root = tempDir();
+    const result = await runCli([
+      '-C',
+      root,
+      '-f',
+      'node-http',
+      '--lang',
+      'ts',
+      '-y',
+      '--no-install',
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    const pkg = readJson(join(root, 'package.json'));
+    assert.equal(pkg.scripts.start, 'tsx src/app.ts');
+    assert.ok(pkg.dependencies.tsx);
+    assert.ok(pkg.devDependencies.typescript);
+    assert.equal(readJson(join(root, 'tsconfig.json')).compilerOptions.module, 'NodeNext');
+    assert.ok(existsSync(join(root, 'src/app.ts')));
+  });
+});
+
+describe('installing', () => {
+  /** A fake package manager on PATH that records how it was called. */
+  function fakePackageManager(
+    name: string,
+    exitCode = 0,
+  ): { env: NodeJS.ProcessEnv; calls: () => string[] } {
+    const bin = tempDir('cdh-bin-');
+    const log = join(bin, 'calls.log');
+    writeFileSync(
+      join(bin, name),
+      `#!/bin/sh\necho "$(pwd) ${name} $*" >> '${log}'\nexit ${exitCode}\n`,
+    );
+    chmodSync(join(bin, name), 0o755);
+    return {
+      env: { PATH: `${bin}:${process.env.PATH}` },
+      calls: () => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : []),
+    };
+  }
+
+  test('adds only missing dependencies with the detected package manager', async () => {
+    const root = makeProject(
+      { 'pnpm-lock.yaml': '', 'tsconfig.json': '{}' },
+      { name: 'x', dependencies: { fastify: '^5', pg: '^8' } },
+    );
+    const pm = fakePackageManager('pnpm');
+    const result = await runCli(['-C', root, '-d', 'postgres', '-y'], { env: pm.env });
+    assert.equal(result.code, 0, result.stderr);
+    const real = statSync(root).isDirectory()
+      ? readFileSync(join(root, 'package.json')) && root
+      : root;
+    assert.deepEqual(
+      pm.calls().map((line) => line.replace(/^\S+ /, '')),
+      ['pnpm add fastify-plugin@^5.0.1', 'pnpm add -D @types/pg@^8.15.0'],
+    );
+    assert.ok(pm.calls()[0]!.startsWith(real.replace(/^\/private/, '')));
+    assert.doesNotMatch(result.stdout, /Next steps\n {2}pnpm add/);
+  });
+
+  test('a failed install exits 1 and prints the command to run', async () => {
+    const root = makeProject({ 'yarn.lock': '' }, { name: 'x' });
+    const pm = fakePackageManager('yarn', 1);
+    const result = await runCli(['-C', root, '-f', 'express', '-y'], { env: pm.env });
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /installing dependencies failed/);
+    assert.match(result.stdout, /^ {2}yarn add better-sqlite3@\^12\.6\.2$/m);
+    assert.ok(existsSync(join(root, 'db/express.js')), 'the files are written before installing');
+  });
+
+  test('nothing missing: no install at all', async () => {
+    const root = makeProject({}, { name: 'x', dependencies: { 'better-sqlite3': '^12' } });
+    const pm = fakePackageManager('npm');
+    const result = await runCli(['-C', root, '-f', 'koa', '-y'], { env: pm.env });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(pm.calls(), []);
+  });
+
+  test('a new app runs one plain install in its directory', async () => {
+    const root = join(tempDir(), 'fresh');
+    mkdirSync(root);
+    const pm = fakePackageManager('npm');
+    const result = await runCli(['-C', root, '-f', 'express', '-y'], { env: pm.env });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(
+      pm.calls().map((line) => line.replace(/^\S+ /, '')),
+      ['npm install'],
+    );
+  });
+});
