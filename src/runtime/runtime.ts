@@ -298,22 +298,22 @@ export abstract class Database<Conn> {
   createScope(): RequestScope {
     const scope = newScopeState<Conn>();
     let releasing: Promise<void> | undefined;
-    return {
-      get released() {
-        return scope.released;
-      },
-      run: (fn) => this.scopes.run(scope, fn),
+    const handle = {
+      released: false,
+      run: <T>(fn: () => T): T => this.scopes.run(scope, fn),
       connect: () => {
         if (scope.released) return Promise.reject(new ScopeReleasedError());
         if (scope.conn !== undefined) return Promise.resolve();
         return scope.opening ?? this.open(scope);
       },
       release: () => {
+        handle.released = true;
         scope.released = true;
         releasing ??= this.detach(scope);
         return releasing;
       },
     };
+    return handle;
   }
 
   // Not async, like the few methods below: each async layer costs a promise per statement.
@@ -386,10 +386,14 @@ export abstract class Database<Conn> {
   }
 
   /** Waits for calls in flight, then returns the scope's connection (once: `conn` is cleared first). */
-  private async detach(scope: ScopeState<Conn>): Promise<void> {
-    if (scope.active > 0) await new Promise<void>((resolve) => scope.whenIdle.push(resolve));
+  private detach(scope: ScopeState<Conn>): Promise<void> {
+    if (scope.active > 0) {
+      return new Promise<void>((resolve) => scope.whenIdle.push(resolve)).then(() =>
+        this.detach(scope),
+      );
+    }
     const conn = scope.conn;
-    if (conn === undefined) return;
+    if (conn === undefined) return Promise.resolve();
     const inTransaction = scope.depth > 0;
     scope.conn = undefined;
     scope.depth = 0;
@@ -397,14 +401,25 @@ export abstract class Database<Conn> {
   }
 
   /** Counts a database call as in flight in this scope while it runs. */
-  private async track<R>(scope: ScopeState<Conn>, call: () => Promise<R>): Promise<R> {
-    if (scope.released) throw new ScopeReleasedError();
+  private track<R>(scope: ScopeState<Conn>, call: () => Promise<R>): Promise<R> {
+    if (scope.released) return Promise.reject(new ScopeReleasedError());
     scope.active++;
+    let pending: Promise<R>;
     try {
-      return await call();
-    } finally {
-      this.settle(scope);
+      pending = call();
+    } catch (error) {
+      pending = Promise.reject(error);
     }
+    return pending.then(
+      (result) => {
+        this.settle(scope);
+        return result;
+      },
+      (error: unknown) => {
+        this.settle(scope);
+        throw error;
+      },
+    );
   }
 
   private settle(scope: ScopeState<Conn>): void {
