@@ -112,32 +112,22 @@ export class ScopeReleasedError extends DbHooksError {
 }
 
 /** What one request's scope holds. Mutable: connect() fills `conn`, close() empties it. */
-interface ScopeState<Conn> {
-  conn: Conn | undefined;
+class ScopeState<Conn> {
+  conn: Conn | undefined = undefined;
   /** A checkout in progress, so a second connect() does not check out a second connection. */
-  opening: Promise<void> | undefined;
+  opening: Promise<void> | undefined = undefined;
   /** atomic() nesting on `conn`: 0 = no transaction, 1 = transaction, 2+ = savepoints. */
-  depth: number;
+  depth = 0;
   /** Database calls in flight, so release() can wait for them before returning the connection. */
-  active: number;
-  whenIdle: (() => void)[];
-  released: boolean;
-}
-
-function newScopeState<Conn>(): ScopeState<Conn> {
-  return {
-    conn: undefined,
-    opening: undefined,
-    depth: 0,
-    active: 0,
-    whenIdle: [],
-    released: false,
-  };
+  active = 0;
+  whenIdle: (() => void)[] = [];
+  released = false;
 }
 
 /**
  * The database object handlers use. Drivers implement checkout, statement execution and
- * return; everything about scopes and transactions lives here.
+ * return; everything about scopes and transactions lives here. Calls within one request share
+ * its connection, so run that request's transactions one after another, not concurrently.
  */
 export abstract class Database<Conn> {
   private readonly scopes = new AsyncLocalStorage<ScopeState<Conn>>();
@@ -221,7 +211,7 @@ export abstract class Database<Conn> {
   connectionContext<T>(fn: () => Promise<T>): Promise<T> {
     const scope = this.scopes.getStore();
     if (scope === undefined) {
-      const fresh = newScopeState<Conn>();
+      const fresh = new ScopeState<Conn>();
       return this.scopes.run(fresh, () => this.withConnection(fresh, fn));
     }
     return this.withConnection(scope, fn);
@@ -296,7 +286,7 @@ export abstract class Database<Conn> {
 
   /** A scope for one request; see RequestScope. Used by the framework adapters. */
   createScope(): RequestScope {
-    const scope = newScopeState<Conn>();
+    const scope = new ScopeState<Conn>();
     let releasing: Promise<void> | undefined;
     const handle = {
       released: false,
