@@ -15,7 +15,12 @@ async function main(argv: readonly string[]): Promise<number> {
     // Commander's own errors ("error: unknown option '--x'\n(Did you mean --y?)") become our
     // one-line form.
     outputError: (text, write) =>
-      write(`${text.trim().replace(/^error: /, `${name}: `).replace(/\s*\n\s*/g, ' ')}\n`),
+      write(
+        `${text
+          .trim()
+          .replace(/^error: /, `${name}: `)
+          .replace(/\s*\n\s*/g, ' ')}\n`,
+      ),
   });
   try {
     program.parse(argv);

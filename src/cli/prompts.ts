@@ -28,6 +28,7 @@ export async function askAnswers(draft: Draft): Promise<Answers> {
         choices: targets.map((target) => ({
           name: `${target.id.padEnd(10)} ${target.title}`,
           value: target.id,
+          short: target.id,
           checked: preselected.has(target.id),
           ...(draft.manifestTargets.includes(target.id) && { description: 'already added' }),
         })),
@@ -42,7 +43,11 @@ export async function askAnswers(draft: Draft): Promise<Answers> {
     database = await cancellable(
       select<DatabaseId>({
         message: 'Which database?',
-        choices: databases.map((db) => ({ name: `${db.id.padEnd(10)} ${db.title}`, value: db.id })),
+        choices: databases.map((db) => ({
+          name: `${db.id.padEnd(10)} ${db.title}`,
+          value: db.id,
+          short: db.id,
+        })),
         default: draft.database,
       }),
     );

@@ -115,7 +115,7 @@ export function finalReport({
     if (where !== '') steps.push(`cd ${/\s/.test(where) ? `'${where}'` : where}`);
     for (const command of pendingInstall) steps.push(formatCommand(command));
     steps.push(`${packageManager === 'npm' ? 'npm' : packageManager} start`);
-    steps.push('curl http://localhost:3000/users/1   (the app reads PORT, 3000 by default)');
+    steps.push('curl http://127.0.0.1:3000/users/1   (the app reads PORT, 3000 by default)');
   } else {
     for (const command of pendingInstall) steps.push(formatCommand(command));
     const added = plan.files.filter((file) => file.kind === 'adapter' && file.status === 'created');

@@ -92,15 +92,18 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
 
   const writes = filesToWrite(plan);
   if (prompts && writes.length > 0) {
-    io.stdout(`${planLines(plan).join('\n')}\n`);
+    io.stdout(`\n${planLines(plan).join('\n')}\n\n`);
     const more =
-      commands.length > 0 ? `, then run ${commands.map(formatCommand).join(' and ')}` : '';
+      options.install && commands.length > 0
+        ? `, then run ${commands.map(formatCommand).join(' and ')}`
+        : '';
     if (!(await prompts.ask(`Write ${writes.length} file(s)${more}?`, true))) {
       io.stdout('Nothing written.\n');
       return 1;
     }
   }
   writeFilesAtomically(facts.root, writes);
+  if (prompts) io.stdout('\n');
 
   let pending: InstallCommand[] = commands;
   let failed = false;

@@ -1,0 +1,142 @@
+// The prompts in a real pseudo-terminal: tmux runs the built bin, the test reads the screen and
+// types. The exit code is written to a file by the shell that ran it.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { binPath, contents, makeProject, readJson, tempDir } from './helpers.ts';
+
+const socket = `cdh-test-${process.pid}`;
+const tmux = (...args: string[]) =>
+  execFileSync('tmux', ['-L', socket, ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+const hasTmux = (() => {
+  try {
+    execFileSync('tmux', ['-V'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+after(() => {
+  try {
+    tmux('kill-server');
+  } catch {
+    // No server left: every session ended by itself.
+  }
+});
+
+const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** Starts the CLI in a fresh tmux session; returns helpers to read the screen and type. */
+function start(name: string, args: string[]) {
+  const codeFile = join(tempDir('cdh-tmux-'), 'code');
+  const command = `${[process.execPath, binPath(), ...args].map(quote).join(' ')}; echo $? > ${quote(codeFile)}`;
+  tmux('new-session', '-d', '-s', name, '-x', '120', '-y', '40', `sh -c ${quote(command)}`);
+  const screen = () => {
+    try {
+      return tmux('capture-pane', '-p', '-t', name);
+    } catch {
+      return '';
+    }
+  };
+  return {
+    screen,
+    async waitFor(text: string | RegExp, timeoutMs = 15_000): Promise<string> {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        const now = screen();
+        if (typeof text === 'string' ? now.includes(text) : text.test(now)) return now;
+        await sleep(50);
+      }
+      throw new Error(`timed out waiting for ${text}; screen:\n${screen()}`);
+    },
+    keys(...keys: string[]) {
+      tmux('send-keys', '-t', name, ...keys);
+    },
+    async exitCode(timeoutMs = 15_000): Promise<number> {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        if (existsSync(codeFile)) {
+          const text = readFileSync(codeFile, 'utf8').trim();
+          if (text !== '') return Number(text);
+        }
+        await sleep(50);
+      }
+      throw new Error(`no exit within ${timeoutMs} ms; screen:\n${screen()}`);
+    },
+  };
+}
+
+describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not installed' }, () => {
+  test('choose targets and database, confirm, files written', async () => {
+    const root = makeProject(
+      { 'tsconfig.json': '{}' },
+      { name: 'x', type: 'module', dependencies: { express: '^5.1.0' } },
+    );
+    const cli = start('choose', ['-C', root, '--no-install']);
+    const first = await cli.waitFor('Which frameworks should get database hooks?');
+    // express is detected, so it is already checked.
+    assert.match(first, /◉ express/);
+    cli.keys('Down', 'Down', 'Space'); // koa
+    await cli.waitFor(/◉ koa/);
+    cli.keys('Enter');
+    await cli.waitFor('Which database?');
+    cli.keys('Down', 'Enter'); // postgres
+    const confirm = await cli.waitFor(/Write \d+ file\(s\)\?/);
+    assert.match(confirm, /create {2}src\/db\/koa\.ts|create {2}db\/koa\.ts/);
+    cli.keys('Enter');
+    assert.equal(await cli.exitCode(), 0);
+    const manifest = readJson(join(root, 'db-hooks.json'));
+    assert.deepEqual(manifest.targets, ['express', 'koa']);
+    assert.equal(manifest.database, 'postgres');
+    for (const file of ['express.ts', 'koa.ts', 'index.ts', 'runtime-postgres.ts']) {
+      assert.ok(existsSync(join(root, 'db', file)), file);
+    }
+  });
+
+  test('flags skip their questions; answering no to the confirmation writes nothing', async () => {
+    const root = makeProject({}, { name: 'x' });
+    const before = contents(root);
+    const cli = start('decline', ['-C', root, '-f', 'hooks', '-d', 'sqlite', '--no-install']);
+    const screen = await cli.waitFor(/Write \d+ file\(s\)/);
+    assert.doesNotMatch(screen, /Which frameworks|Which database/);
+    cli.keys('n', 'Enter');
+    assert.equal(await cli.exitCode(), 1);
+    assert.deepEqual(contents(root), before);
+  });
+
+  test('a database change asks first; no keeps the old database', async () => {
+    const root = makeProject({}, { name: 'x' });
+    const setup = start('setup', ['-C', root, '-f', 'express', '--yes', '--no-install']);
+    assert.equal(await setup.exitCode(), 0);
+    const index = readFileSync(join(root, 'db/index.js'), 'utf8');
+    const cli = start('switch', ['-C', root, '-f', 'express', '-d', 'postgres', '--no-install']);
+    await cli.waitFor('Switch the database from sqlite to postgres?');
+    cli.keys('Enter'); // default: no
+    assert.equal(await cli.exitCode(), 0);
+    assert.equal(readFileSync(join(root, 'db/index.js'), 'utf8'), index);
+    assert.equal(readJson(join(root, 'db-hooks.json')).database, 'sqlite');
+  });
+
+  for (const [where, args, prompt] of [
+    ['the framework question', [], 'Which frameworks'],
+    ['the database question', ['-f', 'express'], 'Which database?'],
+    ['the confirmation', ['-f', 'express', '-d', 'sqlite'], 'Write '],
+  ] as const) {
+    test(`Ctrl-C at ${where}: exit 130, nothing written`, async () => {
+      const root = makeProject({}, { name: 'x' });
+      const before = contents(root);
+      const cli = start(`cancel-${args.length}`, ['-C', root, '--no-install', ...args]);
+      await cli.waitFor(prompt);
+      cli.keys('C-c');
+      assert.equal(await cli.exitCode(), 130);
+      assert.deepEqual(contents(root), before);
+    });
+  }
+});

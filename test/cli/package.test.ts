@@ -1,0 +1,153 @@
+// The package as users get it: `npm pack`, installed from the tarball into a fresh directory,
+// its bin run there. In an empty directory it makes an app, installs its dependencies for real
+// (better-sqlite3 builds from source: slow, done once) and `npm start` serves GET /users/1.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { makeProject, readJson, repoRoot, tempDir } from './helpers.ts';
+
+const version = readJson(join(repoRoot, 'package.json')).version;
+const templates = join(repoRoot, 'templates');
+const has = (path: string) => existsSync(join(templates, path));
+
+// npm's own variables from `npm test` (prefix, user agent…) must not leak into the user's runs.
+const cleanEnv = Object.fromEntries(
+  Object.entries(process.env).filter(([key]) => !/^npm_/i.test(key)),
+) as NodeJS.ProcessEnv;
+
+function run(command: string, args: string[], cwd: string, timeoutMs = 120_000): string {
+  return execFileSync(command, args, { cwd, env: cleanEnv, encoding: 'utf8', timeout: timeoutMs });
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+describe('the packed package', () => {
+  let consumer: string;
+  let bin: string;
+  let files: string[];
+
+  before(() => {
+    const packDir = tempDir('cdh-pack-');
+    // dist/ is fresh (npm test builds first); skip prepack's second build.
+    const out = run(
+      'npm',
+      ['pack', '--ignore-scripts', '--json', '--pack-destination', packDir],
+      repoRoot,
+    );
+    const [info] = JSON.parse(out) as Array<{ filename: string; files: Array<{ path: string }> }>;
+    files = info!.files.map((file) => file.path);
+    consumer = tempDir('cdh-consumer-');
+    writeFileSync(join(consumer, 'package.json'), '{ "name": "consumer", "private": true }\n');
+    run('npm', ['install', '--no-audit', '--no-fund', join(packDir, info!.filename)], consumer);
+    bin = join(consumer, 'node_modules', '.bin', 'create-db-hooks');
+  });
+
+  test('ships the bin, the bundle, the templates and the runtime, nothing else', () => {
+    assert.ok(files.includes('bin/create-db-hooks.js'));
+    assert.ok(files.includes('dist/cli.js'));
+    assert.ok(files.includes('src/runtime/runtime.ts'));
+    assert.ok(files.includes('package.json'));
+    assert.deepEqual(
+      files.filter(
+        (path) =>
+          !/^(bin|dist|templates|src\/runtime)\/|^(package\.json|README\.md|LICENSE)$/.test(path),
+      ),
+      [],
+    );
+  });
+
+  test('installs no other package (every dependency is bundled, no native module)', () => {
+    const installed = readdirSync(join(consumer, 'node_modules')).filter(
+      (name) => !name.startsWith('.'),
+    );
+    assert.deepEqual(installed, ['create-db-hooks']);
+    assert.deepEqual(
+      readJson(join(consumer, 'node_modules/create-db-hooks/package.json')).dependencies ?? {},
+      {},
+    );
+  });
+
+  test('its bin answers --version, --help and --list', () => {
+    assert.equal(run(bin, ['--version'], consumer).trim(), version);
+    assert.match(run(bin, ['--help'], consumer), /npx create-db-hooks -f express/);
+    assert.match(run(bin, ['--list'], consumer), /^ {2}node-http /m);
+  });
+
+  test('generates into a TypeScript project', {
+    skip:
+      !(has('databases/sqlite/index.ts.ejs') && has('targets/express/adapter.ts.ejs')) &&
+      'waiting for the express and sqlite templates',
+  }, () => {
+    const project = makeProject(
+      { 'tsconfig.json': '{}', 'src/main.ts': '' },
+      { name: 'p', type: 'module', dependencies: { express: '^5.1.0' } },
+    );
+    const out = run(bin, ['-C', project, '--yes', '--no-install'], consumer);
+    assert.match(out, /^Created\n/m);
+    assert.ok(existsSync(join(project, 'src/db/express.ts')));
+  });
+
+  test('an empty directory becomes a runnable app: npm start serves GET /users/1 from SQLite', {
+    skip:
+      !has('targets/node-http/app.ts.ejs') && 'waiting for templates/targets/node-http/app.ts.ejs',
+    timeout: 240_000,
+  }, async () => {
+    const app = join(tempDir('cdh-app-'), 'my-app');
+    mkdirSync(app);
+    // Installs node-http's app dependencies for real (better-sqlite3 may build from source).
+    run(
+      bin,
+      ['-C', app, '--framework', 'node-http', '--database', 'sqlite', '--yes'],
+      consumer,
+      200_000,
+    );
+    assert.ok(existsSync(join(app, 'node_modules/better-sqlite3')));
+    const port = await freePort();
+    const server = spawn('npm', ['start'], {
+      cwd: app,
+      env: { ...cleanEnv, PORT: String(port) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let output = '';
+    server.stdout.on('data', (chunk) => {
+      output += chunk;
+    });
+    server.stderr.on('data', (chunk) => {
+      output += chunk;
+    });
+    try {
+      const deadline = Date.now() + 20_000;
+      let response: Response | undefined;
+      while (Date.now() < deadline) {
+        try {
+          response = await fetch(`http://127.0.0.1:${port}/users/1`);
+          break;
+        } catch {
+          await sleep(200);
+        }
+      }
+      assert.ok(response, `the app did not answer on port ${port}:\n${output}`);
+      assert.equal(response.status, 200, output);
+      assert.match(response.headers.get('content-type') ?? '', /application\/json/);
+      const body = await response.json();
+      assert.equal(typeof body, 'object');
+      assert.ok(JSON.stringify(body).includes('1'), JSON.stringify(body));
+    } finally {
+      if (server.pid) process.kill(-server.pid, 'SIGTERM');
+    }
+  });
+});
