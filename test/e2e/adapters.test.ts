@@ -1,0 +1,335 @@
+// End to end: for every target × database × language (TypeScript, JavaScript ESM, JavaScript
+// CommonJS), and Express 4 as well as 5, generate the files into a fresh project, type-check the
+// TypeScript, run a test app on the real framework from npm, and drive it over real HTTP:
+// success, errors, 404, a client that hangs up mid-handler and mid-stream, streamed responses,
+// concurrent requests, pool exhaustion and shutdown. After each scenario the pool must have no
+// connection in use and PostgreSQL no session left idle in a transaction; concurrent requests
+// must never have shared a backend. The sample app for an empty directory is started too.
+//
+// E2E_FILTER=hono (a substring of the case names) runs some of the cases only.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { before, describe, test } from 'node:test';
+import BetterSqlite3 from 'better-sqlite3';
+import pg from 'pg';
+import * as prettier from 'prettier';
+import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from '../../src/cli/render.ts';
+import { databaseIds, targetIds } from '../../src/cli/targets.ts';
+import { createTestDatabase } from '../support/postgres.ts';
+import { installDependencies } from './support/deps.ts';
+import { fetchReply, getJson, send } from './support/http.ts';
+import {
+  type Case,
+  caseName,
+  createProject,
+  type Project,
+  type RunningApp,
+  startApp,
+  typeCheck,
+  type Variant,
+} from './support/project.ts';
+
+const variants: Variant[] = ['ts', 'js-esm', 'js-cjs'];
+const cases: Case[] = [];
+for (const target of targetIds) {
+  for (const expressMajor of target === 'express' ? ([5, 4] as const) : [undefined]) {
+    for (const database of databaseIds) {
+      for (const variant of variants) cases.push({ target, database, variant, expressMajor });
+    }
+  }
+}
+const filter = process.env.E2E_FILTER;
+const selected = filter ? cases.filter((c) => caseName(c).includes(filter)) : cases;
+
+interface Stats {
+  total: number;
+  idle: number;
+  inUse: number;
+  waiting: number;
+  /** 1 when the /__stats request itself holds a connection. */
+  self: number;
+}
+
+interface SlowResult {
+  tag: string;
+  pid: number | null;
+  lastPid: number | null;
+  start: number;
+  end: number;
+  inScope: boolean;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits until no request holds a connection; fails with the last stats otherwise. */
+async function assertReleased(app: RunningApp, what: string): Promise<void> {
+  let stats: Stats | undefined;
+  for (const deadline = Date.now() + 3000; Date.now() < deadline; await sleep(25)) {
+    stats = await getJson<Stats>(`${app.url}/__stats`);
+    if (stats.inUse - stats.self === 0 && stats.waiting === 0) return;
+  }
+  assert.fail(`${what}: connections still in use: ${JSON.stringify(stats)}\n${app.output()}`);
+}
+
+async function waitForEvent(app: RunningApp, tag: string): Promise<Record<string, unknown>> {
+  let event: Record<string, unknown> = {};
+  for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(25)) {
+    event = await getJson(`${app.url}/__events/${tag}`);
+    if (event.done) return event;
+  }
+  assert.fail(`request ${tag} never finished: ${JSON.stringify(event)}\n${app.output()}`);
+}
+
+/** PostgreSQL's view of the test database: sessions left inside a transaction. */
+async function idleInTransaction(url: string): Promise<number> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ n: string }>(
+      "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+    );
+    return Number(rows[0]!.n);
+  } finally {
+    await client.end();
+  }
+}
+
+async function marks(c: Case, env: Record<string, string>, tag: string): Promise<number> {
+  if (c.database === 'postgres') {
+    const client = new pg.Client({ connectionString: env.DATABASE_URL });
+    await client.connect();
+    try {
+      const { rows } = await client.query('SELECT tag FROM marks WHERE tag = $1', [tag]);
+      return rows.length;
+    } finally {
+      await client.end();
+    }
+  }
+  const file = new BetterSqlite3(env.SQLITE_PATH!, { readonly: true });
+  try {
+    return file.prepare('SELECT tag FROM marks WHERE tag = ?').all(tag).length;
+  } finally {
+    file.close();
+  }
+}
+
+async function checkDatabase(c: Case, env: Record<string, string>, what: string): Promise<void> {
+  if (c.database !== 'postgres') return;
+  assert.equal(await idleInTransaction(env.DATABASE_URL!), 0, `${what}: idle in transaction`);
+}
+
+/** Two requests whose handlers ran at the same time must have had different backends. */
+function assertNoSharedBackend(results: SlowResult[]): void {
+  for (const a of results) {
+    assert.equal(a.pid, a.lastPid, `request ${a.tag} changed connection mid-request`);
+    for (const b of results) {
+      if (a === b || a.pid === null) continue;
+      const overlap = a.start < b.end && b.start < a.end;
+      if (overlap) assert.notEqual(a.pid, b.pid, `${a.tag} and ${b.tag} shared backend ${a.pid}`);
+    }
+  }
+}
+
+async function sampleApp(project: Project, env: Record<string, string>): Promise<void> {
+  const app = await startApp(project, 'app', env);
+  try {
+    assert.match(app.output(), /Listening on http:\/\/127\.0\.0\.1:\d+/);
+    const found = await fetchReply(`${app.url}/users/1`);
+    assert.equal(found.status, 200, found.body);
+    assert.deepEqual(JSON.parse(found.body), { id: 1, name: 'Ada Lovelace' });
+    const missing = await fetchReply(`${app.url}/users/999`);
+    assert.equal(missing.status, 404, missing.body);
+  } finally {
+    const code = await app.stop();
+    assert.equal(code, 0, `the sample app did not shut down cleanly:\n${app.output()}`);
+  }
+}
+
+async function scenarios(c: Case, app: RunningApp, env: Record<string, string>): Promise<void> {
+  const url = app.url;
+
+  // Success, 404 from the handler, 404 with no route, a body parsed before the handler.
+  const user = await fetchReply(`${url}/users/1`);
+  assert.equal(user.status, 200, user.body);
+  assert.equal(JSON.parse(user.body).id, 1);
+  assert.equal((await fetchReply(`${url}/users/999`)).status, 404);
+  assert.equal((await fetchReply(`${url}/no/such/route`)).status, 404);
+  const created = await fetchReply(`${url}/users`, { method: 'POST', json: { name: 'Grace' } });
+  assert.equal(created.status, 201, created.body);
+  assert.equal(JSON.parse(created.body).inScope, true, 'the handler ran outside the request scope');
+  await assertReleased(app, 'success and 404');
+
+  // Errors thrown synchronously and after an await (a callback error on Express 4).
+  assert.equal((await fetchReply(`${url}/boom/sync`)).status, 500);
+  assert.equal((await fetchReply(`${url}/boom/async`)).status, 500);
+  await assertReleased(app, 'errors');
+  await checkDatabase(c, env, 'errors');
+
+  // A streamed response, produced from the database while it is sent.
+  const streamed = await fetchReply(`${url}/stream?tag=stream&chunks=5&delay=10`);
+  assert.equal(streamed.status, 200, streamed.body);
+  assert.equal(streamed.body.trim().split('\n').length, 5);
+  const stream = await waitForEvent(app, 'stream');
+  assert.equal(stream.end, 'complete');
+  assert.deepEqual(stream.inScope, [true, true, true, true, true], 'stream read outside the scope');
+  assert.equal(new Set(stream.pids as unknown[]).size, 1, 'the stream changed connection');
+  await assertReleased(app, 'streamed response');
+
+  // The client hangs up in the middle of a stream.
+  assert.equal(
+    await send(`${url}/stream?tag=cut&chunks=200&delay=20`, { abortAfterFirstChunk: true }),
+    'aborted',
+  );
+  const cut = await waitForEvent(app, 'cut');
+  assert.ok(Number(cut.sent) < 200, 'the stream went on after the client left');
+  await assertReleased(app, 'client gone mid-stream');
+  await checkDatabase(c, env, 'client gone mid-stream');
+
+  // The client hangs up while the handler awaits, inside a transaction: release waits for the
+  // statement in flight, rolls back, and the handler's next statement is refused.
+  assert.equal(
+    await send(`${url}/slow?tag=gone&ms=600&tx=1`, { abortAfterMillis: 200 }),
+    'aborted',
+  );
+  const gone = await waitForEvent(app, 'gone');
+  assert.equal(gone.inScope, true);
+  assert.equal(gone.after, 'ScopeReleasedError', JSON.stringify(gone));
+  await assertReleased(app, 'client gone mid-handler');
+  await checkDatabase(c, env, 'client gone mid-handler');
+  assert.equal(await marks(c, env, 'gone'), 0, 'the aborted transaction was not rolled back');
+
+  // Concurrent requests: each on its own connection for its whole duration.
+  const results = await Promise.all(
+    Array.from({ length: 6 }, (_, i) => getJson<SlowResult>(`${url}/slow?tag=c${i}&ms=250`)),
+  );
+  for (const result of results) assert.equal(result.inScope, true);
+  assertNoSharedBackend(results);
+  await assertReleased(app, 'concurrent requests');
+  await checkDatabase(c, env, 'concurrent requests');
+}
+
+async function exhaustion(project: Project, env: Record<string, string>): Promise<void> {
+  const app = await startApp(project, 'test-app', {
+    ...env,
+    E2E_POOL_MAX: '1',
+    E2E_ACQUIRE_TIMEOUT_MS: '300',
+  });
+  try {
+    const replies = await Promise.all(
+      Array.from({ length: 3 }, (_, i) => fetchReply(`${app.url}/slow?tag=x${i}&ms=900`)),
+    );
+    const statuses = replies.map((reply) => reply.status).sort();
+    assert.equal(statuses[0], 200, `statuses: ${statuses}`);
+    assert.ok(statuses.includes(503), `no 503 when the pool was exhausted: ${statuses}`);
+    for (const reply of replies.filter((r) => r.status === 503)) {
+      assert.match(reply.body, /connection became free/, reply.body);
+    }
+    for (const reply of replies.filter((r) => r.status !== 503)) {
+      assert.equal(reply.status, 200, reply.body);
+    }
+    await assertReleased(app, 'pool exhaustion');
+  } finally {
+    const code = await app.stop();
+    assert.equal(code, 0, `the app did not shut down cleanly:\n${app.output()}`);
+  }
+}
+
+/** E2E_DEBUG=1 prints how long each phase of a case took. */
+function phases(c: Case): (name: string) => void {
+  let last = Date.now();
+  return (name) => {
+    if (!process.env.E2E_DEBUG) return;
+    const now = Date.now();
+    process.stderr.write(`${caseName(c)}: ${name} ${now - last} ms\n`);
+    last = now;
+  };
+}
+
+async function runCase(c: Case): Promise<void> {
+  const phase = phases(c);
+  const postgres = c.database === 'postgres' ? await createTestDatabase() : undefined;
+  const project = await createProject(c);
+  let passed = false;
+  phase('project');
+  try {
+    if (c.variant === 'ts') {
+      const errors = await typeCheck(project);
+      assert.equal(errors, undefined, `tsc --strict --noEmit:\n${errors}`);
+      phase('tsc');
+    }
+    const env: Record<string, string> = postgres
+      ? { DATABASE_URL: postgres.url }
+      : { SQLITE_PATH: join(project.dir, 'app.db') };
+
+    // On a fresh database, as in a new directory.
+    await sampleApp(project, env);
+    phase('sample app');
+
+    const app = await startApp(project, 'test-app', env);
+    phase('start');
+    try {
+      await scenarios(c, app, env);
+      phase('scenarios');
+    } finally {
+      const code = await app.stop();
+      phase('stop');
+      assert.equal(code, 0, `the app did not shut down cleanly:\n${app.output()}`);
+    }
+    await checkDatabase(c, env, 'after shutdown');
+
+    await exhaustion(project, env);
+    phase('exhaustion');
+    passed = true;
+  } finally {
+    // A failed case keeps its directory under .tmp for a look.
+    if (passed || !process.env.E2E_KEEP) project.remove();
+    await postgres?.drop();
+  }
+}
+
+before(() => {
+  installDependencies();
+});
+
+describe('generated code is formatted as a person would write it', () => {
+  for (const database of databaseIds) {
+    test(`TypeScript for ${database}`, async () => {
+      const files = await renderGeneratedFiles({
+        targets: targetIds,
+        database,
+        style: { language: 'ts', moduleFormat: 'esm' },
+        dir: 'src/db',
+        version: '0.0.0-e2e',
+      });
+      const apps: GeneratedFile[] = [];
+      for (const target of targetIds) {
+        apps.push(
+          await renderAppFile({
+            targets: [target],
+            target,
+            database,
+            style: { language: 'ts', moduleFormat: 'esm' },
+            dir: 'src/db',
+            path: 'src/app.ts',
+            version: '0.0.0-e2e',
+          }),
+        );
+      }
+      for (const file of [...files, ...apps].filter((f) => f.kind !== 'runtime')) {
+        const formatted = await prettier.format(file.content, {
+          filepath: file.path,
+          singleQuote: true,
+          trailingComma: 'all',
+          printWidth: 100,
+        });
+        assert.equal(file.content, formatted, `${file.path} (${file.target}) is not formatted`);
+      }
+    });
+  }
+});
+
+describe('generated adapters on the real frameworks', { concurrency: 2 }, () => {
+  for (const c of selected) {
+    test(caseName(c), () => runCase(c));
+  }
+});

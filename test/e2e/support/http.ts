@@ -1,0 +1,71 @@
+// A small HTTP client over node:http, one connection per request, so a test can hang up in the
+// middle of a request (destroy the socket) as a real client would.
+import { request as httpRequest } from 'node:http';
+
+export interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+export interface RequestOptions {
+  method?: string;
+  json?: unknown;
+  /** Hang up this long after sending the request. */
+  abortAfterMillis?: number;
+  /** Hang up as soon as the first chunk of the body arrived. */
+  abortAfterFirstChunk?: boolean;
+}
+
+/** Resolves with the reply, or with 'aborted' when the options made the client hang up. */
+export function send(url: string, options: RequestOptions = {}): Promise<Reply | 'aborted'> {
+  return new Promise((resolve, reject) => {
+    const body = options.json === undefined ? undefined : JSON.stringify(options.json);
+    const req = httpRequest(url, {
+      method: options.method ?? 'GET',
+      agent: false,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    });
+    let aborted = false;
+    const hangUp = () => {
+      aborted = true;
+      req.destroy();
+      resolve('aborted');
+    };
+    if (options.abortAfterMillis !== undefined) {
+      const timer = setTimeout(hangUp, options.abortAfterMillis);
+      req.once('close', () => clearTimeout(timer));
+    }
+    req.once('error', (error) => {
+      if (!aborted) reject(error);
+    });
+    req.once('response', (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        text += chunk;
+        if (options.abortAfterFirstChunk && !aborted) hangUp();
+      });
+      res.once('error', (error) => {
+        if (!aborted) reject(error);
+      });
+      res.once('end', () => {
+        if (!aborted) resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text });
+      });
+    });
+    req.end(body);
+  });
+}
+
+/** send() for requests that are not aborted. */
+export async function fetchReply(url: string, options: RequestOptions = {}): Promise<Reply> {
+  const reply = await send(url, options);
+  if (reply === 'aborted') throw new Error(`unexpected abort: ${url}`);
+  return reply;
+}
+
+export async function getJson<T>(url: string): Promise<T> {
+  const reply = await fetchReply(url);
+  if (reply.status !== 200) throw new Error(`GET ${url}: ${reply.status} ${reply.body}`);
+  return JSON.parse(reply.body) as T;
+}
