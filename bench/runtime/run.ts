@@ -4,7 +4,7 @@
 // statement). Same process, same data, A and B alternated in ABBA order over several rounds;
 // reports the median cost per operation in microseconds and the ratio.
 //
-//   node --import tsx bench/runtime/run.ts [--rounds 10] [--quick]
+//   node --import tsx bench/runtime/run.ts [--rounds 1000] [--quick]
 //
 // Starts its own throwaway PostgreSQL unless DATABASE_URL is set (as for the tests).
 //
@@ -44,29 +44,42 @@ const { PostgresDatabase, SqliteDatabase } = await loadRuntime();
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const roundsArg = args.indexOf('--rounds');
-const ROUNDS = roundsArg >= 0 ? Number(args[roundsArg + 1]) : quick ? 6 : 30;
+const ROUNDS = roundsArg >= 0 ? Number(args[roundsArg + 1]) : quick ? 40 : 1000;
 const ROWS = 1000;
 
 type Op = (i: number) => Promise<unknown>;
 
-interface Result {
-  name: string;
-  rawUs: number;
-  runtimeUs: number;
-  /** Median over rounds of (runtime - raw) in the same round: robust to a machine whose load drifts. */
-  addedUs: number;
+interface Sample {
+  /** Wall-clock µs per operation. */
+  wall: number;
+  /** This process's CPU µs (user + system) per operation: the client-side cost, which the
+   * machine's other load disturbs far less than wall-clock time. */
+  cpu: number;
 }
 
-/** Runs `ops` operations with `concurrency` in flight; returns µs per operation. */
-async function timeOps(op: Op, ops: number, concurrency: number): Promise<number> {
+interface Result {
+  name: string;
+  raw: Sample;
+  runtime: Sample;
+  /** Median over rounds of (runtime - raw) wall time in the same round. */
+  addedWall: number;
+  /** The same for CPU time. */
+  addedCpu: number;
+}
+
+/** Runs `ops` operations with `concurrency` in flight. */
+async function timeOps(op: Op, ops: number, concurrency: number): Promise<Sample> {
   let next = 0;
+  const cpuBefore = process.cpuUsage();
   const started = process.hrtime.bigint();
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (next < ops) await op(next++ % ROWS);
     }),
   );
-  return Number(process.hrtime.bigint() - started) / 1000 / ops;
+  const wall = Number(process.hrtime.bigint() - started) / 1000 / ops;
+  const cpu = process.cpuUsage(cpuBefore);
+  return { wall, cpu: (cpu.user + cpu.system) / ops };
 }
 
 function median(values: number[]): number {
@@ -75,6 +88,10 @@ function median(values: number[]): number {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
+/**
+ * Many short rounds (`ops` operations each), raw and runtime alternated in ABBA order. Short
+ * rounds and medians keep a busy machine's load spikes from landing on one side only.
+ */
 async function compare(
   name: string,
   raw: Op,
@@ -83,10 +100,12 @@ async function compare(
   concurrency: number,
 ): Promise<Result> {
   // Warm-up: JIT, connections opened, statements cached.
-  await timeOps(raw, ops / 4, concurrency);
-  await timeOps(runtime, ops / 4, concurrency);
-  const rawRuns: number[] = [];
-  const runtimeRuns: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    await timeOps(raw, ops, concurrency);
+    await timeOps(runtime, ops, concurrency);
+  }
+  const rawRuns: Sample[] = [];
+  const runtimeRuns: Sample[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     // ABBA: neither side always runs first.
     if (round % 2 === 0) {
@@ -97,14 +116,19 @@ async function compare(
       rawRuns.push(await timeOps(raw, ops, concurrency));
     }
   }
-  const result = {
+  const summary = (runs: Sample[]): Sample => ({
+    wall: median(runs.map((r) => r.wall)),
+    cpu: median(runs.map((r) => r.cpu)),
+  });
+  const result: Result = {
     name,
-    rawUs: median(rawRuns),
-    runtimeUs: median(runtimeRuns),
-    addedUs: median(runtimeRuns.map((us, round) => us - rawRuns[round]!)),
+    raw: summary(rawRuns),
+    runtime: summary(runtimeRuns),
+    addedWall: median(runtimeRuns.map((r, round) => r.wall - rawRuns[round]!.wall)),
+    addedCpu: median(runtimeRuns.map((r, round) => r.cpu - rawRuns[round]!.cpu)),
   };
   process.stderr.write(
-    `${name}: raw ${result.rawUs.toFixed(2)} µs, runtime ${result.runtimeUs.toFixed(2)} µs\n`,
+    `${name}: raw ${result.raw.wall.toFixed(2)} µs, runtime ${result.runtime.wall.toFixed(2)} µs\n`,
   );
   return result;
 }
@@ -112,6 +136,7 @@ async function compare(
 async function benchPostgres(): Promise<Result[]> {
   const database = await createTestDatabase();
   const pool = new pg.Pool({ connectionString: database.url, max: 10 });
+  pool.on('error', () => {}); // as the runtime does: a dropped idle connection must not crash us
   const db = new PostgresDatabase({ connectionString: database.url, max: 10 });
   try {
     await db.run('CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL)');
@@ -136,10 +161,9 @@ async function benchPostgres(): Promise<Result[]> {
         await scope.release();
       }
     };
-    const ops = quick ? 500 : 1000;
     return [
-      await compare('PostgreSQL, 1 request at a time', raw, runtime, ops, 1),
-      await compare('PostgreSQL, 10 requests in flight', raw, runtime, ops, 10),
+      await compare('PostgreSQL, 1 request at a time', raw, runtime, 20, 1),
+      await compare('PostgreSQL, 10 requests in flight', raw, runtime, 100, 10),
     ];
   } finally {
     await pool.end();
@@ -177,11 +201,10 @@ async function benchSqlite(): Promise<Result[]> {
     // AsyncLocalStorage.run(), which the adapters need whatever the runtime does.
     const storage = new AsyncLocalStorage<object>();
     const rawInContext: Op = (id) => storage.run({}, async () => statement.get(id));
-    const ops = quick ? 5000 : 20_000;
     return [
-      await compare('SQLite, 1 request at a time', raw, runtime, ops, 1),
-      await compare('SQLite, 10 requests in flight', raw, runtime, ops, 10),
-      await compare('SQLite floor: raw inside AsyncLocalStorage.run', raw, rawInContext, ops, 1),
+      await compare('SQLite, 1 request at a time', raw, runtime, 200, 1),
+      await compare('SQLite, 10 requests in flight', raw, runtime, 200, 10),
+      await compare('SQLite floor: raw inside AsyncLocalStorage.run', raw, rawInContext, 200, 1),
     ];
   } finally {
     await db.closePool();
@@ -206,14 +229,20 @@ console.log(
     .join(' ')}`,
 );
 console.log(
-  `Rounds: ${ROUNDS}, ABBA order; medians over rounds; added = median of per-round differences\n`,
+  `Rounds per case: ${ROUNDS} (ABBA order); medians over rounds; ` +
+    'added = median of the per-round differences\n',
 );
-console.log('| case | raw driver (µs/op) | runtime (µs/op) | added (µs/op) | ratio |');
-console.log('|---|---:|---:|---:|---:|');
+console.log(
+  '| case | raw wall (µs/op) | runtime wall (µs/op) | added wall (µs/op) | wall ratio | ' +
+    'raw CPU (µs/op) | runtime CPU (µs/op) | added CPU (µs/op) |',
+);
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
+const f = (n: number) => n.toFixed(2);
 for (const r of results) {
-  const ratio = (r.rawUs + r.addedUs) / r.rawUs;
+  const ratio = (r.raw.wall + r.addedWall) / r.raw.wall;
   console.log(
-    `| ${r.name} | ${r.rawUs.toFixed(2)} | ${r.runtimeUs.toFixed(2)} | ${r.addedUs.toFixed(2)} | ${ratio.toFixed(3)} |`,
+    `| ${r.name} | ${f(r.raw.wall)} | ${f(r.runtime.wall)} | ${f(r.addedWall)} | ` +
+      `${ratio.toFixed(3)} | ${f(r.raw.cpu)} | ${f(r.runtime.cpu)} | ${f(r.addedCpu)} |`,
   );
 }
 process.exit(0);
