@@ -99,7 +99,7 @@ function send(
 }
 
 async function getJson<T>(url: string): Promise<T> {
-  const res = await fetch(url);
+  const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
   return (await res.json()) as T;
 }
 
@@ -146,16 +146,20 @@ export async function soak(options: SoakOptions): Promise<SoakReport> {
   const deadline = Date.now() + seconds * 1000;
   const started = Date.now();
 
+  // The first second warms the process up (JIT, caches, pool growth); memory is sampled after it.
+  const warmUntil = started + Math.min(1000, (seconds * 1000) / 4);
   const sampler = (async () => {
-    const statsAgent = new Agent({ keepAlive: true, maxSockets: 1 });
     while (Date.now() < deadline) {
+      if (Date.now() < warmUntil) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        continue;
+      }
       const stats = await getJson<{ memory: { heapUsed: number } }>(`${server.url}/__stats`);
       samples.push({ at: Date.now() - started, heapUsed: stats.memory.heapUsed });
       const { total } = await connectionsNow();
       report.leaks.maxConnections = Math.max(report.leaks.maxConnections, total);
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
-    statsAgent.destroy();
   })();
 
   const worker = async () => {

@@ -16,7 +16,7 @@ const frameworks: Framework[] = [
   'fetch',
   'hooks',
 ];
-const seconds = Number(process.env.SOAK_SECONDS ?? 3);
+const seconds = Number(process.env.SOAK_SECONDS ?? 4);
 
 for (const database of ['sqlite', 'postgres'] as DatabaseId[]) {
   describe(`soak on ${database}`, () => {

@@ -96,8 +96,10 @@ export const work = {
   stats(db) {
     // Collect first so heapUsed shows what is live, not what is merely not yet collected.
     globalThis.gc?.();
+    const pool = db.stats();
     return {
-      pool: db.stats(),
+      // This request holds a connection of its own: count only the others.
+      pool: { ...pool, inUse: pool.inUse - (db.isClosed() ? 0 : 1) },
       memory: process.memoryUsage(),
       eventLoopDelayMaxMs: loopDelay.max / 1e6,
     };
@@ -105,6 +107,8 @@ export const work = {
 };
 
 export function listening(server) {
+  // Start counting event-loop delay from here: loading modules at start-up blocks it too.
+  loopDelay.reset();
   process.send?.({ ready: port });
   console.log(`listening on http://127.0.0.1:${port} (${mode}, ${database})`);
   return server;

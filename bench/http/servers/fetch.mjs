@@ -21,6 +21,6 @@ const handler = adapter.withDatabase(async (request) => {
   } catch (error) {
     return json({ error: error.message }, error.status ?? 500);
   }
-});
+}, db);
 
 listening(serve({ fetch: handler, port, hostname: '127.0.0.1' }));

@@ -7,13 +7,13 @@ const { adapter, db } = await loadGenerated('hooks');
 const handle = routes(db);
 const app = async (req, res) => {
   try {
-    await adapter.beforeRequest();
+    await adapter.beforeRequest(db);
   } catch (error) {
     res.writeHead(error.status ?? 500).end(error.message);
     return;
   }
-  res.once('finish', () => void adapter.teardownRequest());
+  res.once('finish', () => void adapter.teardownRequest(undefined, db));
   await handle(req, res);
 };
 
-listening(createServer(adapter.requestScope(app)).listen(port, '127.0.0.1'));
+listening(createServer(adapter.requestScope(app, db)).listen(port, '127.0.0.1'));
