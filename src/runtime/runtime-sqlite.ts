@@ -132,6 +132,11 @@ export class SqliteDatabase extends Database<SqliteConnection> {
 
   // acquire, releaseConnection and execute are not async: an async function costs a promise or
   // two per call, which is much of the runtime's overhead on a query that takes microseconds.
+  protected acquireNow(): SqliteConnection | undefined {
+    if (this.closing !== undefined) return undefined;
+    return this.idle.pop();
+  }
+
   protected acquire(): Promise<SqliteConnection> {
     if (this.closing !== undefined) return Promise.reject(new PoolClosedError());
     const idle = this.idle.pop();
