@@ -122,6 +122,24 @@ test('a connection with a broken backend is destroyed; an SQL error keeps it', a
   }
 });
 
+test('an error event on a checked-out client is caught, and that client is not reused', async () => {
+  const { db, cleanup } = await openPostgres({ max: 1 });
+  try {
+    const pid = async () => (await db.get<{ pid: number }>('SELECT pg_backend_pid() AS pid'))!.pid;
+    const first = await pid();
+    const scope = db.createScope();
+    await scope.connect();
+    const [client] = [...((db as any).checkedOut as Set<pg.PoolClient>)];
+    // What a socket error does while a request holds the client. With no listener this throws.
+    client!.emit('error', new Error('simulated socket error'));
+    await scope.release();
+    assert.notEqual(await pid(), first, 'a client that reported an error must be replaced');
+    assert.equal(db.stats().total, 1);
+  } finally {
+    await cleanup();
+  }
+});
+
 test('closePool() past its timeout closes connections still in use on the server', async () => {
   const { db, url, cleanup } = await openPostgres({ max: 3, closeTimeoutMillis: 100 });
   try {
