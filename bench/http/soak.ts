@@ -4,6 +4,7 @@
 // connections than the pool's max, no request hung, and the heap is flat.
 //
 //   node --import tsx bench/http/soak.ts [--seconds 30] [--targets express,koa] [--databases sqlite]
+//     [--concurrency 32] [--pool-max 10]
 import { Agent, request } from 'node:http';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
@@ -69,7 +70,7 @@ function send(
   agent: Agent,
   base: string,
   kind: RequestKind,
-): Promise<{ status?: number; aborted?: boolean; millis: number }> {
+): Promise<{ status?: number; aborted?: boolean; error?: string; millis: number }> {
   const started = performance.now();
   const paths: Record<RequestKind, [string, string]> = {
     ok: ['GET', `/users/${1 + Math.floor(Math.random() * 1000)}`],
@@ -89,7 +90,13 @@ function send(
       req.destroy();
       resolve({ status: -1, millis: performance.now() - started });
     });
-    req.on('error', () => resolve({ aborted: true, millis: performance.now() - started }));
+    req.on('error', (error: NodeJS.ErrnoException) =>
+      resolve({
+        aborted: true,
+        error: error.code ?? error.message,
+        millis: performance.now() - started,
+      }),
+    );
     if (kind === 'abort') {
       // Hang up while the handler is between its two queries.
       setTimeout(() => req.destroy(), 20 + Math.random() * 40);
@@ -172,7 +179,7 @@ export async function soak(options: SoakOptions): Promise<SoakReport> {
       if (result.status === -1) report.hung++;
       else if (kind !== 'abort' && result.status !== expectedStatus[kind]) {
         if (report.unexpected.length < 20) {
-          report.unexpected.push(`${kind}: ${result.aborted ? 'connection error' : result.status}`);
+          report.unexpected.push(`${kind}: ${result.aborted ? result.error : result.status}`);
         }
       }
     }
@@ -223,12 +230,20 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       seconds: { type: 'string', default: '30' },
       targets: { type: 'string', default: 'express,fastify,koa,hono,node-http,fetch,hooks' },
       databases: { type: 'string', default: 'sqlite,postgres' },
+      concurrency: { type: 'string', default: '32' },
+      'pool-max': { type: 'string', default: '10' },
     },
   });
   for (const database of values.databases.split(',') as DatabaseId[]) {
     await generate(database);
     for (const framework of values.targets.split(',') as Framework[]) {
-      const report = await soak({ framework, database, seconds: Number(values.seconds) });
+      const report = await soak({
+        framework,
+        database,
+        seconds: Number(values.seconds),
+        concurrency: Number(values.concurrency),
+        poolMax: Number(values['pool-max']),
+      });
       console.log(formatReport(report));
       if (report.unexpected.length > 0)
         console.log(`  unexpected: ${report.unexpected.join('; ')}`);

@@ -106,10 +106,15 @@ export const work = {
   },
 };
 
+/** Tells the parent (bench harness or cluster primary) once the server accepts connections. */
 export function listening(server) {
-  // Start counting event-loop delay from here: loading modules at start-up blocks it too.
-  loopDelay.reset();
-  process.send?.({ ready: port });
-  console.log(`listening on http://127.0.0.1:${port} (${mode}, ${database})`);
+  const ready = () => {
+    // Count event-loop delay from here: loading modules at start-up blocks it too.
+    loopDelay.reset();
+    process.send?.({ ready: port });
+    console.log(`listening on http://127.0.0.1:${port} (${mode}, ${database})`);
+  };
+  if (server.listening) ready();
+  else server.once('listening', ready);
   return server;
 }
