@@ -11,7 +11,7 @@
 // The runtime is measured as users run it: stripped to plain JavaScript by sucrase (as the CLI
 // does) into bench/.cache/runtime, not through tsx, whose esbuild transform adds a __name() call
 // to every function and closure and would inflate the runtime's cost several times over.
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { AsyncLocalStorage, createHook } from 'node:async_hooks';
 import { execSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -65,6 +65,23 @@ interface Result {
   addedWall: number;
   /** The same for CPU time. */
   addedCpu: number;
+  /** Promises created per operation (raw, runtime): exact, whatever the machine's load. */
+  promises: [number, number];
+}
+
+/** Counts the promises one operation creates; each costs Node 20's AsyncLocalStorage a hook call. */
+async function promisesPerOp(op: Op): Promise<number> {
+  let count = 0;
+  const hook = createHook({
+    init(_id, type) {
+      if (type === 'PROMISE') count++;
+    },
+  });
+  await op(0);
+  hook.enable();
+  for (let i = 0; i < 100; i++) await op(i);
+  hook.disable();
+  return count / 100;
 }
 
 /** Runs `ops` operations with `concurrency` in flight. */
@@ -126,6 +143,7 @@ async function compare(
     runtime: summary(runtimeRuns),
     addedWall: median(runtimeRuns.map((r, round) => r.wall - rawRuns[round]!.wall)),
     addedCpu: median(runtimeRuns.map((r, round) => r.cpu - rawRuns[round]!.cpu)),
+    promises: [await promisesPerOp(raw), await promisesPerOp(runtime)],
   };
   process.stderr.write(
     `${name}: raw ${result.raw.wall.toFixed(2)} µs, runtime ${result.runtime.wall.toFixed(2)} µs\n`,
@@ -234,15 +252,16 @@ console.log(
 );
 console.log(
   '| case | raw wall (µs/op) | runtime wall (µs/op) | added wall (µs/op) | wall ratio | ' +
-    'raw CPU (µs/op) | runtime CPU (µs/op) | added CPU (µs/op) |',
+    'raw CPU (µs/op) | runtime CPU (µs/op) | added CPU (µs/op) | promises/op raw → runtime |',
 );
-console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
 const f = (n: number) => n.toFixed(2);
 for (const r of results) {
   const ratio = (r.raw.wall + r.addedWall) / r.raw.wall;
   console.log(
     `| ${r.name} | ${f(r.raw.wall)} | ${f(r.runtime.wall)} | ${f(r.addedWall)} | ` +
-      `${ratio.toFixed(3)} | ${f(r.raw.cpu)} | ${f(r.runtime.cpu)} | ${f(r.addedCpu)} |`,
+      `${ratio.toFixed(3)} | ${f(r.raw.cpu)} | ${f(r.runtime.cpu)} | ${f(r.addedCpu)} | ` +
+      `${r.promises[0]} → ${r.promises[1]} |`,
   );
 }
 process.exit(0);

@@ -95,29 +95,35 @@ export class PostgresDatabase extends Database<pg.PoolClient> {
     return this.closing;
   }
 
-  protected async acquire(): Promise<pg.PoolClient> {
-    if (this.closing !== undefined) throw new PoolClosedError();
-    let client: pg.PoolClient;
-    try {
-      client = await this.#pool.connect();
-    } catch (error) {
-      if (this.closing !== undefined) throw new PoolClosedError();
-      if (error instanceof Error && error.message === 'timeout exceeded when trying to connect') {
-        throw new PoolTimeoutError(
-          `No PostgreSQL connection became free within ${this.acquireTimeoutMillis} ms: all ` +
-            `${this.max} connections of the pool are in use. Make sure every request releases ` +
-            'its connection, raise max, or raise acquireTimeoutMillis.',
-          { cause: error },
-        );
-      }
-      throw error;
+  // acquire and execute use .then() rather than async/await: one promise less per call.
+  protected acquire(): Promise<pg.PoolClient> {
+    if (this.closing !== undefined) return Promise.reject(new PoolClosedError());
+    return this.#pool.connect().then(
+      (client) => {
+        if (this.closing !== undefined) {
+          client.release();
+          throw new PoolClosedError();
+        }
+        this.checkedOut.add(client);
+        return client;
+      },
+      (error: unknown) => {
+        throw this.checkoutError(error);
+      },
+    );
+  }
+
+  private checkoutError(error: unknown): unknown {
+    if (this.closing !== undefined) return new PoolClosedError();
+    if (error instanceof Error && error.message === 'timeout exceeded when trying to connect') {
+      return new PoolTimeoutError(
+        `No PostgreSQL connection became free within ${this.acquireTimeoutMillis} ms: all ` +
+          `${this.max} connections of the pool are in use. Make sure every request releases ` +
+          'its connection, raise max, or raise acquireTimeoutMillis.',
+        { cause: error },
+      );
     }
-    if (this.closing !== undefined) {
-      client.release();
-      throw new PoolClosedError();
-    }
-    this.checkedOut.add(client);
-    return client;
+    return error;
   }
 
   protected async releaseConnection(client: pg.PoolClient, inTransaction: boolean): Promise<void> {
@@ -135,34 +141,37 @@ export class PostgresDatabase extends Database<pg.PoolClient> {
     client.release(destroy); // release(true) closes the connection instead of reusing it
   }
 
-  protected async execute(
+  protected execute(
     client: pg.PoolClient,
     mode: StatementMode,
     sql: string,
     params: Params | undefined,
   ): Promise<unknown> {
     if (this.pgbouncer && SESSION_STATE.test(sql)) {
-      throw new DbHooksError(
+      const error = new DbHooksError(
         'SESSION_STATE',
         `"${sql.trim().split(/\s+/, 2).join(' ')}" changes session state, which PgBouncer in ` +
           'transaction pooling mode does not keep between transactions. Use SET LOCAL inside ' +
           'db.atomic(), or connect without PgBouncer.',
       );
+      return Promise.reject(error);
     }
     if (params !== undefined && !Array.isArray(params)) {
-      throw new TypeError('PostgreSQL parameters are positional: pass an array for $1, $2, ...');
+      const error = new TypeError('PostgreSQL takes positional parameters: an array for $1, $2...');
+      return Promise.reject(error);
     }
-    let result: pg.QueryResult;
-    try {
-      result = await client.query(sql, params as unknown[] | undefined);
-    } catch (error) {
-      if (isConnectionError(error)) this.broken.add(client);
-      throw error;
-    }
-    if (mode === 'all') return result.rows;
-    if (mode === 'get') return result.rows[0];
-    const outcome: RunResult = { changes: result.rowCount ?? 0 };
-    return outcome;
+    return client.query(sql, params as unknown[] | undefined).then(
+      (result) => {
+        if (mode === 'all') return result.rows;
+        if (mode === 'get') return result.rows[0];
+        const outcome: RunResult = { changes: result.rowCount ?? 0 };
+        return outcome;
+      },
+      (error: unknown) => {
+        if (isConnectionError(error)) this.broken.add(client);
+        throw error;
+      },
+    );
   }
 
   private async shutDown(): Promise<void> {
