@@ -128,6 +128,14 @@ export function detectProject(cwd: string, env: NodeJS.ProcessEnv = process.env)
   if (exists && !statSync(root).isDirectory()) {
     throw new UsageError(`--cwd '${cwd}' is not a directory`);
   }
+  if (!exists) {
+    // A new app in a directory still to be made: its nearest existing parent must be a folder.
+    let parent = dirname(root);
+    while (!existsSync(parent)) parent = dirname(parent);
+    if (!statSync(parent).isDirectory()) {
+      throw new UsageError(`--cwd '${cwd}' cannot be created: '${parent}' is a file`);
+    }
+  }
   const packageFile = join(root, 'package.json');
   let packageJson: PackageJson | undefined;
   if (existsSync(packageFile)) {

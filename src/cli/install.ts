@@ -1,6 +1,5 @@
 // Adds the dependencies the plan says are missing, with the project's own package manager, in
 // the foreground so its progress shows. With --no-install the same commands are printed instead.
-import { spawn } from 'node:child_process';
 import type { PackageManager } from './detect.js';
 import type { Dependency } from './targets.js';
 
@@ -56,6 +55,8 @@ export async function runInstall(
   cwd: string,
   commands: readonly InstallCommand[],
 ): Promise<boolean> {
+  // Loaded here, not at the top: most runs never install, and startup time matters.
+  const { spawn } = await import('node:child_process');
   for (const { command, args } of commands) {
     const ok = await new Promise<boolean>((resolve) => {
       const child = spawn(command, args, {

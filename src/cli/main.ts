@@ -1,6 +1,7 @@
 // Entry of the bundled CLI (bin/create-db-hooks.js imports it). Static imports stay minimal —
 // commander and the table — so --help, --version and --list answer at once; a real run loads
 // run.ts, and prompts/diff/sucrase/prettier load only when that run needs them.
+import { writeSync } from 'node:fs';
 import { CommanderError } from 'commander';
 import type { CliOptions } from './answers.js';
 import { CancelledError, UsageError } from './errors.js';
@@ -8,6 +9,33 @@ import { ownVersion } from './paths.js';
 import { createProgram, listText } from './program.js';
 
 const name = 'create-db-hooks';
+
+/**
+ * Writes straight to the file descriptor: process.stdout and process.stderr are streams whose
+ * setup costs milliseconds of startup. Falls back to the stream when the descriptor is
+ * non-blocking and full (EAGAIN); a closed pipe (EPIPE, e.g. `| head`) ends the output quietly.
+ */
+let viaStream = false;
+function write(fd: 1 | 2, text: string): void {
+  const stream = () => (fd === 1 ? process.stdout : process.stderr);
+  if (viaStream) {
+    stream().write(text);
+    return;
+  }
+  const bytes = Buffer.from(text);
+  let offset = 0;
+  try {
+    while (offset < bytes.length) offset += writeSync(fd, bytes, offset);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'EAGAIN') {
+      if (code === 'EPIPE') return;
+      throw error;
+    }
+    viaStream = true;
+    stream().write(bytes.subarray(offset));
+  }
+}
 
 async function main(argv: readonly string[]): Promise<number> {
   const version = ownVersion();
@@ -33,14 +61,16 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const options = program.opts<CliOptions>();
   if (options.list) {
-    process.stdout.write(listText());
+    write(1, listText());
     return 0;
   }
   const { run } = await import('./run.js');
   return run(options, version, {
-    stdout: (text) => process.stdout.write(text),
-    stderr: (text) => process.stderr.write(text),
-    isTTY: process.stdin.isTTY === true,
+    stdout: (text) => write(1, text),
+    stderr: (text) => write(2, text),
+    // Asked only when a run could prompt: touching process.stdin sets up a stream (and loads
+    // net or tty), which --yes runs never need.
+    isTTY: () => process.stdin.isTTY === true,
     cwd: process.cwd(),
     env: process.env,
   });
@@ -50,16 +80,14 @@ try {
   process.exitCode = await main(process.argv);
 } catch (error) {
   if (error instanceof UsageError) {
-    process.stderr.write(`${name}: ${error.message}\n`);
+    write(2, `${name}: ${error.message}\n`);
     process.exitCode = error.exitCode;
   } else if (error instanceof CancelledError) {
-    process.stderr.write(`${error.message}\n`);
+    write(2, `${error.message}\n`);
     // A prompt may still hold stdin in raw mode; leave now, as the shell expects after Ctrl-C.
     process.exit(error.exitCode);
   } else {
-    process.stderr.write(
-      `${name}: unexpected error, please report it:\n${(error as Error).stack ?? error}\n`,
-    );
+    write(2, `${name}: unexpected error, please report it:\n${(error as Error).stack ?? error}\n`);
     process.exitCode = 1;
   }
 }

@@ -101,6 +101,7 @@ export function newAppPackageJson(
   devDependencies: readonly Dependency[],
 ): string {
   const entry = appEntryPath(answers);
+  const scripted = dependencies.filter((dep) => dep.installScript);
   const scripts: Record<string, string> =
     answers.language === 'ts'
       ? { start: `tsx ${entry}`, typecheck: 'tsc --noEmit' }
@@ -114,6 +115,9 @@ export function newAppPackageJson(
     engines: { node: '>=20' },
     dependencies: byName(dependencies),
     ...(devDependencies.length > 0 && { devDependencies: byName(devDependencies) }),
+    ...(scripted.length > 0 && {
+      allowScripts: Object.fromEntries(scripted.map((dep) => [dep.name, true])),
+    }),
   };
   return `${JSON.stringify(pkg, null, 2)}\n`;
 }

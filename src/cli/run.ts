@@ -14,8 +14,8 @@ import { assertWritable, readIfExists, writeFilesAtomically } from './write.js';
 export interface RunIo {
   stdout: (text: string) => void;
   stderr: (text: string) => void;
-  /** Whether questions may be asked: stdin is a terminal. */
-  isTTY: boolean;
+  /** Whether questions may be asked: stdin is a terminal. Called only without --yes. */
+  isTTY: () => boolean;
   cwd: string;
   env: NodeJS.ProcessEnv;
 }
@@ -56,7 +56,7 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
   // Check the generated directory before asking anything: a bad --dir fails at once.
   assertWritable(facts.root, draft.dir, { directory: true, what: `--dir '${draft.dir}'` });
 
-  const interactive = io.isTTY && !options.yes;
+  const interactive = !options.yes && io.isTTY();
   const prompts = interactive ? await import('./prompts.js') : undefined;
   let answers = prompts ? await prompts.askAnswers(draft) : finishAnswers(draft);
 

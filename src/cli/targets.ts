@@ -8,6 +8,11 @@ export interface Dependency {
   version: string;
   /** Needed only to type-check TypeScript projects. */
   typesOnly?: boolean;
+  /**
+   * Runs an install script (a native build): a new app lists it in package.json "allowScripts",
+   * so npm versions that ask for approval of install scripts run it without a prompt.
+   */
+  installScript?: boolean;
 }
 
 export interface TargetDefinition {
@@ -118,7 +123,7 @@ export const databases = [
     title: 'SQLite via better-sqlite3 (no server needed)',
     runtimeFile: 'runtime-sqlite',
     dependencies: [
-      { name: 'better-sqlite3', version: '^12.6.2' },
+      { name: 'better-sqlite3', version: '^12.6.2', installScript: true },
       { name: '@types/better-sqlite3', version: '^7.6.13', typesOnly: true },
     ],
     envVar: 'SQLITE_PATH',

@@ -214,6 +214,15 @@ describe('bad input: one line, exit 2, nothing written', () => {
     );
   });
 
+  test('unwritable: --cwd to be made under a regular file', async () => {
+    const root = makeProject();
+    await assertRejected(
+      ['-C', join(root, 'package.json', 'app'), '-f', 'express', '-y'],
+      root,
+      /--cwd '.*package\.json\/app' cannot be created: '.*package\.json' is a file/,
+    );
+  });
+
   test('a database change needs --force (or a confirmation in a terminal)', async () => {
     const root = makeProject({ 'src/.keep': '', 'tsconfig.json': '{}' });
     assert.equal((await runCli(['-C', root, '-f', 'express', '-y', '--no-install'])).code, 0);
@@ -462,6 +471,8 @@ describe('new app in a directory with no package.json', () => {
     assert.equal(pkg.scripts.start, 'node src/app.js');
     assert.deepEqual(pkg.dependencies, { 'better-sqlite3': '^12.6.2', express: '^5.1.0' });
     assert.equal(pkg.devDependencies, undefined);
+    // better-sqlite3 builds a native module: npm may run its install script without asking.
+    assert.deepEqual(pkg.allowScripts, { 'better-sqlite3': true });
     assert.ok(existsSync(join(root, 'src/app.js')));
     assert.ok(existsSync(join(root, 'src/db/express.js')));
     assert.ok(!existsSync(join(root, 'tsconfig.json')));
