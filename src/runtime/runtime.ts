@@ -211,10 +211,11 @@ export abstract class Database<Conn> {
   /**
    * Runs fn with a connection: the current one if open, else one checked out for fn and
    * returned after it. Nested calls reuse the outer connection; only the outermost returns it.
+   * Also the way out of a finished request: background work it started gets a scope of its own.
    */
   connectionContext<T>(fn: () => Promise<T>): Promise<T> {
     const scope = this.scopes.getStore();
-    if (scope === undefined) {
+    if (scope === undefined || scope.released) {
       const fresh = new ScopeState<Conn>();
       return this.scopes.run(fresh, () => this.withConnection(fresh, fn));
     }

@@ -57,6 +57,24 @@ for (const kind of kinds) {
       });
     });
 
+    test('background work a request started can use connectionContext after release', async () => {
+      await withDatabase(kind, { max: 2 }, async ({ db }) => {
+        const scope = db.createScope();
+        let background!: Promise<unknown>;
+        await scope.run(async () => {
+          await db.connect();
+          // Fire-and-forget work that outlives the response; it inherits the request's scope.
+          background = new Promise((resolve) => setTimeout(resolve, 30)).then(async () => {
+            await assert.rejects(db.get('SELECT 1 AS one'), ScopeReleasedError);
+            return db.connectionContext(() => db.get('SELECT 1 AS one'));
+          });
+        });
+        await scope.release();
+        assert.deepEqual(await background, { one: 1 });
+        assert.equal(db.stats().inUse, 0);
+      });
+    });
+
     test('run() can re-enter the same scope later (e.g. a later framework hook)', async () => {
       await withDatabase(kind, {}, async ({ db }) => {
         const scope = db.createScope();
