@@ -38,6 +38,11 @@ for (const target of targetIds) {
     }
   }
 }
+for (const recipe of ['h3', 'hapi', 'restify'] as const) {
+  for (const database of databaseIds) {
+    cases.push({ target: 'hooks', database, variant: 'js-esm', recipe });
+  }
+}
 const filter = process.env.E2E_FILTER;
 const selected = filter ? cases.filter((c) => caseName(c).includes(filter)) : cases;
 
@@ -262,7 +267,7 @@ async function runCase(c: Case): Promise<void> {
       : { SQLITE_PATH: join(project.dir, 'app.db') };
 
     // On a fresh database, as in a new directory.
-    await sampleApp(project, env);
+    if (!c.recipe) await sampleApp(project, env);
     phase('sample app');
 
     const app = await startApp(project, 'test-app', env);

@@ -19,10 +19,16 @@ export interface Case {
   variant: Variant;
   /** Express only: which major version the project uses. */
   expressMajor?: 4 | 5;
+  /** Target hooks only: run the README's recipe for this framework (JavaScript ESM). */
+  recipe?: 'h3' | 'hapi' | 'restify';
 }
 
 export function caseName(c: Case): string {
-  const target = c.target === 'express' ? `express${c.expressMajor ?? 5}` : c.target;
+  const target = c.recipe
+    ? `${c.recipe} recipe`
+    : c.target === 'express'
+      ? `express${c.expressMajor ?? 5}`
+      : c.target;
   return `${target} × ${c.database} × ${c.variant}`;
 }
 
@@ -74,7 +80,13 @@ export async function createProject(c: Case): Promise<Project> {
     return toProjectLanguage(source, style);
   };
   write(`src/scenarios${ext}`, await renderApp('scenarios'));
-  write(`src/test-app${ext}`, await renderApp(c.target));
+  if (c.recipe) {
+    const recipes = join(appsDir, 'recipes');
+    write('src/test-app.js', readFileSync(join(recipes, `${c.recipe}.js`), 'utf8'));
+    write('src/scope-requests.js', readFileSync(join(recipes, 'scope-requests.js'), 'utf8'));
+  } else {
+    write(`src/test-app${ext}`, await renderApp(c.target));
+  }
   // The sample app the CLI writes into an empty directory.
   const app = await renderAppFile({
     targets: [c.target],
