@@ -8,7 +8,7 @@
  */
 import pg from 'pg';
 import type { Params, PoolStats, RunResult, StatementMode } from './runtime.js';
-import { Database, DbHooksError, PoolClosedError, PoolTimeoutError } from './runtime.js';
+import { Database, DbHooksError, DONE, PoolClosedError, PoolTimeoutError } from './runtime.js';
 
 export interface PostgresOptions {
   /** postgres://user:password@host:port/database (pg also reads the PG* environment variables). */
@@ -126,19 +126,24 @@ export class PostgresDatabase extends Database<pg.PoolClient> {
     return error;
   }
 
-  protected async releaseConnection(client: pg.PoolClient, inTransaction: boolean): Promise<void> {
+  protected releaseConnection(client: pg.PoolClient, inTransaction: boolean): Promise<void> {
     // Not ours any more: closePool() already destroyed it after its timeout.
-    if (!this.checkedOut.has(client)) return;
-    let destroy = this.broken.has(client);
-    if (inTransaction && !destroy) {
-      try {
-        await client.query('ROLLBACK');
-      } catch {
-        destroy = true;
-      }
+    if (!this.checkedOut.has(client)) return DONE;
+    const broken = this.broken.has(client);
+    if (inTransaction && !broken) return this.rollBackAndRelease(client);
+    this.checkedOut.delete(client);
+    client.release(broken); // release(true) closes the connection instead of reusing it
+    return DONE;
+  }
+
+  private async rollBackAndRelease(client: pg.PoolClient): Promise<void> {
+    let broken = false;
+    try {
+      await client.query('ROLLBACK');
+    } catch {
+      broken = true;
     }
-    if (!this.checkedOut.delete(client)) return;
-    client.release(destroy); // release(true) closes the connection instead of reusing it
+    if (this.checkedOut.delete(client)) client.release(broken);
   }
 
   protected execute(

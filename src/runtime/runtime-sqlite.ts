@@ -10,7 +10,7 @@
  */
 import BetterSqlite3 from 'better-sqlite3';
 import type { Params, PoolStats, StatementMode } from './runtime.js';
-import { Database, PoolClosedError, PoolTimeoutError } from './runtime.js';
+import { Database, DONE, PoolClosedError, PoolTimeoutError } from './runtime.js';
 
 export interface SqliteOptions {
   /** Database file. Default 'app.db'. ':memory:' gets a single connection. */
@@ -158,17 +158,17 @@ export class SqliteDatabase extends Database<SqliteConnection> {
   }
 
   protected releaseConnection(conn: SqliteConnection): Promise<void> {
-    if (!this.all.has(conn)) return Promise.resolve(); // closed by closePool() after its timeout
+    if (!this.all.has(conn)) return DONE; // closed by closePool() after its timeout
     try {
       if (conn.handle.inTransaction) this.rollbackNow(conn);
     } catch {
       // ROLLBACK failed: the connection is unusable, so drop it.
       this.all.delete(conn);
       conn.handle.close();
-      return Promise.resolve();
+      return DONE;
     }
     if (!this.waitingForConnection.handOff(conn)) this.idle.push(conn);
-    return Promise.resolve();
+    return DONE;
   }
 
   protected execute(
@@ -247,7 +247,7 @@ export class SqliteDatabase extends Database<SqliteConnection> {
   private lockForWriting(): Promise<void> {
     if (!this.writeLocked) {
       this.writeLocked = true;
-      return Promise.resolve();
+      return DONE;
     }
     return this.waitingToWrite.wait(
       this.acquireTimeoutMillis,

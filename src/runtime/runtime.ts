@@ -52,6 +52,12 @@ export interface RequestScope {
 
 export type StatementMode = 'all' | 'get' | 'run';
 
+/**
+ * One settled promise to return when there is nothing to wait for. On Node 20 every new promise
+ * costs a hook call while AsyncLocalStorage is in use, and these paths run on every request.
+ */
+export const DONE: Promise<void> = Promise.resolve();
+
 export class DbHooksError extends Error {
   /** A stable, machine-readable code, e.g. 'POOL_TIMEOUT'. */
   readonly code: string;
@@ -298,7 +304,7 @@ export abstract class Database<Conn> {
       run: <T>(fn: () => T): T => this.scopes.run(scope, fn),
       connect: () => {
         if (scope.released) return Promise.reject(new ScopeReleasedError());
-        if (scope.conn !== undefined) return Promise.resolve();
+        if (scope.conn !== undefined) return DONE;
         return scope.opening ?? this.open(scope);
       },
       release: () => {
@@ -363,7 +369,7 @@ export abstract class Database<Conn> {
     if (conn !== undefined) {
       scope.conn = conn;
       scope.depth = 0;
-      return Promise.resolve();
+      return DONE;
     }
     scope.opening = this.checkOut(scope);
     return scope.opening;
@@ -394,7 +400,7 @@ export abstract class Database<Conn> {
       );
     }
     const conn = scope.conn;
-    if (conn === undefined) return Promise.resolve();
+    if (conn === undefined) return DONE;
     const inTransaction = scope.depth > 0;
     scope.conn = undefined;
     scope.depth = 0;
