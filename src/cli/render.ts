@@ -2,9 +2,9 @@
 // tests all start from this list.
 import { readFileSync } from 'node:fs';
 import { join, posix } from 'node:path';
-import ejs from 'ejs';
 import { type OutputStyle, sourceExtension, toProjectLanguage } from './language.js';
 import { packageRoot } from './paths.js';
+import { precompiledTemplates } from './precompiled.js';
 import { type DatabaseId, findDatabase, type TargetId } from './targets.js';
 
 export interface GenerationRequest {
@@ -39,12 +39,41 @@ export interface TemplateLocals {
   version: string;
 }
 
+/** An EJS client function: `include` renders another template with extra locals. */
+type CompiledTemplate = (
+  locals: object,
+  escapeFn: undefined,
+  include: (path: string, data?: object) => string,
+) => string;
+
+const compiledCache = new Map<string, CompiledTemplate>();
+
+/** Runs a template compiled at build time; `include()` resolves relative to it, as in EJS. */
+function renderPrecompiled(relativePath: string, source: string, locals: object): string {
+  let fn = compiledCache.get(relativePath);
+  if (!fn) {
+    // The sources were made by EJS from our own templates at build time; EJS runs the same
+    // code through new Function when it compiles at run time.
+    fn = new Function(`return (${source});`)() as CompiledTemplate;
+    compiledCache.set(relativePath, fn);
+  }
+  return fn(locals, undefined, (path, data) => {
+    const included = posix.join(posix.dirname(relativePath), path);
+    const includedSource = precompiledTemplates?.[included];
+    if (includedSource === undefined) throw new Error(`Template not found: ${included}`);
+    return renderPrecompiled(included, includedSource, { ...locals, ...data });
+  });
+}
+
 export async function renderTemplate(
   relativePath: string,
   locals: TemplateLocals,
 ): Promise<string> {
+  const compiled = precompiledTemplates?.[relativePath];
+  if (compiled !== undefined) return renderPrecompiled(relativePath, compiled, locals);
   const file = join(packageRoot, 'templates', relativePath);
   const source = readFileSync(file, 'utf8');
+  const { default: ejs } = await import('ejs');
   return ejs.render(source, locals, { filename: file, async: false });
 }
 
