@@ -31,10 +31,11 @@ export interface Kind {
 }
 
 export async function openSqlite(
-  options: PoolOptions & { busyTimeoutMillis?: number } = {},
+  options: PoolOptions & { busyTimeoutMillis?: number; parentDir?: string } = {},
 ): Promise<Opened<SqliteDatabase>> {
-  const dir = mkdtempSync(join(tmpdir(), 'cdh-sqlite-'));
-  const db = new SqliteDatabase({ path: join(dir, 'app.db'), ...options });
+  const { parentDir = tmpdir(), ...poolOptions } = options;
+  const dir = mkdtempSync(join(parentDir, 'cdh-sqlite-'));
+  const db = new SqliteDatabase({ path: join(dir, 'app.db'), ...poolOptions });
   return {
     db,
     sql: (text) => text,
