@@ -8,7 +8,14 @@
  */
 import pg from 'pg';
 import type { Params, PoolStats, RunResult, StatementMode } from './runtime.js';
-import { Database, DbHooksError, DONE, PoolClosedError, PoolTimeoutError } from './runtime.js';
+import {
+  Database,
+  DatabaseUnavailableError,
+  DbHooksError,
+  DONE,
+  PoolClosedError,
+  PoolTimeoutError,
+} from './runtime.js';
 
 export interface PostgresOptions {
   /** postgres://user:password@host:port/database (pg also reads the PG* environment variables). */
@@ -37,6 +44,16 @@ export interface PostgresOptions {
 // Session-level commands; SET LOCAL / SET TRANSACTION / SET CONSTRAINTS only last a transaction.
 const SESSION_STATE =
   /^\s*(SET\s+(?!LOCAL\b|TRANSACTION\b|CONSTRAINTS\b)|RESET\b|LISTEN\b|PREPARE\b)/i;
+
+/** True when the server went away: refused, reset, shut down, or this backend was killed. */
+function isConnectionLoss(error: unknown): boolean {
+  if (error instanceof pg.DatabaseError) return /^(08|57P0)/.test(error.code ?? '');
+  const code = (error as { code?: unknown } | undefined)?.code;
+  if (typeof code === 'string' && /^(ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT)$/.test(code)) {
+    return true;
+  }
+  return error instanceof Error && /Connection terminated/i.test(error.message);
+}
 
 /** True when the error means the connection itself is unusable, not just the statement. */
 function isConnectionError(error: unknown): boolean {
@@ -123,6 +140,13 @@ export class PostgresDatabase extends Database<pg.PoolClient> {
         { cause: error },
       );
     }
+    if (isConnectionLoss(error)) {
+      return new DatabaseUnavailableError(
+        `Could not connect to PostgreSQL (${(error as Error).message}). The server may be down ` +
+          'or restarting; requests succeed again once it is back. Check DATABASE_URL if it stays.',
+        { cause: error },
+      );
+    }
     return error;
   }
 
@@ -174,6 +198,13 @@ export class PostgresDatabase extends Database<pg.PoolClient> {
       },
       (error: unknown) => {
         if (isConnectionError(error)) this.broken.add(client);
+        if (isConnectionLoss(error)) {
+          throw new DatabaseUnavailableError(
+            `Lost the connection to PostgreSQL during a statement (${(error as Error).message}). ` +
+              'The connection is replaced; the request can be retried.',
+            { cause: error },
+          );
+        }
         throw error;
       },
     );

@@ -96,6 +96,22 @@ export class PoolClosedError extends DbHooksError {
   }
 }
 
+/**
+ * The database server could not be reached, or the connection to it broke mid-statement (a
+ * restart, a killed backend, a network failure). Answered as 503: a retry can succeed once the
+ * server is back, and the pool replaces broken connections by itself.
+ */
+export class DatabaseUnavailableError extends DbHooksError {
+  readonly status = 503;
+  readonly statusCode = 503;
+  readonly expose = true;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('DATABASE_UNAVAILABLE', message, options);
+    this.name = 'DatabaseUnavailableError';
+  }
+}
+
 /** connect() or close() was called in a state where it makes no sense (as in peewee). */
 export class ConnectionStateError extends DbHooksError {
   constructor(message: string) {
@@ -131,12 +147,22 @@ class ScopeState<Conn> {
 }
 
 /**
+ * What code sees through AsyncLocalStorage: its request's scope, and the atomic() depth that
+ * code runs at. A nested atomic() runs at the scope's depth; a concurrent one in the same
+ * request (e.g. in Promise.all) does not, and is refused instead of sharing the transaction.
+ */
+interface Frame<Conn> {
+  scope: ScopeState<Conn>;
+  depth: number;
+}
+
+/**
  * The database object handlers use. Drivers implement checkout, statement execution and
  * return; everything about scopes and transactions lives here. Calls within one request share
  * its connection, so run that request's transactions one after another, not concurrently.
  */
 export abstract class Database<Conn> {
-  private readonly scopes = new AsyncLocalStorage<ScopeState<Conn>>();
+  private readonly frames = new AsyncLocalStorage<Frame<Conn>>();
 
   /** Checks a connection out of the pool (PoolTimeoutError / PoolClosedError when it cannot). */
   protected abstract acquire(): Promise<Conn>;
@@ -171,7 +197,7 @@ export abstract class Database<Conn> {
 
   /** Binds a connection to the current request. Returns false if reused (reuseIfOpen). */
   async connect(options: ConnectOptions = {}): Promise<boolean> {
-    const scope = this.scopes.getStore();
+    const scope = this.frames.getStore()?.scope;
     if (scope === undefined) {
       throw new ConnectionStateError(
         'db.connect() was called outside a request scope, so there is nothing to bind the ' +
@@ -196,7 +222,7 @@ export abstract class Database<Conn> {
 
   /** Returns the request's connection to the pool. False if it was not open. */
   async close(): Promise<boolean> {
-    const scope = this.scopes.getStore();
+    const scope = this.frames.getStore()?.scope;
     if (scope === undefined || scope.released) return false;
     if (scope.opening !== undefined) await scope.opening.catch(() => {});
     if (scope.conn === undefined) return false;
@@ -211,7 +237,7 @@ export abstract class Database<Conn> {
   }
 
   isClosed(): boolean {
-    return this.scopes.getStore()?.conn === undefined;
+    return this.frames.getStore()?.scope.conn === undefined;
   }
 
   /**
@@ -220,10 +246,10 @@ export abstract class Database<Conn> {
    * Also the way out of a finished request: background work it started gets a scope of its own.
    */
   connectionContext<T>(fn: () => Promise<T>): Promise<T> {
-    const scope = this.scopes.getStore();
+    const scope = this.frames.getStore()?.scope;
     if (scope === undefined || scope.released) {
       const fresh = new ScopeState<Conn>();
-      return this.scopes.run(fresh, () => this.withConnection(fresh, fn));
+      return this.frames.run({ scope: fresh, depth: 0 }, () => this.withConnection(fresh, fn));
     }
     return this.withConnection(scope, fn);
   }
@@ -245,24 +271,39 @@ export abstract class Database<Conn> {
    * use savepoints, so an inner failure rolls back only the inner part.
    */
   async atomic<T>(fn: () => Promise<T>): Promise<T> {
-    const scope = this.scopes.getStore();
-    if (scope === undefined) return this.connectionContext(() => this.atomic(fn));
+    const frame = this.frames.getStore();
+    const scope = frame?.scope;
+    if (frame === undefined || scope === undefined) {
+      return this.connectionContext(() => this.atomic(fn));
+    }
     if (scope.released) throw new ScopeReleasedError();
     if (scope.opening !== undefined) await scope.opening;
     const conn = scope.conn;
     if (conn === undefined) return this.withConnection(scope, () => this.atomic(fn));
 
     const depth = scope.depth;
+    if (frame.depth !== depth) {
+      throw new ConnectionStateError(
+        'db.atomic() was called while another db.atomic() of the same request is running (for ' +
+          'example in Promise.all). A request has one connection, so its transactions must run ' +
+          'one after another: await each one before starting the next.',
+      );
+    }
     const savepoint = `db_hooks_${depth}`;
-    await this.track(scope, async () => {
-      if (depth === 0) await this.begin(conn);
-      else await this.execute(conn, 'run', `SAVEPOINT ${savepoint}`, undefined);
-      scope.depth = depth + 1;
-    });
+    scope.depth = depth + 1; // at once, so that a concurrent atomic() sees it
+    try {
+      await this.track(scope, async () => {
+        if (depth === 0) await this.begin(conn);
+        else await this.execute(conn, 'run', `SAVEPOINT ${savepoint}`, undefined);
+      });
+    } catch (error) {
+      if (scope.conn === conn) scope.depth = depth;
+      throw error;
+    }
 
     let result: T;
     try {
-      result = await fn();
+      result = await this.frames.run({ scope, depth: depth + 1 }, fn);
     } catch (error) {
       // If the scope was released meanwhile, release() already rolled back: touch nothing.
       if (!scope.released && scope.conn === conn) {
@@ -298,10 +339,11 @@ export abstract class Database<Conn> {
   /** A scope for one request; see RequestScope. Used by the framework adapters. */
   createScope(): RequestScope {
     const scope = new ScopeState<Conn>();
+    const frame: Frame<Conn> = { scope, depth: 0 };
     let releasing: Promise<void> | undefined;
     const handle = {
       released: false,
-      run: <T>(fn: () => T): T => this.scopes.run(scope, fn),
+      run: <T>(fn: () => T): T => this.frames.run(frame, fn),
       connect: () => {
         if (scope.released) return Promise.reject(new ScopeReleasedError());
         if (scope.conn !== undefined) return DONE;
@@ -319,7 +361,7 @@ export abstract class Database<Conn> {
 
   // Not async, like the few methods below: each async layer costs a promise per statement.
   private statement(mode: StatementMode, sql: string, params: Params | undefined) {
-    const scope = this.scopes.getStore();
+    const scope = this.frames.getStore()?.scope;
     if (scope === undefined) return this.borrow((conn) => this.execute(conn, mode, sql, params));
     const conn = scope.conn;
     if (conn !== undefined && !scope.released) {
