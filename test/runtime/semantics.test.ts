@@ -174,6 +174,44 @@ for (const kind of kinds) {
       });
     });
 
+    test('two concurrent atomic() blocks in one request: the second is refused, not merged', async () => {
+      await withDatabase(kind, {}, async ({ db, sql }) => {
+        await db.run('CREATE TABLE t (v integer)');
+        const insert = sql('INSERT INTO t (v) VALUES (?)');
+        const scope = db.createScope();
+        await scope.connect();
+        const [first, second] = await scope.run(() =>
+          Promise.allSettled([
+            db.atomic(async () => {
+              await db.run(insert, [1]);
+              await new Promise((resolve) => setTimeout(resolve, 20));
+              // Nested blocks inside the running one are still fine.
+              await db.atomic(() => db.run(insert, [2]));
+            }),
+            db.atomic(async () => {
+              await db.run(insert, [3]);
+            }),
+          ]),
+        );
+        assert.equal(first.status, 'fulfilled');
+        assert.equal(second.status, 'rejected');
+        assert.ok((second as PromiseRejectedResult).reason instanceof ConnectionStateError);
+        assert.match((second as PromiseRejectedResult).reason.message, /one after another/);
+        // One after another they work.
+        await scope.run(async () => {
+          await db.atomic(() => db.run(insert, [4]));
+          await db.atomic(() => db.run(insert, [5]));
+        });
+        await scope.release();
+        const rows = await db.query<{ v: number }>('SELECT v FROM t ORDER BY v');
+        assert.deepEqual(
+          rows.map((r) => r.v),
+          [1, 2, 4, 5],
+        );
+        assert.equal(db.stats().inUse, 0);
+      });
+    });
+
     test('an SQL error inside atomic() rolls back and the connection stays usable', async () => {
       await withDatabase(kind, { max: 1 }, async ({ db, sql }) => {
         await db.run('CREATE TABLE u (k integer PRIMARY KEY)');
