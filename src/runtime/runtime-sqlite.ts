@@ -26,6 +26,13 @@ export interface SqliteOptions {
   busyTimeoutMillis?: number;
   /** closePool() waits this long for connections in use, then closes them anyway. Default 5000. */
   closeTimeoutMillis?: number;
+  /**
+   * SQLite's `synchronous` setting. Default 'normal': with WAL a commit survives the process
+   * crashing, and only a power loss can undo the last few. 'full' also syncs the disk on every
+   * commit, which better-sqlite3 does synchronously: each write then blocks the event loop for
+   * the disk's flush time.
+   */
+  synchronous?: 'normal' | 'full';
 }
 
 export interface SqliteConnection {
@@ -101,6 +108,7 @@ export class SqliteDatabase extends Database<SqliteConnection> {
   private readonly max: number;
   private readonly acquireTimeoutMillis: number;
   private readonly busyTimeoutMillis: number;
+  private readonly synchronous: 'NORMAL' | 'FULL';
   private readonly closeTimeoutMillis: number;
   private readonly all = new Set<SqliteConnection>();
   private readonly idle: SqliteConnection[] = [];
@@ -116,6 +124,7 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     this.max = this.path === ':memory:' ? 1 : (options.max ?? 10);
     this.acquireTimeoutMillis = options.acquireTimeoutMillis ?? 5000;
     this.busyTimeoutMillis = options.busyTimeoutMillis ?? 5000;
+    this.synchronous = options.synchronous === 'full' ? 'FULL' : 'NORMAL';
     this.closeTimeoutMillis = options.closeTimeoutMillis ?? 5000;
   }
 
@@ -280,6 +289,7 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     const handle = new BetterSqlite3(this.path, { timeout: this.busyTimeoutMillis });
     // WAL: readers do not block the writer and the writer does not block readers.
     handle.pragma('journal_mode = WAL');
+    handle.pragma(`synchronous = ${this.synchronous}`);
     const conn: SqliteConnection = { handle, statements: new Map(), holdsWriteLock: false };
     this.all.add(conn);
     return conn;

@@ -93,6 +93,11 @@ export const work = {
       return { ok: true };
     });
   },
+  /** Starts the event-loop delay count afresh, e.g. after a warm-up. */
+  resetLoopDelay() {
+    loopDelay.reset();
+    return { reset: true };
+  },
   stats(db) {
     // Collect first so heapUsed shows what is live, not what is merely not yet collected.
     globalThis.gc?.();
