@@ -1,8 +1,39 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import ejs from 'ejs';
 import type { Plugin } from 'esbuild';
-import { defineConfig } from 'tsup';
+import { defineConfig, type Options } from 'tsup';
+
+// The build, for startup speed (bench/cli): `npx create-db-hooks` installs this package alone
+// (every dependency inlined, like create-vite) and a run loads as little as it can.
+//
+// - dist/cli.cjs: the command, CommonJS. Loading it needs no ES module loader, which alone costs
+//   a Node process a noticeable share of its startup; commander, our code, the templates
+//   (compiled at build time) and the small libraries (diff, ejs) are in this one file.
+// - dist/vendor/*.js: the big libraries only some runs need — the prompts (a terminal without
+//   --yes) and sucrase + prettier (JavaScript projects) — as ES modules that cli.cjs imports
+//   on first use.
+
+/** Bare specifier → file under dist/vendor/ (without extension). */
+const vendor: Record<string, string> = {
+  '@inquirer/prompts': 'inquirer-prompts',
+  sucrase: 'sucrase',
+  'prettier/standalone': 'prettier-standalone',
+  'prettier/plugins/babel': 'prettier-plugins-babel',
+  'prettier/plugins/estree': 'prettier-plugins-estree',
+};
+
+/** In cli.cjs, the vendor libraries stay dynamic imports of their own files. */
+const vendorAsExternalFiles: Plugin = {
+  name: 'vendor-as-external-files',
+  setup(build) {
+    build.onResolve({ filter: /.*/ }, (args) => {
+      const file = vendor[args.path];
+      return file ? { path: `./vendor/${file}.js`, external: true } : undefined;
+    });
+  },
+};
 
 // commander requires node:child_process at load time, for git-style executable subcommands this
 // CLI does not have. Loading it pulls in net, dgram and streams: milliseconds of startup on every
@@ -47,24 +78,43 @@ const precompiledTemplates: Plugin = {
   },
 };
 
-// One ESM bundle with every dependency inlined, like create-vite: `npx create-db-hooks` installs
-// nothing but this package and starts fast. Code only some runs need (prompts, diffs, the
-// TypeScript stripper) sits behind dynamic imports, so esbuild splits it into lazy chunks.
-// Minified: less for V8 to parse on every start.
-export default defineConfig({
-  entry: { cli: 'src/cli/main.ts' },
-  format: ['esm'],
-  target: 'node20',
-  platform: 'node',
-  splitting: true,
-  minify: true,
-  clean: true,
-  noExternal: [/.*/],
-  // Keep `node:` specifiers as written (Node 20 has them), so the plugin below sees commander's.
-  removeNodeProtocol: false,
-  esbuildPlugins: [lazyChildProcessForCommander, precompiledTemplates],
-  banner: {
-    // Bundled CommonJS dependencies call require(); give the ESM bundle one.
-    js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
-  },
+export default defineConfig(() => {
+  // Two builds write into dist/ side by side; clear it once, before both.
+  rmSync(join(import.meta.dirname, 'dist'), { recursive: true, force: true });
+  const common: Options = {
+    target: 'node20',
+    platform: 'node',
+    minify: true, // less for V8 to parse on every start
+    clean: false,
+    noExternal: [/.*/],
+    // Keep `node:` specifiers as written (Node 20 has them), so the plugins see commander's.
+    removeNodeProtocol: false,
+  };
+  return [
+    {
+      ...common,
+      entry: { cli: 'src/cli/main.ts' },
+      format: ['cjs'],
+      outExtension: () => ({ js: '.cjs' }),
+      splitting: false,
+      // paths.ts finds the package from import.meta.url; tsup shims it in CommonJS.
+      shims: true,
+      esbuildPlugins: [vendorAsExternalFiles, lazyChildProcessForCommander, precompiledTemplates],
+    },
+    {
+      ...common,
+      entry: Object.fromEntries(
+        Object.entries(vendor).map(([specifier, file]) => [
+          `vendor/${file}`,
+          fileURLToPath(import.meta.resolve(specifier)),
+        ]),
+      ),
+      format: ['esm'],
+      splitting: true,
+      banner: {
+        // Bundled CommonJS dependencies call require(); give the ES modules one.
+        js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
+      },
+    },
+  ];
 });

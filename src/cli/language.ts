@@ -21,12 +21,14 @@ export function sourceExtension(style: OutputStyle): '.ts' | '.js' {
 /** Converts TypeScript ESM source into the project's language and module format. */
 export async function toProjectLanguage(source: string, style: OutputStyle): Promise<string> {
   if (style.language === 'ts') return tidy(source);
-  const [{ transform }, prettier, babel, estree] = await Promise.all([
+  const [sucrase, prettier, babel, estree] = await Promise.all([
     import('sucrase'),
     import('prettier/standalone'),
     import('prettier/plugins/babel'),
     import('prettier/plugins/estree'),
   ]);
+  // sucrase is CommonJS: bundled as an ES module (dist/vendor) its exports are the default one.
+  const { transform } = (sucrase as unknown as { default?: typeof sucrase }).default ?? sucrase;
   const esm = transform(dropTypeOnlyComments(source), {
     transforms: ['typescript'],
     disableESTransforms: true,

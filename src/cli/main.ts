@@ -1,6 +1,6 @@
-// Entry of the bundled CLI (bin/create-db-hooks.js imports it). Static imports stay minimal —
+// Entry of the bundled CLI (bin/create-db-hooks.cjs requires it). Static imports stay minimal —
 // commander and the table — so --help, --version and --list answer at once; a real run loads
-// run.ts, and prompts/diff/sucrase/prettier load only when that run needs them.
+// run.ts, and prompts/sucrase/prettier load only when that run needs them.
 import { writeSync } from 'node:fs';
 import { CommanderError } from 'commander';
 import type { CliOptions } from './answers.js';
@@ -76,9 +76,7 @@ async function main(argv: readonly string[]): Promise<number> {
   });
 }
 
-try {
-  process.exitCode = await main(process.argv);
-} catch (error) {
+function fail(error: unknown): void {
   if (error instanceof UsageError) {
     write(2, `${name}: ${error.message}\n`);
     process.exitCode = error.exitCode;
@@ -91,3 +89,8 @@ try {
     process.exitCode = 1;
   }
 }
+
+// No top-level await: the bundle is CommonJS (see tsup.config.ts).
+main(process.argv).then((code) => {
+  process.exitCode = code;
+}, fail);

@@ -1,14 +1,15 @@
-// The questions, asked only in a terminal without --yes. Loaded with a dynamic import, so a
-// non-interactive run never loads @inquirer/prompts. Each question is skipped when a flag or the
+// The questions, asked only in a terminal without --yes. @inquirer/prompts is loaded on the first
+// question, so a non-interactive run never loads it. Each question is skipped when a flag or the
 // manifest already answers it; Ctrl-C at any of them becomes a CancelledError (exit 130).
-import { checkbox, confirm, select } from '@inquirer/prompts';
 import { type Answers, type Draft, withTargets } from './answers.js';
 import { CancelledError } from './errors.js';
 import { type DatabaseId, databases, type TargetId, targets } from './targets.js';
 
-async function cancellable<T>(question: Promise<T>): Promise<T> {
+const inquirer = () => import('@inquirer/prompts');
+
+async function cancellable<T>(question: () => Promise<T>): Promise<T> {
   try {
-    return await question;
+    return await question();
   } catch (error) {
     if (error instanceof Error && error.name === 'ExitPromptError') {
       throw new CancelledError('Cancelled: nothing written.');
@@ -22,7 +23,8 @@ export async function askAnswers(draft: Draft): Promise<Answers> {
   let chosen: TargetId[] = draft.flagTargets;
   if (chosen.length === 0) {
     const preselected = new Set([...draft.manifestTargets, ...draft.detectedTargets]);
-    chosen = await cancellable(
+    const { checkbox } = await inquirer();
+    chosen = await cancellable(() =>
       checkbox<TargetId>({
         message: 'Which frameworks should get database hooks?',
         choices: targets.map((target) => ({
@@ -40,7 +42,8 @@ export async function askAnswers(draft: Draft): Promise<Answers> {
   }
   let database: DatabaseId = draft.database;
   if (draft.databaseSource !== 'flag') {
-    database = await cancellable(
+    const { select } = await inquirer();
+    database = await cancellable(() =>
       select<DatabaseId>({
         message: 'Which database?',
         choices: databases.map((db) => ({
@@ -57,5 +60,6 @@ export async function askAnswers(draft: Draft): Promise<Answers> {
 
 /** A yes/no question; Ctrl-C cancels the run. */
 export async function ask(message: string, defaultAnswer: boolean): Promise<boolean> {
-  return cancellable(confirm({ message, default: defaultAnswer }));
+  const { confirm } = await inquirer();
+  return cancellable(() => confirm({ message, default: defaultAnswer }));
 }

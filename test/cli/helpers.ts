@@ -41,8 +41,8 @@ let packageCopy: string | undefined;
  */
 export function builtPackage(): string {
   if (packageCopy) return packageCopy;
-  if (!existsSync(join(repoRoot, 'dist', 'cli.js'))) {
-    throw new Error('dist/cli.js is missing: run `npm run build` first (npm test does).');
+  if (!existsSync(join(repoRoot, 'dist', 'cli.cjs'))) {
+    throw new Error('dist/cli.cjs is missing: run `npm run build` first (npm test does).');
   }
   const root = tempDir('cdh-pkg-');
   for (const part of ['bin', 'dist', 'package.json', 'src/runtime']) {
@@ -71,7 +71,7 @@ export function builtPackage(): string {
 }
 
 export function binPath(): string {
-  return join(builtPackage(), 'bin', 'create-db-hooks.js');
+  return join(builtPackage(), 'bin', 'create-db-hooks.cjs');
 }
 
 export interface CliResult {

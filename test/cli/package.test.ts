@@ -62,8 +62,8 @@ describe('the packed package', () => {
   });
 
   test('ships the bin, the bundle, the templates and the runtime, nothing else', () => {
-    assert.ok(files.includes('bin/create-db-hooks.js'));
-    assert.ok(files.includes('dist/cli.js'));
+    assert.ok(files.includes('bin/create-db-hooks.cjs'));
+    assert.ok(files.includes('dist/cli.cjs'));
     assert.ok(files.includes('src/runtime/runtime.ts'));
     assert.ok(files.includes('package.json'));
     assert.deepEqual(
