@@ -18,3 +18,15 @@ for (const script of benchmarks) {
   });
   if (run.status !== 0) process.exit(run.status ?? 1);
 }
+
+// What `npx create-db-hooks` downloads and unpacks: the package alone, no dependencies.
+const pack = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { encoding: 'utf8' });
+const [info] = JSON.parse(pack.stdout) as {
+  size: number;
+  unpackedSize: number;
+  entryCount: number;
+}[];
+console.log(
+  `\n=== installed size\n\ntarball ${(info!.size / 1024).toFixed(0)} kB, unpacked ` +
+    `${(info!.unpackedSize / 1024).toFixed(0)} kB in ${info!.entryCount} files, 0 dependencies`,
+);
