@@ -9,15 +9,17 @@ import { defineConfig, type Options } from 'tsup';
 // (every dependency inlined, like create-vite) and a run loads as little as it can.
 //
 // - dist/cli.cjs: the command, CommonJS. Loading it needs no ES module loader, which alone costs
-//   a Node process a noticeable share of its startup; commander, our code, the templates
-//   (compiled at build time) and the small libraries (diff, ejs) are in this one file.
-// - dist/vendor/*.js: the big libraries only some runs need — the prompts (a terminal without
-//   --yes) and sucrase + prettier (JavaScript projects) — as ES modules that cli.cjs imports
-//   on first use.
+//   a Node process a noticeable share of its startup; commander, our code and the templates
+//   (compiled at build time) are in this one file.
+// - dist/vendor/*.js: the libraries only some runs need — the prompts (a terminal without
+//   --yes), sucrase + prettier (JavaScript projects), diff (--dry-run), EJS (only if a template
+//   was not compiled at build time) — as ES modules that cli.cjs imports on first use.
 
 /** Bare specifier → file under dist/vendor/ (without extension). */
 const vendor: Record<string, string> = {
   '@inquirer/prompts': 'inquirer-prompts',
+  diff: 'diff',
+  ejs: 'ejs',
   sucrase: 'sucrase',
   'prettier/standalone': 'prettier-standalone',
   'prettier/plugins/babel': 'prettier-plugins-babel',
@@ -66,7 +68,12 @@ const precompiledTemplates: Plugin = {
       for (const entry of readdirSync(root, { recursive: true, encoding: 'utf8' })) {
         if (!entry.endsWith('.ejs')) continue;
         const filename = join(root, entry);
-        const fn = ejs.compile(readFileSync(filename, 'utf8'), { client: true, filename });
+        const fn = ejs.compile(readFileSync(filename, 'utf8'), {
+          client: true,
+          filename,
+          // No line tracking or template copy for error messages: the tests render every template.
+          compileDebug: false,
+        });
         compiled[entry.split(sep).join('/')] = fn.toString();
       }
       return {

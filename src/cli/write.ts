@@ -24,6 +24,9 @@ function isInside(root: string, path: string): boolean {
   return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !isAbsolute(rel));
 }
 
+/** Paths assertWritable already passed in this run (key: root, path, directory or file). */
+const checked = new Set<string>();
+
 /**
  * Checks that `rel` can be written inside `root`: lexically inside, every existing part of it
  * resolves (symlinks followed) inside the project, every existing parent is a directory, the
@@ -38,6 +41,9 @@ export function assertWritable(
   const normal = normaliseProjectPath(rel);
   if (normal === undefined) throw new UsageError(`${what} is outside the project ${root}`);
   const target = join(root, normal);
+  // A run checks each path before it asks or writes, and once more in writeFilesAtomically.
+  const key = `${root}\0${normal}\0${directory}`;
+  if (checked.has(key)) return target;
   const realRoot = existsSync(root) ? realpathSync(root) : root;
   // Walk down from the root: the first missing part ends what can be checked on disk.
   const parts = normal === '.' ? [] : normal.split('/');
@@ -45,12 +51,8 @@ export function assertWritable(
   let nearest = root;
   for (let i = 0; i < parts.length; i++) {
     path = join(path, parts[i]!);
-    let info: ReturnType<typeof lstatSync>;
-    try {
-      info = lstatSync(path);
-    } catch {
-      break;
-    }
+    const info = lstatSync(path, { throwIfNoEntry: false });
+    if (!info) break;
     if (info.isSymbolicLink()) {
       let real: string;
       try {
@@ -65,7 +67,7 @@ export function assertWritable(
       }
     }
     const isLast = i === parts.length - 1;
-    const isDir = statSync(path).isDirectory();
+    const isDir = info.isSymbolicLink() ? statSync(path).isDirectory() : info.isDirectory();
     if ((!isLast || directory) && !isDir) {
       throw new UsageError(
         `cannot write ${what}: '${relative(root, path)}' is a file, not a directory`,
@@ -83,18 +85,15 @@ export function assertWritable(
       throw new UsageError(`cannot write ${what}: '${nearest}' is not writable`);
     }
   }
+  checked.add(key);
   return target;
 }
 
 /** Text of a project file, or undefined when there is none. */
 export function readIfExists(root: string, rel: string): string | undefined {
   const path = join(root, rel);
-  try {
-    if (!statSync(path).isFile()) return undefined;
-    return readFileSync(path, 'utf8');
-  } catch {
-    return undefined;
-  }
+  const info = statSync(path, { throwIfNoEntry: false });
+  return info?.isFile() ? readFileSync(path, 'utf8') : undefined;
 }
 
 export interface FileToWrite {
