@@ -54,7 +54,9 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
   const facts = detectProject(options.cwd, io.env);
   const draft = draftAnswers(options, facts);
   // Check the generated directory before asking anything: a bad --dir fails at once.
-  assertWritable(facts.root, draft.dir, { directory: true, what: `--dir '${draft.dir}'` });
+  const dirSource =
+    options.dir !== undefined ? '--dir' : facts.manifest ? `${MANIFEST_FILE} "dir"` : 'the folder';
+  assertWritable(facts.root, draft.dir, { directory: true, what: `${dirSource} '${draft.dir}'` });
 
   const interactive = !options.yes && io.isTTY();
   const prompts = interactive ? await import('./prompts.js') : undefined;

@@ -147,6 +147,28 @@ describe('bad input: one line, exit 2, nothing written', () => {
     assert.deepEqual(contents(outside), {});
   });
 
+  test('a manifest dir through a symlink that leads outside the project', async () => {
+    const outside = tempDir('cdh-outside-');
+    const root = makeProject({
+      'db-hooks.json': {
+        version: '0.1.0',
+        language: 'js',
+        moduleFormat: 'cjs',
+        database: 'sqlite',
+        dir: 'vendor/db',
+        targets: ['express'],
+        files: {},
+      },
+    });
+    symlinkSync(outside, join(root, 'vendor'));
+    await assertRejected(
+      ['-C', root, '-y', '--no-install'],
+      root,
+      /db-hooks\.json "dir" 'vendor\/db' is outside the project: 'vendor' is a symlink to /,
+    );
+    assert.deepEqual(contents(outside), {});
+  });
+
   test('a generated file path through a symlinked file that leads outside', async () => {
     const root = makeProject({ 'db/.keep': '' });
     const outside = tempDir('cdh-outside-');
@@ -201,7 +223,7 @@ describe('bad input: one line, exit 2, nothing written', () => {
     await assertRejected(
       ['-C', root, '-f', 'express', '-y'],
       root,
-      /cannot write --dir 'src\/db': 'src\/db' is a file, not a directory/,
+      /cannot write the folder 'src\/db': 'src\/db' is a file, not a directory/,
     );
   });
 

@@ -106,18 +106,15 @@ describe('the packed package', () => {
     assert.ok(existsSync(join(project, 'src/db/express.ts')));
   });
 
-  test('an empty directory becomes a runnable app: npm start serves GET /users/1 from SQLite', {
-    skip:
-      !has('targets/node-http/app.ts.ejs') && 'waiting for templates/targets/node-http/app.ts.ejs',
-    timeout: 300_000,
-  }, async () => {
+  /** Makes an app in an empty directory, installs it for real, `npm start`, GET /users/1. */
+  async function appServes(target: string, extra: string[]): Promise<void> {
     const app = join(tempDir('cdh-app-'), 'my-app');
     mkdirSync(app);
     // Installs the app's dependencies for real. better-sqlite3 builds from source where its
     // prebuilt binary cannot be downloaded; -O0 makes that compile several times faster (this
     // test checks that the app works, not how fast its driver is).
     const env = { ...cleanEnv, CFLAGS: '-O0', CXXFLAGS: '-O0' };
-    const args = ['-C', app, '--framework', 'node-http', '--database', 'sqlite', '--yes'];
+    const args = ['-C', app, '--framework', target, '--database', 'sqlite', '--yes', ...extra];
     const out = run(bin, args, consumer, 280_000, env);
     assert.match(out, /^Created\n/m);
     assert.ok(existsSync(join(app, 'node_modules/better-sqlite3')));
@@ -136,7 +133,7 @@ describe('the packed package', () => {
       output += chunk;
     });
     try {
-      const deadline = Date.now() + 20_000;
+      const deadline = Date.now() + 30_000;
       let response: Response | undefined;
       while (Date.now() < deadline) {
         try {
@@ -149,11 +146,31 @@ describe('the packed package', () => {
       assert.ok(response, `the app did not answer on port ${port}:\n${output}`);
       assert.equal(response.status, 200, output);
       assert.match(response.headers.get('content-type') ?? '', /application\/json/);
-      const body = await response.json();
-      assert.equal(typeof body, 'object');
-      assert.ok(JSON.stringify(body).includes('1'), JSON.stringify(body));
+      const body = (await response.json()) as { id?: unknown };
+      assert.equal(body.id, 1, JSON.stringify(body));
     } finally {
       if (server.pid) process.kill(-server.pid, 'SIGTERM');
     }
-  });
+  }
+
+  test(
+    'an empty directory becomes a runnable app (JavaScript, node:http): npm start serves GET /users/1',
+    {
+      skip:
+        !has('targets/node-http/app.ts.ejs') &&
+        'waiting for templates/targets/node-http/app.ts.ejs',
+      timeout: 300_000,
+    },
+    () => appServes('node-http', []),
+  );
+
+  test(
+    'the same in TypeScript with Express: tsconfig.json, tsx runs it',
+    {
+      skip:
+        !has('targets/express/app.ts.ejs') && 'waiting for templates/targets/express/app.ts.ejs',
+      timeout: 300_000,
+    },
+    () => appServes('express', ['--lang', 'ts']),
+  );
 });
