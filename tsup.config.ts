@@ -1,9 +1,11 @@
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
-import { join, sep } from 'node:path';
+import { dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ejs from 'ejs';
 import type { Plugin } from 'esbuild';
 import { defineConfig, type Options } from 'tsup';
+
+const here = dirname(fileURLToPath(import.meta.url));
 
 // The build, for startup speed (bench/cli): `npx create-db-hooks` installs this package alone
 // (every dependency inlined, like create-vite) and a run loads as little as it can.
@@ -63,7 +65,7 @@ const precompiledTemplates: Plugin = {
   name: 'precompiled-templates',
   setup(build) {
     build.onLoad({ filter: /[\\/]src[\\/]cli[\\/]precompiled\.ts$/ }, () => {
-      const root = join(import.meta.dirname, 'templates');
+      const root = join(here, 'templates');
       const compiled: Record<string, string> = {};
       for (const entry of readdirSync(root, { recursive: true, encoding: 'utf8' })) {
         if (!entry.endsWith('.ejs')) continue;
@@ -87,7 +89,7 @@ const precompiledTemplates: Plugin = {
 
 export default defineConfig(() => {
   // Two builds write into dist/ side by side; clear it once, before both.
-  rmSync(join(import.meta.dirname, 'dist'), { recursive: true, force: true });
+  rmSync(join(here, 'dist'), { recursive: true, force: true });
   const common: Options = {
     target: 'node20',
     platform: 'node',
