@@ -15,7 +15,7 @@ import pg from 'pg';
 import * as prettier from 'prettier';
 import type { OutputStyle } from '../../src/cli/language.ts';
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from '../../src/cli/render.ts';
-import { type DatabaseId, databaseIds, targetIds } from '../../src/cli/targets.ts';
+import { type DatabaseId, databaseIds, type TargetId, targetIds } from '../../src/cli/targets.ts';
 import { createTestDatabase } from '../support/postgres.ts';
 import { installDependencies } from './support/deps.ts';
 import { fetchReply, getJson, send } from './support/http.ts';
@@ -32,10 +32,11 @@ import {
 
 const variants: Variant[] = ['ts', 'js-esm', 'js-cjs'];
 const cases: Case[] = [];
+const majors: Partial<Record<TargetId, number[]>> = { express: [5, 4], koa: [3, 2] };
 for (const target of targetIds) {
-  for (const expressMajor of target === 'express' ? ([5, 4] as const) : [undefined]) {
+  for (const major of majors[target] ?? [undefined]) {
     for (const database of databaseIds) {
-      for (const variant of variants) cases.push({ target, database, variant, expressMajor });
+      for (const variant of variants) cases.push({ target, database, variant, major });
     }
   }
 }
@@ -66,6 +67,16 @@ interface SlowResult {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const secret = 'e2e-password-never-printed';
+
+/** Stops an app; it must exit 0 and never have printed the database password. */
+async function stopApp(app: RunningApp): Promise<void> {
+  const code = await app.stop();
+  assert.equal(code, 0, `the app did not shut down cleanly:\n${app.output()}`);
+  assert.ok(!app.output().includes(secret), `the app printed the password:\n${app.output()}`);
+  assert.doesNotMatch(app.output(), /could not return the connection/);
+}
 
 /** Waits until no request holds a connection; fails with the last stats otherwise. */
 async function assertReleased(app: RunningApp, what: string): Promise<void> {
@@ -146,8 +157,7 @@ async function sampleApp(project: Project, env: Record<string, string>): Promise
     const missing = await fetchReply(`${app.url}/users/999`);
     assert.equal(missing.status, 404, missing.body);
   } finally {
-    const code = await app.stop();
-    assert.equal(code, 0, `the sample app did not shut down cleanly:\n${app.output()}`);
+    await stopApp(app);
   }
 }
 
@@ -247,8 +257,7 @@ async function exhaustion(project: Project, env: Record<string, string>): Promis
     }
     await assertReleased(app, 'pool exhaustion');
   } finally {
-    const code = await app.stop();
-    assert.equal(code, 0, `the app did not shut down cleanly:\n${app.output()}`);
+    await stopApp(app);
   }
 }
 
@@ -275,9 +284,16 @@ async function runCase(c: Case): Promise<void> {
       assert.equal(errors, undefined, `tsc --strict --noEmit:\n${errors}`);
       phase('tsc');
     }
-    const env: Record<string, string> = postgres
-      ? { DATABASE_URL: postgres.url }
+    // The test server trusts local connections, so the password is not checked: it is there to
+    // prove that nothing prints the connection string.
+    const url = postgres && new URL(postgres.url);
+    if (url) url.password = secret;
+    const env: Record<string, string> = url
+      ? { DATABASE_URL: url.toString() }
       : { SQLITE_PATH: join(project.dir, 'app.db') };
+    if (url && c.variant === 'js-esm') {
+      await assert.rejects(startApp(project, 'app', {}), /DATABASE_URL is not set/);
+    }
 
     // On a fresh database, as in a new directory.
     if (!c.recipe) await sampleApp(project, env);
@@ -289,10 +305,8 @@ async function runCase(c: Case): Promise<void> {
       await scenarios(c, app, env);
       phase('scenarios');
     } finally {
-      const code = await app.stop();
+      await stopApp(app);
       phase('stop');
-      assert.equal(code, 0, `the app did not shut down cleanly:\n${app.output()}`);
-      assert.doesNotMatch(app.output(), /could not return the connection/);
     }
     await checkDatabase(c, env, 'after shutdown');
 

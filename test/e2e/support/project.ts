@@ -17,18 +17,17 @@ export interface Case {
   target: TargetId;
   database: DatabaseId;
   variant: Variant;
-  /** Express only: which major version the project uses. */
-  expressMajor?: 4 | 5;
+  /**
+   * Express and Koa: the framework's major version. The older one (Express 4, Koa 2) is
+   * installed under an alias (express4, koa2) and linked in under the real name.
+   */
+  major?: number;
   /** Target hooks only: run the README's recipe for this framework (JavaScript ESM). */
   recipe?: 'h3' | 'hapi' | 'restify';
 }
 
 export function caseName(c: Case): string {
-  const target = c.recipe
-    ? `${c.recipe} recipe`
-    : c.target === 'express'
-      ? `express${c.expressMajor ?? 5}`
-      : c.target;
+  const target = c.recipe ? `${c.recipe} recipe` : `${c.target}${c.major ?? ''}`;
   return `${target} × ${c.database} × ${c.variant}`;
 }
 
@@ -72,7 +71,7 @@ export async function createProject(c: Case): Promise<Project> {
     language: style.language,
     moduleFormat: style.moduleFormat,
     version: '0.0.0-e2e',
-    expressMajor: c.expressMajor ?? 5,
+    expressMajor: c.target === 'express' ? c.major : undefined,
   };
   const renderApp = async (name: string) => {
     const file = join(appsDir, `${name}.ts.ejs`);
@@ -136,9 +135,13 @@ export async function createProject(c: Case): Promise<Project> {
       )}\n`,
     );
   }
+  const legacy: Record<string, number | undefined> = { express: 4, koa: 2 };
+  const alias = `${c.target}${c.major}`;
   linkDependencies(
     dir,
-    c.expressMajor === 4 ? { express: 'express4', '@types/express': '@types/express4' } : {},
+    c.major !== undefined && c.major === legacy[c.target]
+      ? { [c.target]: alias, [`@types/${c.target}`]: `@types/${alias}` }
+      : {},
   );
   return {
     dir,
