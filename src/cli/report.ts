@@ -56,6 +56,13 @@ export async function dryRunText(plan: Plan, commands: readonly InstallCommand[]
   if (commands.length > 0) {
     out.push('Would run:', ...commands.map((command) => `  ${formatCommand(command)}`), '');
   }
+  if (plan.databaseChange) {
+    const { from, to } = plan.databaseChange;
+    out.push(
+      `The database changes from ${from} to ${to}: a real run asks first in a terminal, and needs --force without one.`,
+      '',
+    );
+  }
   return `${out.join('\n').trimEnd()}\n`;
 }
 

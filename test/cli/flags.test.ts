@@ -254,6 +254,11 @@ describe('bad input: one line, exit 2, nothing written', () => {
       /db-hooks\.json says database 'sqlite', --database says 'postgres': pass --force/,
     );
     const index = readFileSync(join(root, 'src/db/index.ts'), 'utf8');
+    const dry = await runCli(['-C', root, '-d', 'postgres', '--dry-run']);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /^ {2}update {2}src\/db\/index\.ts$/m);
+    assert.match(dry.stdout, /The database changes from sqlite to postgres: a real run asks first/);
+    assert.equal(readFileSync(join(root, 'src/db/index.ts'), 'utf8'), index);
     const forced = await runCli(['-C', root, '-d', 'postgres', '-y', '--no-install', '--force']);
     assert.equal(forced.code, 0, forced.stderr);
     assert.notEqual(readFileSync(join(root, 'src/db/index.ts'), 'utf8'), index);
