@@ -20,7 +20,9 @@ for (const script of benchmarks) {
 }
 
 // What `npx create-db-hooks` downloads and unpacks: the package alone, no dependencies.
-const pack = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { encoding: 'utf8' });
+const pack = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], {
+  encoding: 'utf8',
+});
 const [info] = JSON.parse(pack.stdout) as {
   size: number;
   unpackedSize: number;
