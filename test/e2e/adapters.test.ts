@@ -88,13 +88,18 @@ async function assertReleased(app: RunningApp, what: string): Promise<void> {
   assert.fail(`${what}: connections still in use: ${JSON.stringify(stats)}\n${app.output()}`);
 }
 
-async function waitForEvent(app: RunningApp, tag: string): Promise<Record<string, unknown>> {
+/** Polls /__events/<tag> until `ready` (by default: the request has finished). */
+async function waitForEvent(
+  app: RunningApp,
+  tag: string,
+  ready: (event: Record<string, unknown>) => boolean = (event) => event.done === true,
+): Promise<Record<string, unknown>> {
   let event: Record<string, unknown> = {};
-  for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(25)) {
+  for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(20)) {
     event = await getJson(`${app.url}/__events/${tag}`);
-    if (event.done) return event;
+    if (ready(event)) return event;
   }
-  assert.fail(`request ${tag} never finished: ${JSON.stringify(event)}\n${app.output()}`);
+  assert.fail(`request ${tag} never got there: ${JSON.stringify(event)}\n${app.output()}`);
 }
 
 /** PostgreSQL's view of the test database: sessions left inside a transaction. */
@@ -203,10 +208,8 @@ async function scenarios(c: Case, app: RunningApp, env: Record<string, string>):
 
   // The client hangs up while the handler awaits, inside a transaction: release waits for the
   // statement in flight, rolls back, and the handler's next statement is refused.
-  assert.equal(
-    await send(`${url}/slow?tag=gone&ms=600&tx=1`, { abortAfterMillis: 200 }),
-    'aborted',
-  );
+  const sleeping = waitForEvent(app, 'gone', (event) => event.sleeping === true);
+  assert.equal(await send(`${url}/slow?tag=gone&ms=1000&tx=1`, { abortWhen: sleeping }), 'aborted');
   const gone = await waitForEvent(app, 'gone');
   assert.equal(gone.inScope, true);
   assert.equal(gone.after, 'ScopeReleasedError', JSON.stringify(gone));

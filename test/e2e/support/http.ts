@@ -11,8 +11,8 @@ export interface Reply {
 export interface RequestOptions {
   method?: string;
   json?: unknown;
-  /** Hang up this long after sending the request. */
-  abortAfterMillis?: number;
+  /** Hang up when this promise resolves (e.g. once the handler is known to be running). */
+  abortWhen?: Promise<unknown>;
   /** Hang up as soon as the first chunk of the body arrived. */
   abortAfterFirstChunk?: boolean;
 }
@@ -32,10 +32,9 @@ export function send(url: string, options: RequestOptions = {}): Promise<Reply |
       req.destroy();
       resolve('aborted');
     };
-    if (options.abortAfterMillis !== undefined) {
-      const timer = setTimeout(hangUp, options.abortAfterMillis);
-      req.once('close', () => clearTimeout(timer));
-    }
+    options.abortWhen?.then(() => {
+      if (!req.destroyed) hangUp();
+    }, reject);
     req.once('error', (error) => {
       if (!aborted) reject(error);
     });
