@@ -24,7 +24,7 @@ function helpAfter(): string {
     'Databases:',
     ...databases.map((d) => `  ${d.id.padEnd(width)}  ${d.title}`),
     '',
-    'Exit codes: 0 done, 1 failed (or install failed), 2 bad input or a missing answer, 130 Ctrl-C.',
+    'Exit codes: 0 done, 1 failed (an install that failed, or "no" to writing), 2 bad input or a missing answer, 130 Ctrl-C.',
   ];
   return lines.join('\n');
 }

@@ -10,8 +10,8 @@ import { findDatabase, findTarget, type TargetId } from './targets.js';
 const verbs: Record<FileStatus, string> = {
   created: 'create',
   updated: 'update',
-  unchanged: 'keep  ',
-  skipped: 'skip  ',
+  unchanged: 'keep',
+  skipped: 'skip',
 };
 
 function skipNote(file: PlannedFile): string {
@@ -24,7 +24,7 @@ function skipNote(file: PlannedFile): string {
 export function planLines(plan: Plan): string[] {
   return plan.files.map(
     (file) =>
-      `  ${verbs[file.status]}  ${file.path}${file.status === 'skipped' ? skipNote(file) : ''}`,
+      `  ${verbs[file.status].padEnd(6)}  ${file.path}${file.status === 'skipped' ? skipNote(file) : ''}`,
   );
 }
 
@@ -44,7 +44,7 @@ export async function dryRunText(plan: Plan, commands: readonly InstallCommand[]
       undefined,
       { context: 3 },
     );
-    // createTwoFilesPatch starts with an "Index:"-less header; drop its ==== separator line.
+    // Drop the ==== separator line createTwoFilesPatch puts above the ---/+++ header.
     const body = patch
       .split('\n')
       .filter((line) => !/^={5,}$/.test(line))
