@@ -58,7 +58,9 @@ function renderPrecompiled(relativePath: string, source: string, locals: object)
     compiledCache.set(relativePath, fn);
   }
   return fn(locals, undefined, (path, data) => {
-    const included = posix.join(posix.dirname(relativePath), path);
+    // As EJS does: relative to the including template, `.ejs` added when there is no extension.
+    const named = posix.extname(path) === '' ? `${path}.ejs` : path;
+    const included = posix.join(posix.dirname(relativePath), named);
     const includedSource = precompiledTemplates?.[included];
     if (includedSource === undefined) throw new Error(`Template not found: ${included}`);
     return renderPrecompiled(included, includedSource, { ...locals, ...data });
