@@ -145,7 +145,14 @@ export function finalReport({
     }
   }
   if (plan.databaseChange) {
-    const old = findDatabase(plan.databaseChange.from);
+    const { from, to } = plan.databaseChange;
+    const index = plan.files.find((file) => file.kind === 'index');
+    if (index?.status === 'skipped') {
+      steps.push(
+        `${index.path} was edited, so it still sets up ${from}: switch it to ${to} by hand, or re-run with --force to regenerate it.`,
+      );
+    }
+    const old = findDatabase(from);
     if (old) {
       steps.push(
         `The ${old.id} driver file ${answers.dir}/${old.runtimeFile}.* is no longer used; delete it when ready.`,

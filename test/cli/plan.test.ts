@@ -14,6 +14,7 @@ import {
 } from '../../src/cli/manifest.ts';
 import { buildPlan, fileStatus, filesToWrite } from '../../src/cli/plan.ts';
 import type { GeneratedFile } from '../../src/cli/render.ts';
+import { finalReport } from '../../src/cli/report.ts';
 
 function facts(overrides: Partial<ProjectFacts> = {}): ProjectFacts {
   return {
@@ -309,6 +310,42 @@ describe('buildPlan', () => {
     assert.ok(plan.files.some((f) => f.path === 'tsconfig.json'));
     // The app and package.json are the user's from the start: not tracked in the manifest.
     assert.deepEqual(Object.keys(plan.manifest.files), []);
+  });
+});
+
+describe('final report', () => {
+  test('a confirmed database switch with an edited index says the index still uses the old one', () => {
+    const old = manifest({
+      database: 'sqlite',
+      files: { 'src/db/index.ts': hashContent('sqlite index\n') },
+    });
+    const plan = buildPlan({
+      facts: facts({ manifest: old, installed: new Set(['pg', '@types/pg']) }),
+      answers: {
+        targets: ['express'],
+        database: 'postgres',
+        language: 'ts',
+        moduleFormat: 'esm',
+        dir: 'src/db',
+        newApp: false,
+      },
+      force: false,
+      version: '0.1.0',
+      rendered: [{ path: 'src/db/index.ts', content: 'postgres index\n', kind: 'index' }],
+      current: new Map([['src/db/index.ts', 'my own sqlite index\n']]),
+    });
+    const text = finalReport({
+      plan,
+      packageManager: 'npm',
+      pendingInstall: [],
+      invokedFrom: '/project',
+    });
+    assert.match(text, /^Skipped \(edited; --force overwrites\)\n {2}src\/db\/index\.ts$/m);
+    assert.match(
+      text,
+      /src\/db\/index\.ts was edited, so it still sets up sqlite: switch it to postgres by hand, or re-run with --force/,
+    );
+    assert.match(text, /The sqlite driver file src\/db\/runtime-sqlite\.\* is no longer used/);
   });
 });
 
