@@ -90,7 +90,8 @@ export const targets = [
     title: 'Web fetch handlers (wraps (Request) => Response, like ASGI middleware)',
     detectedBy: [],
     dependencies: [],
-    frameworkDependencies: [],
+    // Only the sample app needs it: Node has no built-in server for fetch handlers.
+    frameworkDependencies: [{ name: '@hono/node-server', version: '^1.14.0' }],
     exports: ['withDatabase'],
     usage: 'export default { fetch: withDatabase(handler) }',
   },
