@@ -71,6 +71,33 @@ export async function baselineDriver() {
   return { kind: 'sqlite', connection, user: connection.prepare(sql.user) };
 }
 
+/**
+ * The hand-written baseline's checkout, done correctly: release once the response closes, but
+ * only after the request's statement in flight settles, so a client that hangs up mid-query
+ * never hands a busy connection to the next request.
+ */
+export async function checkout(pool) {
+  const client = await pool.connect();
+  let inFlight = Promise.resolve();
+  let released = false;
+  return {
+    query(sql, params) {
+      if (released) return Promise.reject(new Error('connection already released'));
+      const result = client.query(sql, params);
+      inFlight = result.then(
+        () => {},
+        () => {},
+      );
+      return result;
+    },
+    release() {
+      if (released) return;
+      released = true;
+      inFlight.then(() => client.release());
+    },
+  };
+}
+
 /** The soak routes' work, written once against the runtime API. */
 export const work = {
   async user(db, id) {

@@ -1,5 +1,14 @@
 import express from 'express';
-import { baselineDriver, listening, loadGenerated, mode, port, sql, work } from './common.mjs';
+import {
+  baselineDriver,
+  checkout,
+  listening,
+  loadGenerated,
+  mode,
+  port,
+  sql,
+  work,
+} from './common.mjs';
 
 const app = express();
 app.use(express.json());
@@ -21,7 +30,7 @@ if (mode === 'generated') {
   if (driver.kind === 'postgres') {
     app.use(async (req, res, next) => {
       try {
-        req.client = await driver.pool.connect();
+        req.client = await checkout(driver.pool);
       } catch (error) {
         return next(error);
       }

@@ -1,6 +1,7 @@
 import Fastify from 'fastify';
 import {
   baselineDriver,
+  checkout,
   listening,
   loadGenerated,
   mode,
@@ -36,10 +37,11 @@ if (mode === 'generated') {
 } else {
   const driver = await baselineDriver();
   if (driver.kind === 'postgres') {
-    app.addHook('onRequest', async (req) => {
-      req.client = await driver.pool.connect();
-      // onResponse does not run for aborted requests; the raw 'close' event does, every time.
-      req.raw.once('close', () => req.client.release());
+    app.addHook('onRequest', async (req, reply) => {
+      req.client = await checkout(driver.pool);
+      // onResponse does not run for aborted requests; the response's 'close' event does, every
+      // time. (The request's own 'close' comes as soon as its body was read: too early.)
+      reply.raw.once('close', () => req.client.release());
     });
     app.get('/users/:id', async (req) => {
       const { rows } = await req.client.query(sql.user, [Number(req.params.id)]);

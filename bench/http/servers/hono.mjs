@@ -1,6 +1,15 @@
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
-import { baselineDriver, listening, loadGenerated, mode, port, sql, work } from './common.mjs';
+import {
+  baselineDriver,
+  checkout,
+  listening,
+  loadGenerated,
+  mode,
+  port,
+  sql,
+  work,
+} from './common.mjs';
 
 const app = new Hono();
 app.onError((error, c) => c.json({ error: error.message }, error.status ?? 500));
@@ -17,7 +26,7 @@ if (mode === 'generated') {
   const driver = await baselineDriver();
   if (driver.kind === 'postgres') {
     app.use(async (c, next) => {
-      const client = await driver.pool.connect();
+      const client = await checkout(driver.pool);
       c.set('client', client);
       // The node response's 'close' fires once the body is sent or the client went away.
       c.env.outgoing.once('close', () => client.release());

@@ -1,5 +1,14 @@
 import Koa from 'koa';
-import { baselineDriver, listening, loadGenerated, mode, port, sql, work } from './common.mjs';
+import {
+  baselineDriver,
+  checkout,
+  listening,
+  loadGenerated,
+  mode,
+  port,
+  sql,
+  work,
+} from './common.mjs';
 
 const app = new Koa();
 const route = (method, pattern, handler) => async (ctx, next) => {
@@ -28,7 +37,7 @@ if (mode === 'generated') {
   const driver = await baselineDriver();
   if (driver.kind === 'postgres') {
     app.use(async (ctx, next) => {
-      ctx.state.client = await driver.pool.connect();
+      ctx.state.client = await checkout(driver.pool);
       ctx.res.once('close', () => ctx.state.client.release());
       await next();
     });

@@ -1,5 +1,14 @@
 import { createServer } from 'node:http';
-import { baselineDriver, listening, loadGenerated, mode, port, sql, work } from './common.mjs';
+import {
+  baselineDriver,
+  checkout,
+  listening,
+  loadGenerated,
+  mode,
+  port,
+  sql,
+  work,
+} from './common.mjs';
 
 function send(res, status, body) {
   const text = JSON.stringify(body ?? null);
@@ -44,7 +53,7 @@ if (process.argv[1] === new URL(import.meta.url).pathname) {
         ? async (req, res) => {
             let client;
             try {
-              client = await driver.pool.connect();
+              client = await checkout(driver.pool);
             } catch (error) {
               return send(res, 503, { error: error.message });
             }
