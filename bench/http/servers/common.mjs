@@ -72,15 +72,15 @@ export async function baselineDriver() {
 }
 
 /**
- * The hand-written baseline's checkout, done correctly: release once the response closes, but
- * only after the request's statement in flight settles, so a client that hangs up mid-query
- * never hands a busy connection to the next request.
+ * The hand-written baseline's checkout, done correctly: the release is tied to the response's
+ * 'close' before the checkout starts (a client that hangs up while waiting for the pool must not
+ * leak the connection it is about to get), and it waits for the statement in flight, so a busy
+ * connection is never handed to the next request.
  */
-export async function checkout(pool) {
-  const client = await pool.connect();
+export function checkoutFor(pool, response) {
   let inFlight = Promise.resolve();
   let released = false;
-  return {
+  const checkedOut = pool.connect().then((client) => ({
     query(sql, params) {
       if (released) return Promise.reject(new Error('connection already released'));
       const result = client.query(sql, params);
@@ -90,12 +90,16 @@ export async function checkout(pool) {
       );
       return result;
     },
-    release() {
-      if (released) return;
-      released = true;
-      inFlight.then(() => client.release());
-    },
-  };
+    client,
+  }));
+  response.once('close', () => {
+    released = true;
+    checkedOut.then(
+      ({ client }) => inFlight.then(() => client.release()),
+      () => {},
+    );
+  });
+  return checkedOut;
 }
 
 /** The soak routes' work, written once against the runtime API. */

@@ -1,7 +1,7 @@
 import express from 'express';
 import {
   baselineDriver,
-  checkout,
+  checkoutFor,
   listening,
   loadGenerated,
   mode,
@@ -30,11 +30,10 @@ if (mode === 'generated') {
   if (driver.kind === 'postgres') {
     app.use(async (req, res, next) => {
       try {
-        req.client = await checkout(driver.pool);
+        req.client = await checkoutFor(driver.pool, res);
       } catch (error) {
         return next(error);
       }
-      res.once('close', () => req.client.release());
       next();
     });
     app.get('/users/:id', async (req, res) => {

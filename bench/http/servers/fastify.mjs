@@ -1,7 +1,7 @@
 import Fastify from 'fastify';
 import {
   baselineDriver,
-  checkout,
+  checkoutFor,
   listening,
   loadGenerated,
   mode,
@@ -38,10 +38,9 @@ if (mode === 'generated') {
   const driver = await baselineDriver();
   if (driver.kind === 'postgres') {
     app.addHook('onRequest', async (req, reply) => {
-      req.client = await checkout(driver.pool);
       // onResponse does not run for aborted requests; the response's 'close' event does, every
       // time. (The request's own 'close' comes as soon as its body was read: too early.)
-      reply.raw.once('close', () => req.client.release());
+      req.client = await checkoutFor(driver.pool, reply.raw);
     });
     app.get('/users/:id', async (req) => {
       const { rows } = await req.client.query(sql.user, [Number(req.params.id)]);

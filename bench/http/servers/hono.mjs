@@ -2,7 +2,7 @@ import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import {
   baselineDriver,
-  checkout,
+  checkoutFor,
   listening,
   loadGenerated,
   mode,
@@ -26,10 +26,8 @@ if (mode === 'generated') {
   const driver = await baselineDriver();
   if (driver.kind === 'postgres') {
     app.use(async (c, next) => {
-      const client = await checkout(driver.pool);
-      c.set('client', client);
       // The node response's 'close' fires once the body is sent or the client went away.
-      c.env.outgoing.once('close', () => client.release());
+      c.set('client', await checkoutFor(driver.pool, c.env.outgoing));
       await next();
     });
     app.get('/users/:id', async (c) => {

@@ -1,7 +1,7 @@
 import Koa from 'koa';
 import {
   baselineDriver,
-  checkout,
+  checkoutFor,
   listening,
   loadGenerated,
   mode,
@@ -37,8 +37,7 @@ if (mode === 'generated') {
   const driver = await baselineDriver();
   if (driver.kind === 'postgres') {
     app.use(async (ctx, next) => {
-      ctx.state.client = await checkout(driver.pool);
-      ctx.res.once('close', () => ctx.state.client.release());
+      ctx.state.client = await checkoutFor(driver.pool, ctx.res);
       await next();
     });
     app.use(

@@ -1,7 +1,7 @@
 import { createServer } from 'node:http';
 import {
   baselineDriver,
-  checkout,
+  checkoutFor,
   listening,
   loadGenerated,
   mode,
@@ -53,11 +53,10 @@ if (process.argv[1] === new URL(import.meta.url).pathname) {
         ? async (req, res) => {
             let client;
             try {
-              client = await checkout(driver.pool);
+              client = await checkoutFor(driver.pool, res);
             } catch (error) {
               return send(res, 503, { error: error.message });
             }
-            res.once('close', () => client.release());
             const id = Number(req.url.split('/')[2]);
             const { rows } = await client.query(sql.user, [id]);
             send(res, 200, rows[0]);
