@@ -57,9 +57,12 @@ if (process.argv[1] === new URL(import.meta.url).pathname) {
             } catch (error) {
               return send(res, 503, { error: error.message });
             }
-            const id = Number(req.url.split('/')[2]);
-            const { rows } = await client.query(sql.user, [id]);
-            send(res, 200, rows[0]);
+            try {
+              const { rows } = await client.query(sql.user, [Number(req.url.split('/')[2])]);
+              send(res, 200, rows[0]);
+            } catch (error) {
+              if (!res.headersSent) send(res, 500, { error: error.message });
+            }
           }
         : (req, res) => send(res, 200, driver.user.get(Number(req.url.split('/')[2])));
   }
