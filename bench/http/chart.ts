@@ -12,8 +12,8 @@ export function ratioChart(bars: RatioBar[]): string {
   const plotWidth = 420;
   const top = 30;
   const height = top + bars.length * rowHeight + 30;
-  const min = 0.8;
-  const max = 1.2;
+  const min = 0.5;
+  const max = 1.1;
   const x = (ratio: number) =>
     labelWidth + ((Math.min(Math.max(ratio, min), max) - min) / (max - min)) * plotWidth;
   const escapeXml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
