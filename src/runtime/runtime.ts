@@ -69,12 +69,19 @@ export class DbHooksError extends Error {
   }
 }
 
-/** No connection became free in time. Web frameworks answer 503 (status/expose below). */
-export class PoolTimeoutError extends DbHooksError {
+/**
+ * The database cannot serve this request now but may soon: the pool is exhausted or closed, or
+ * the server is unreachable. Web frameworks answer 503 (status/statusCode/expose below), and
+ * adapters test for this class rather than for each case.
+ */
+export class ServiceUnavailableError extends DbHooksError {
   readonly status = 503;
   readonly statusCode = 503;
   readonly expose = true;
+}
 
+/** No connection became free in time. */
+export class PoolTimeoutError extends ServiceUnavailableError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('POOL_TIMEOUT', message, options);
     this.name = 'PoolTimeoutError';
@@ -82,11 +89,7 @@ export class PoolTimeoutError extends DbHooksError {
 }
 
 /** The pool was closed with closePool(); typically the server is shutting down. */
-export class PoolClosedError extends DbHooksError {
-  readonly status = 503;
-  readonly statusCode = 503;
-  readonly expose = true;
-
+export class PoolClosedError extends ServiceUnavailableError {
   constructor(
     message = 'The connection pool is closed (closePool() was called), so no connection can be ' +
       'checked out. Stop serving requests before closing the pool, or create a new database object.',
@@ -101,11 +104,7 @@ export class PoolClosedError extends DbHooksError {
  * restart, a killed backend, a network failure). Answered as 503: a retry can succeed once the
  * server is back, and the pool replaces broken connections by itself.
  */
-export class DatabaseUnavailableError extends DbHooksError {
-  readonly status = 503;
-  readonly statusCode = 503;
-  readonly expose = true;
-
+export class DatabaseUnavailableError extends ServiceUnavailableError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('DATABASE_UNAVAILABLE', message, options);
     this.name = 'DatabaseUnavailableError';
