@@ -32,7 +32,15 @@ describe('PostgreSQL restarted in the middle of a load run', () => {
   });
   after(() => server.stop());
 
-  for (const framework of ['express', 'fastify'] as const) {
+  for (const framework of [
+    'express',
+    'fastify',
+    'koa',
+    'hono',
+    'node-http',
+    'fetch',
+    'hooks',
+  ] as const) {
     test(`${framework}: 503 only while the server is down, then every request succeeds`, async () => {
       const env = await prepareDatabase('postgres', server.url);
       const app = await startServer(framework, 'generated', 'postgres', {
