@@ -49,6 +49,22 @@ const ROWS = 1000;
 
 type Op = (i: number) => Promise<unknown>;
 
+/** What every framework adapter does per request: scope, check out, one query, release. */
+function scoped(
+  db: InstanceType<typeof SqliteDatabase | typeof PostgresDatabase>,
+  sql: string,
+): Op {
+  return async (id) => {
+    const scope = db.createScope();
+    try {
+      await scope.connect();
+      return await scope.run(() => db.get(sql, [id]));
+    } finally {
+      await scope.release();
+    }
+  };
+}
+
 interface Sample {
   /** Wall-clock µs per operation. */
   wall: number;
@@ -170,15 +186,7 @@ async function benchPostgres(): Promise<Result[]> {
         client.release();
       }
     };
-    const runtime: Op = async (id) => {
-      const scope = db.createScope();
-      try {
-        await scope.connect();
-        return await scope.run(() => db.get(sql, [id]));
-      } finally {
-        await scope.release();
-      }
-    };
+    const runtime = scoped(db, sql);
     return [
       await compare('PostgreSQL, 1 request at a time', raw, runtime, 20, 1),
       await compare('PostgreSQL, 10 requests in flight', raw, runtime, 100, 10),
@@ -206,15 +214,7 @@ async function benchSqlite(): Promise<Result[]> {
   try {
     // The raw side is as cheap as SQLite gets: one connection, one prepared statement.
     const raw: Op = async (id) => statement.get(id);
-    const runtime: Op = async (id) => {
-      const scope = db.createScope();
-      try {
-        await scope.connect();
-        return await scope.run(() => db.get(sql, [id]));
-      } finally {
-        await scope.release();
-      }
-    };
+    const runtime = scoped(db, sql);
     // The floor for any per-request context on Node 20: the raw query inside its own
     // AsyncLocalStorage.run(), which the adapters need whatever the runtime does.
     const storage = new AsyncLocalStorage<object>();

@@ -10,6 +10,19 @@ import { makeProject, tempDir, writeTree } from './helpers.ts';
 
 const noAgent = { npm_config_user_agent: '' };
 
+/** A valid manifest with `overrides` applied: each broken case changes one field. */
+function manifest(overrides: Record<string, unknown>): Record<string, unknown> {
+  return {
+    version: '1',
+    language: 'ts',
+    moduleFormat: 'esm',
+    database: 'sqlite',
+    dir: 'db',
+    targets: [],
+    ...overrides,
+  };
+}
+
 describe('detectProject', () => {
   test('a bare JavaScript CommonJS project with no lockfile', () => {
     const root = makeProject();
@@ -137,62 +150,24 @@ describe('detectProject', () => {
     ],
     [
       'manifest with an unknown database',
-      () =>
-        makeProject({
-          'db-hooks.json': {
-            version: '1',
-            language: 'ts',
-            moduleFormat: 'esm',
-            database: 'mysql',
-            dir: 'db',
-            targets: [],
-          },
-        }),
+      () => makeProject({ 'db-hooks.json': manifest({ database: 'mysql' }) }),
       /"database" is 'mysql', expected 'sqlite' or 'postgres'/,
     ],
     [
       'manifest with an unknown target',
-      () =>
-        makeProject({
-          'db-hooks.json': {
-            version: '1',
-            language: 'ts',
-            moduleFormat: 'esm',
-            database: 'sqlite',
-            dir: 'db',
-            targets: ['django'],
-          },
-        }),
+      () => makeProject({ 'db-hooks.json': manifest({ targets: ['django'] }) }),
       /unknown target 'django'.*express, fastify/,
     ],
     [
       'manifest dir outside the project',
-      () =>
-        makeProject({
-          'db-hooks.json': {
-            version: '1',
-            language: 'ts',
-            moduleFormat: 'esm',
-            database: 'sqlite',
-            dir: '../x',
-            targets: [],
-          },
-        }),
+      () => makeProject({ 'db-hooks.json': manifest({ dir: '../x' }) }),
       /"dir" '\.\.\/x' is outside the project/,
     ],
     [
       'manifest file path outside the project',
       () =>
         makeProject({
-          'db-hooks.json': {
-            version: '1',
-            language: 'ts',
-            moduleFormat: 'esm',
-            database: 'sqlite',
-            dir: 'db',
-            targets: [],
-            files: { '/etc/passwd': `sha256-${'0'.repeat(64)}` },
-          },
+          'db-hooks.json': manifest({ files: { '/etc/passwd': `sha256-${'0'.repeat(64)}` } }),
         }),
       /file '\/etc\/passwd' is outside the project/,
     ],
