@@ -9,7 +9,7 @@
  * the event loop. WAL mode lets reads run on their own connections meanwhile.
  */
 import BetterSqlite3 from 'better-sqlite3';
-import type { Params, PoolStats, StatementMode } from './runtime.js';
+import type { Params, PoolStats, StatementCallback, StatementMode } from './runtime.js';
 import { Database, DONE, PoolClosedError, PoolTimeoutError } from './runtime.js';
 
 export interface SqliteOptions {
@@ -139,8 +139,8 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     return this.closing;
   }
 
-  // acquire, releaseConnection and execute are not async: an async function costs a promise or
-  // two per call, which is much of the runtime's overhead on a query that takes microseconds.
+  // acquire and releaseConnection are not async: an async function costs a promise or two per
+  // call, which is much of the runtime's overhead on a query that takes microseconds.
   protected acquireNow(): SqliteConnection | undefined {
     if (this.closing !== undefined) return undefined;
     return this.idle.pop();
@@ -185,30 +185,43 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     mode: StatementMode,
     sql: string,
     params: Params | undefined,
-  ): Promise<unknown> {
+    callback: StatementCallback,
+  ): void {
+    let result: unknown;
     try {
       const statement = this.prepare(conn, sql);
       // Reads never wait. Inside a transaction this connection already holds the write lock.
-      if (statement.readonly || conn.handle.inTransaction) {
-        return Promise.resolve(runStatement(statement, mode, params));
+      // A write while nobody holds the lock runs now: nothing else can run until it returns.
+      if (!statement.readonly && !conn.handle.inTransaction && this.writeLocked) {
+        this.writeWhenUnlocked(statement, mode, params, callback);
+        return;
       }
-      return this.write(statement, mode, params);
+      result = runStatement(statement, mode, params);
     } catch (error) {
-      return Promise.reject(error);
+      callback(error);
+      return;
     }
+    callback(null, result);
   }
 
-  private async write(
+  private writeWhenUnlocked(
     statement: BetterSqlite3.Statement,
     mode: StatementMode,
     params: Params | undefined,
-  ): Promise<unknown> {
-    await this.lockForWriting();
-    try {
-      return runStatement(statement, mode, params);
-    } finally {
+    callback: StatementCallback,
+  ): void {
+    this.lockForWriting().then(() => {
+      let result: unknown;
+      try {
+        result = runStatement(statement, mode, params);
+      } catch (error) {
+        this.unlockForWriting();
+        callback(error);
+        return;
+      }
       this.unlockForWriting();
-    }
+      callback(null, result);
+    }, callback);
   }
 
   protected async begin(conn: SqliteConnection): Promise<void> {

@@ -43,12 +43,24 @@ export interface RequestScope {
   /** Checks a connection out for this request now. Rejects with PoolTimeoutError or PoolClosedError. */
   connect(): Promise<void>;
   /**
+   * The same with a callback, called with no argument once the connection is checked out, or
+   * with the error. When a connection is free it is called at once, before connect() returns,
+   * so code it runs stays inside the caller's scope.run() and no promise is made.
+   */
+  connect(callback: (error?: Error) => void): void;
+  /**
    * Gives the connection back. Safe to call more than once and at any time (e.g. on the
    * response's 'close' event): it waits for the statement in flight, rolls back an open
-   * transaction, then returns the connection to the pool exactly once.
+   * transaction, then returns the connection to the pool exactly once. Never rejects.
    */
   release(): Promise<void>;
 }
+
+/**
+ * How a driver reports a statement's outcome, exactly once: `(null, result)` or `(error)`.
+ * Possibly before execute() returns: SQLite answers synchronously.
+ */
+export type StatementCallback = (error: unknown, result?: unknown) => void;
 
 export type StatementMode = 'all' | 'get' | 'run';
 
@@ -141,7 +153,8 @@ class ScopeState<Conn> {
   depth = 0;
   /** Database calls in flight, so release() can wait for them before returning the connection. */
   active = 0;
-  whenIdle: (() => void)[] = [];
+  /** Who waits for `active` to reach 0 (release() does); allocated when first needed. */
+  whenIdle: (() => void)[] | undefined = undefined;
   released = false;
 }
 
@@ -167,13 +180,18 @@ export abstract class Database<Conn> {
   protected abstract acquire(): Promise<Conn>;
   /** Returns a connection to the pool, rolling back first if it is still inside a transaction. */
   protected abstract releaseConnection(conn: Conn, inTransaction: boolean): Promise<void>;
-  /** Runs one statement: 'all' → rows, 'get' → first row or undefined, 'run' → RunResult. */
+  /**
+   * Runs one statement and calls back with 'all' → rows, 'get' → first row or undefined,
+   * 'run' → RunResult. A callback rather than a promise: the base class makes the one promise
+   * a statement costs (on Node 20 each promise costs a hook call while AsyncLocalStorage is on).
+   */
   protected abstract execute(
     conn: Conn,
     mode: StatementMode,
     sql: string,
     params: Params | undefined,
-  ): Promise<unknown>;
+    callback: StatementCallback,
+  ): void;
   /** A connection free right now, without waiting, or undefined. Optional: skips a few promises. */
   protected acquireNow(): Conn | undefined {
     return undefined;
@@ -183,15 +201,15 @@ export abstract class Database<Conn> {
   abstract closePool(): Promise<void>;
 
   protected async begin(conn: Conn): Promise<void> {
-    await this.execute(conn, 'run', 'BEGIN', undefined);
+    await this.executeAsync(conn, 'run', 'BEGIN');
   }
 
   protected async commit(conn: Conn): Promise<void> {
-    await this.execute(conn, 'run', 'COMMIT', undefined);
+    await this.executeAsync(conn, 'run', 'COMMIT');
   }
 
   protected async rollback(conn: Conn): Promise<void> {
-    await this.execute(conn, 'run', 'ROLLBACK', undefined);
+    await this.executeAsync(conn, 'run', 'ROLLBACK');
   }
 
   /** Binds a connection to the current request. Returns false if reused (reuseIfOpen). */
@@ -293,7 +311,7 @@ export abstract class Database<Conn> {
     try {
       await this.track(scope, async () => {
         if (depth === 0) await this.begin(conn);
-        else await this.execute(conn, 'run', `SAVEPOINT ${savepoint}`, undefined);
+        else await this.executeAsync(conn, 'run', `SAVEPOINT ${savepoint}`);
       });
     } catch (error) {
       if (scope.conn === conn) scope.depth = depth;
@@ -310,8 +328,8 @@ export abstract class Database<Conn> {
           try {
             if (depth === 0) await this.rollback(conn);
             else {
-              await this.execute(conn, 'run', `ROLLBACK TO SAVEPOINT ${savepoint}`, undefined);
-              await this.execute(conn, 'run', `RELEASE SAVEPOINT ${savepoint}`, undefined);
+              await this.executeAsync(conn, 'run', `ROLLBACK TO SAVEPOINT ${savepoint}`);
+              await this.executeAsync(conn, 'run', `RELEASE SAVEPOINT ${savepoint}`);
             }
           } catch {
             // The connection is broken; the driver destroys it on return. Report fn's error.
@@ -327,7 +345,7 @@ export abstract class Database<Conn> {
     await this.track(scope, async () => {
       try {
         if (depth === 0) await this.commit(conn);
-        else await this.execute(conn, 'run', `RELEASE SAVEPOINT ${savepoint}`, undefined);
+        else await this.executeAsync(conn, 'run', `RELEASE SAVEPOINT ${savepoint}`);
       } finally {
         scope.depth = depth;
       }
@@ -343,15 +361,25 @@ export abstract class Database<Conn> {
     const handle = {
       released: false,
       run: <T>(fn: () => T): T => this.frames.run(frame, fn),
-      connect: () => {
-        if (scope.released) return Promise.reject(new ScopeReleasedError());
-        if (scope.conn !== undefined) return DONE;
-        return scope.opening ?? this.open(scope);
-      },
+      connect: ((callback?: (error?: Error) => void): Promise<void> | undefined => {
+        const connecting: Promise<void> = scope.released
+          ? Promise.reject(new ScopeReleasedError())
+          : scope.conn !== undefined
+            ? DONE
+            : (scope.opening ?? this.open(scope));
+        if (callback === undefined) return connecting;
+        // open() fills conn at once when a connection is free: no promise, no tick.
+        if (scope.conn !== undefined && !scope.released) callback();
+        else connecting.then(() => callback(), (error: Error) => callback(error));
+        return undefined;
+      }) as RequestScope['connect'],
       release: () => {
-        handle.released = true;
-        scope.released = true;
-        releasing ??= this.detach(scope);
+        if (releasing === undefined) {
+          handle.released = true;
+          scope.released = true;
+          releasing = this.detach(scope);
+          if (releasing !== DONE) releasing = releasing.catch(reportReleaseError);
+        }
         return releasing;
       },
     };
@@ -361,12 +389,41 @@ export abstract class Database<Conn> {
   // Not async, like the few methods below: each async layer costs a promise per statement.
   private statement(mode: StatementMode, sql: string, params: Params | undefined) {
     const scope = this.frames.getStore()?.scope;
-    if (scope === undefined) return this.borrow((conn) => this.execute(conn, mode, sql, params));
+    if (scope === undefined)
+      return this.borrow((conn) => this.executeAsync(conn, mode, sql, params));
     const conn = scope.conn;
     if (conn !== undefined && !scope.released) {
-      return this.track(scope, () => this.execute(conn, mode, sql, params));
+      // One promise; counted in flight until the driver calls back, so release() waits for it.
+      scope.active++;
+      return new Promise((resolve, reject) => {
+        const callback: StatementCallback = (error, result) => {
+          this.settle(scope);
+          if (error === null) resolve(result);
+          else reject(error);
+        };
+        try {
+          this.execute(conn, mode, sql, params, callback);
+        } catch (error) {
+          callback(error);
+        }
+      });
     }
     return this.statementWithoutConnection(scope, mode, sql, params);
+  }
+
+  /** A statement as a promise, outside the per-request fast path. */
+  private executeAsync(
+    conn: Conn,
+    mode: StatementMode,
+    sql: string,
+    params?: Params,
+  ): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      this.execute(conn, mode, sql, params, (error, result) => {
+        if (error === null) resolve(result);
+        else reject(error);
+      });
+    });
   }
 
   private async statementWithoutConnection(
@@ -380,7 +437,9 @@ export abstract class Database<Conn> {
       await scope.opening.catch(() => {});
       if (scope.conn !== undefined) return this.statement(mode, sql, params);
     }
-    return this.track(scope, () => this.borrow((conn) => this.execute(conn, mode, sql, params)));
+    return this.track(scope, () =>
+      this.borrow((conn) => this.executeAsync(conn, mode, sql, params)),
+    );
   }
 
   /** A connection for one statement (or one transaction) outside any open connection. */
@@ -416,29 +475,35 @@ export abstract class Database<Conn> {
     return scope.opening;
   }
 
-  private async checkOut(scope: ScopeState<Conn>): Promise<void> {
+  private checkOut(scope: ScopeState<Conn>): Promise<void> {
     scope.active++; // counts as in flight: release() waits for the checkout to finish
-    try {
-      const conn = await this.acquire();
-      // Released while we waited for the pool (e.g. the client went away): give it straight back.
-      if (scope.released) {
-        await this.releaseConnection(conn, false);
-        throw new ScopeReleasedError();
-      }
-      scope.conn = conn;
-      scope.depth = 0;
-    } finally {
-      scope.opening = undefined;
-      this.settle(scope);
-    }
+    return this.acquire().then(
+      (conn) => {
+        scope.opening = undefined;
+        // Released while we waited for the pool (e.g. the client went away): give it straight back.
+        if (scope.released) {
+          void this.releaseConnection(conn, false);
+          this.settle(scope);
+          throw new ScopeReleasedError();
+        }
+        scope.conn = conn;
+        scope.depth = 0;
+        this.settle(scope);
+      },
+      (error: unknown) => {
+        scope.opening = undefined;
+        this.settle(scope);
+        throw error;
+      },
+    );
   }
 
   /** Waits for calls in flight, then returns the scope's connection (once: `conn` is cleared first). */
   private detach(scope: ScopeState<Conn>): Promise<void> {
     if (scope.active > 0) {
-      return new Promise<void>((resolve) => scope.whenIdle.push(resolve)).then(() =>
-        this.detach(scope),
-      );
+      scope.whenIdle ??= [];
+      const waiting = scope.whenIdle;
+      return new Promise<void>((resolve) => waiting.push(resolve)).then(() => this.detach(scope));
     }
     const conn = scope.conn;
     if (conn === undefined) return DONE;
@@ -472,8 +537,15 @@ export abstract class Database<Conn> {
 
   private settle(scope: ScopeState<Conn>): void {
     scope.active--;
-    if (scope.active === 0 && scope.whenIdle.length > 0) {
-      for (const resolve of scope.whenIdle.splice(0)) resolve();
+    if (scope.active === 0 && scope.whenIdle !== undefined) {
+      const waiting = scope.whenIdle;
+      scope.whenIdle = undefined;
+      for (const resolve of waiting) resolve();
     }
   }
+}
+
+/** release() never rejects; a failure to return a connection is a bug worth seeing in the logs. */
+function reportReleaseError(error: unknown): void {
+  console.error('db-hooks: could not return the connection to the pool:', error);
 }

@@ -2,7 +2,7 @@
 // is idempotent, and returns the connection exactly once, whenever it is called.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ScopeReleasedError } from '../../src/runtime/runtime.ts';
+import { PoolTimeoutError, ScopeReleasedError } from '../../src/runtime/runtime.ts';
 import type { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
 import type { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
 import { kinds, openPostgres, openSqlite, sleep, withDatabase } from './databases.ts';
@@ -153,8 +153,72 @@ for (const kind of kinds) {
         assert.deepEqual(db.stats(), { total: 1, idle: 1, inUse: 0, waiting: 0 });
       });
     });
+
+    test('connect(callback) calls back with the connection, or with the typed error', async () => {
+      await withDatabase(kind, { max: 1, acquireTimeoutMillis: 100 }, async ({ db }) => {
+        const holder = db.createScope();
+        const connected = await new Promise<unknown>((resolve) =>
+          holder.run(() => holder.connect(resolve)),
+        );
+        assert.equal(connected, undefined);
+        assert.equal(db.stats().inUse, 1);
+        // The callback runs inside the caller's scope.run(): what it starts sees the connection.
+        const row = await new Promise((resolve, reject) =>
+          holder.run(() => holder.connect(() => db.get('SELECT 1 AS one').then(resolve, reject))),
+        );
+        assert.deepEqual(row, { one: 1 });
+
+        const waiting = db.createScope();
+        const failure = await new Promise<unknown>((resolve) => waiting.connect(resolve));
+        assert.ok(failure instanceof PoolTimeoutError, `got ${String(failure)}`);
+        waiting.release();
+
+        await holder.release();
+        const late = await new Promise<unknown>((resolve) => holder.connect(resolve));
+        assert.ok(late instanceof ScopeReleasedError);
+        assert.equal(db.stats().inUse, 0);
+      });
+    });
   });
 }
+
+test('sqlite: with a free connection, connect(callback) calls back before it returns', async () => {
+  const { db, cleanup } = await openSqlite();
+  try {
+    await db.connectionContext(() => db.get('SELECT 1')); // one idle connection in the pool
+    const scope = db.createScope();
+    const order: string[] = [];
+    scope.run(() => scope.connect(() => order.push('callback')));
+    order.push('returned');
+    assert.deepEqual(order, ['callback', 'returned']);
+    assert.equal(db.stats().inUse, 1);
+    await scope.release();
+    assert.equal(db.stats().inUse, 0);
+  } finally {
+    await cleanup();
+  }
+});
+
+test('release() resolves even when returning the connection fails, and reports it', async () => {
+  // The connection never goes back, so closing the pool waits only briefly for it.
+  const { db, cleanup } = await openSqlite({ closeTimeoutMillis: 50 });
+  const logged: unknown[][] = [];
+  const consoleError = console.error;
+  console.error = (...args: unknown[]) => logged.push(args);
+  try {
+    const scope = db.createScope();
+    await scope.connect();
+    const failure = new Error('release failed');
+    (db as any).releaseConnection = () => Promise.reject(failure);
+    await scope.release(); // must not reject
+    assert.equal(logged.length, 1);
+    assert.match(String(logged[0]![0]), /could not return the connection/);
+    assert.equal(logged[0]![1], failure);
+  } finally {
+    console.error = consoleError;
+    await cleanup();
+  }
+});
 
 test('postgres: release waits for the query in flight, then returns the connection', async () => {
   const { db, cleanup } = await openPostgres({ max: 1 });
