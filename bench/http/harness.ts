@@ -1,7 +1,8 @@
 // Shared by the HTTP benchmarks and the soak tests: generate the adapters into a folder the
-// servers import, prepare the sample tables, start a server process and wait until it listens.
-import { type ChildProcess, fork } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+// servers import, prepare the sample tables, start a server process and wait until it listens;
+// pin processes to CPUs and read a process's CPU time (Linux).
+import { type ChildProcess, execFileSync, fork, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import BetterSqlite3 from 'better-sqlite3';
@@ -86,7 +87,11 @@ export async function startServer(
   const script = workers ? 'cluster.mjs' : `${framework}.mjs`;
   const child = fork(join(benchDir, 'servers', script), [], {
     cwd: benchDir,
-    execArgv: ['--expose-gc'],
+    // BENCH_NODE_OPTIONS adds flags to the server's node, e.g. '--cpu-prof' for profiling.
+    execArgv: [
+      '--expose-gc',
+      ...(process.env.BENCH_NODE_OPTIONS?.split(' ').filter(Boolean) ?? []),
+    ],
     env: {
       ...process.env,
       ...env,
@@ -130,4 +135,90 @@ export async function clusterStats(server: RunningServer): Promise<{ pool: { inU
     server.child.on('message', onMessage);
     server.child.send('stats');
   });
+}
+
+/** Which CPUs the server gets and which everything else (load generator, PostgreSQL, this script). */
+export interface CpuPlan {
+  server: string;
+  others: string;
+}
+
+const onPath = (name: string) =>
+  spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).stdout.trim() !== '';
+
+/** The CPUs this process may run on ('0-3,6' in /proc/self/status), else 0..n-1. */
+function allowedCpus(fallbackCount: number): number[] {
+  const list = existsSync('/proc/self/status')
+    ? /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1]
+    : undefined;
+  if (!list) return Array.from({ length: fallbackCount }, (_, i) => i);
+  return list.split(',').flatMap((part) => {
+    const [from, to = from] = part.split('-').map(Number) as [number, number?];
+    return Array.from({ length: to! - from + 1 }, (_, i) => from + i);
+  });
+}
+
+/**
+ * The server alone on the last CPU, everything else on the rest: with `taskset` on PATH and at
+ * least two CPUs; otherwise undefined (nothing is pinned).
+ */
+export function cpuPlan(cpuCount: number): CpuPlan | undefined {
+  if (process.platform !== 'linux' || !onPath('taskset')) return undefined;
+  const cpus = allowedCpus(cpuCount);
+  if (cpus.length < 2) return undefined;
+  return { server: String(cpus.at(-1)), others: cpus.slice(0, -1).join(',') };
+}
+
+/** Pins every thread of `pid` (`taskset -a`: Node's and libuv's threads too) to `cpus`. */
+export function pin(pid: number, cpus: string): void {
+  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+}
+
+const clockTicks = (() => {
+  const ticks = Number(
+    spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim() || Number.NaN,
+  );
+  return Number.isFinite(ticks) && ticks > 0 ? ticks : 100;
+})();
+
+/**
+ * User + system CPU time of `pid` (all its threads) in µs, from /proc/<pid>/stat; undefined where
+ * there is no /proc. Resolution is one clock tick (10 ms at the usual 100 Hz).
+ */
+export function cpuMicros(pid: number): number | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // The fields after the command name, which may itself hold spaces: state is [0], utime [11], stime [12].
+  const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / clockTicks;
+}
+
+/** The parent process id of `pid`, from /proc; undefined where there is no /proc. */
+export function parentPid(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(') ') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Busy and total jiffies of each CPU, from /proc/stat; empty where there is none. */
+export function cpuTimes(): { cpu: number; busy: number; total: number }[] {
+  if (!existsSync('/proc/stat')) return [];
+  return readFileSync('/proc/stat', 'utf8')
+    .split('\n')
+    .filter((line) => /^cpu\d/.test(line))
+    .map((line) => {
+      const [name, ...rest] = line.split(/\s+/);
+      const f = rest.map(Number);
+      // user nice system idle iowait irq softirq steal
+      const busy = f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + (f[7] ?? 0);
+      const total = busy + f[3]! + f[4]!;
+      return { cpu: Number(name!.slice(3)), busy, total };
+    });
 }

@@ -1,45 +1,75 @@
 // HTTP benchmarks: each framework with the generated adapter against the same framework with a
 // hand-written baseline doing the same work correctly, Fastify's adapter against @fastify/postgres,
-// and the SQLite adapter against one shared better-sqlite3 connection. Same machine, same run,
-// alternating A/B rounds with autocannon; medians and the ratio.
+// and the SQLite adapter against one shared better-sqlite3 connection. Every comparison runs three
+// servers side by side: the generated one, the baseline, and the baseline with AsyncLocalStorage
+// switched on process-wide (ALS=1, see servers/common.mjs), which splits the generated code's cost
+// into Node's AsyncLocalStorage cost (baseline+ALS / baseline) and the adapter's own (generated /
+// baseline+ALS). Same machine, same run, rounds in rotating order; medians of per-round ratios.
 //
-//   node --import tsx bench/http/run.ts [--rounds 5] [--seconds 3] [--connections 32]
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+//   node --import tsx bench/http/run.ts [--rounds 7] [--seconds 3] [--connections 32] [--only koa]
+//   node --import tsx bench/http/run.ts --quick        # one round of 1 s: a smoke check
+//
+// Load generator: wrk when on PATH (much lighter than autocannon, so more of the CPU is left for
+// what is measured), else autocannon. With taskset on PATH and two or more CPUs, each server runs
+// alone on the last CPU and the load generator, PostgreSQL and this script on the others. On Linux
+// the server's CPU time (/proc/<pid>/stat) is read around every round: CPU µs per request is the
+// least noisy number here, since it does not depend on how much CPU the server got.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import pg from 'pg';
 import type { DatabaseId } from '../../src/cli/targets.ts';
 import { startPostgres } from '../../test/support/postgres.ts';
 import { ratioChart } from './chart.ts';
 import {
   benchDir,
+  type CpuPlan,
+  cpuMicros,
+  cpuPlan,
+  cpuTimes,
   type Framework,
   generate,
   type Mode,
+  parentPid,
+  pin,
   prepareDatabase,
+  type RunningServer,
   startServer,
 } from './harness.ts';
 
 const { values } = parseArgs({
   options: {
-    rounds: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: '7' },
     seconds: { type: 'string', default: '3' },
     connections: { type: 'string', default: '32' },
     only: { type: 'string' },
+    quick: { type: 'boolean', default: false },
   },
 });
-const rounds = Number(values.rounds);
-const seconds = Number(values.seconds);
+const rounds = values.quick ? 1 : Number(values.rounds);
+const seconds = values.quick ? 1 : Number(values.seconds);
 const connections = Number(values.connections);
+const warmupSeconds = 1;
+
+// ---------------------------------------------------------------------------------------------
+// What is compared
+
+type VariantKey = 'generated' | 'baseline' | 'baseline-als';
+interface Variant {
+  key: VariantKey;
+  mode: Mode;
+  /** ALS=1: AsyncLocalStorage switched on process-wide in the server. */
+  als: boolean;
+}
 
 interface Comparison {
   name: string;
   framework: Framework;
   database: DatabaseId;
-  a: Mode;
-  b: Mode;
-  bLabel: string;
+  baseline: Mode;
+  baselineLabel: string;
 }
 
 const frameworks: Framework[] = ['express', 'fastify', 'koa', 'hono', 'node-http'];
@@ -48,119 +78,398 @@ const comparisons: Comparison[] = [
     name: `${framework} (postgres)`,
     framework,
     database: 'postgres' as const,
-    a: 'generated' as const,
-    b: 'baseline' as const,
-    bLabel: 'hand-written checkout/release',
+    baseline: 'baseline' as const,
+    baselineLabel: 'hand-written checkout/release',
   })),
   {
     name: 'fastify vs @fastify/postgres',
     framework: 'fastify' as const,
     database: 'postgres' as const,
-    a: 'generated' as const,
-    b: 'fastify-postgres' as const,
-    bLabel: '@fastify/postgres',
+    baseline: 'fastify-postgres' as const,
+    baselineLabel: '@fastify/postgres',
   },
   ...frameworks.map((framework) => ({
     name: `${framework} (sqlite)`,
     framework,
     database: 'sqlite' as const,
-    a: 'generated' as const,
-    b: 'baseline' as const,
-    bLabel: 'one shared better-sqlite3 connection',
+    baseline: 'baseline' as const,
+    baselineLabel: 'one shared better-sqlite3 connection',
   })),
 ].filter((c) => !values.only || c.name.includes(values.only));
+if (comparisons.length === 0) throw new Error(`--only ${values.only}: no comparison matches`);
+
+const variantsOf = (comparison: Comparison): Variant[] => [
+  { key: 'generated', mode: 'generated', als: false },
+  { key: 'baseline', mode: comparison.baseline, als: false },
+  { key: 'baseline-als', mode: comparison.baseline, als: true },
+];
+
+// Williams design for three: the three rotations and their reverses. Each variant goes first,
+// second and third equally often, and each follows each other one equally often, every 6 rounds.
+const orders = [
+  [0, 1, 2],
+  [1, 2, 0],
+  [2, 0, 1],
+  [2, 1, 0],
+  [0, 2, 1],
+  [1, 0, 2],
+];
+
+// ---------------------------------------------------------------------------------------------
+// The machine: pinning and the load generator
+
+const onPath = (name: string) =>
+  spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).stdout.trim() !== '';
+
+let plan: CpuPlan | undefined = cpuPlan(cpus().length);
+const pinned: string[] = [];
+if (plan) {
+  try {
+    // This script first: what it starts (PostgreSQL, the load generator) inherits its CPUs.
+    pin(process.pid, plan.others);
+    pinned.push(`this script (pid ${process.pid}) → CPU ${plan.others}`);
+  } catch (error) {
+    console.log(`pinning: off (taskset failed: ${(error as Error).message.split('\n')[0]})`);
+    plan = undefined;
+  }
+} else {
+  console.log('pinning: off (needs taskset on PATH and at least 2 CPUs)');
+}
+const proc = existsSync('/proc/self/stat');
+if (!proc) console.log('server CPU per request: not measured (no /proc)');
+
+const wrk = onPath('wrk');
+const loadGenerator = wrk
+  ? (spawnSync('wrk', ['-v'], { encoding: 'utf8' }).stdout.match(/wrk \S+/)?.[0] ?? 'wrk')
+  : 'autocannon';
+/** The load generator's command line, on the CPUs that are not the server's. */
+const pinnedCommand = (argv: string[]): [string, string[]] =>
+  plan ? ['taskset', ['-c', plan.others, ...argv]] : [argv[0]!, argv.slice(1)];
 
 interface Measured {
   requestsPerSecond: number;
+  requests: number;
   p50: number;
   p99: number;
 }
 
-function autocannon(url: string, duration: number): Measured {
+const toMillis = (value: string, unit: string) =>
+  Number(value) * ({ us: 1e-3, ms: 1, s: 1e3, m: 6e4 } as Record<string, number>)[unit]!;
+
+function runWrk(url: string, duration: number): Measured {
+  const [cmd, argv] = pinnedCommand([
+    'wrk',
+    '-t1',
+    `-c${connections}`,
+    `-d${duration}s`,
+    '--latency',
+    `${url}/users/42`,
+  ]);
+  const out = execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const number = (re: RegExp) => {
+    const match = re.exec(out);
+    if (!match) throw new Error(`${url}: cannot read ${re} in wrk's output:\n${out}`);
+    return match;
+  };
+  const requestsPerSecond = Number(number(/Requests\/sec:\s+([\d.]+)/)[1]);
+  const requests = Number(number(/(\d+) requests in /)[1]);
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const errors = socket ? socket.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0;
+  if (non2xx > 0 || errors > 0 || requests === 0) {
+    throw new Error(`${url}: ${non2xx} non-2xx responses, ${errors} socket errors\n${out}`);
+  }
+  const percentile = (p: number) => {
+    const [, value, unit] = number(new RegExp(`^\\s+${p}%\\s+([\\d.]+)(us|ms|s|m)\\s*$`, 'm'));
+    return toMillis(value!, unit!);
+  };
+  return { requestsPerSecond, requests, p50: percentile(50), p99: percentile(99) };
+}
+
+function runAutocannon(url: string, duration: number): Measured {
   const bin = join(benchDir, 'node_modules', 'autocannon', 'autocannon.js');
-  const out = execFileSync(
+  const [cmd, argv] = pinnedCommand([
     process.execPath,
-    [bin, '--json', '-c', String(connections), '-d', String(duration), `${url}/users/42`],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 1 << 24 },
-  );
+    bin,
+    '--json',
+    '-c',
+    String(connections),
+    '-d',
+    String(duration),
+    `${url}/users/42`,
+  ]);
+  const out = execFileSync(cmd, argv, {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+    maxBuffer: 1 << 24,
+  });
   const result = JSON.parse(out);
-  if (result.non2xx > 0 || result.errors > 0) {
-    throw new Error(`${url}: ${result.non2xx} non-2xx responses, ${result.errors} errors`);
+  if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) {
+    throw new Error(
+      `${url}: ${result.non2xx} non-2xx responses, ${result.errors} errors, ${result.timeouts} timeouts`,
+    );
   }
   return {
     requestsPerSecond: result.requests.average,
+    requests: result.requests.total,
     p50: result.latency.p50,
     p99: result.latency.p99,
   };
 }
 
+const load = wrk ? runWrk : runAutocannon;
+
+/** PostgreSQL's postmaster and its children onto the other CPUs (new backends inherit it). */
+async function pinPostgres(url: string, cpuList: string): Promise<string> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  // The backend's parent is the postmaster; read it while this backend still exists.
+  let postmaster: number | undefined;
+  try {
+    const backend = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+    postmaster = parentPid(backend);
+  } finally {
+    await client.end();
+  }
+  const comm = postmaster ? readFileSync(`/proc/${postmaster}/comm`, 'utf8').trim() : '';
+  if (!postmaster || !comm.startsWith('postgres')) {
+    return 'postgres: not pinned (postmaster not found)';
+  }
+  const children = spawnSync('pgrep', ['-P', String(postmaster)], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .filter(Boolean)
+    .map(Number);
+  pin(postmaster, cpuList);
+  for (const child of children) {
+    try {
+      pin(child, cpuList);
+    } catch {
+      // Gone in the meantime.
+    }
+  }
+  return `PostgreSQL (postmaster ${postmaster} and ${children.length} children) → CPU ${cpuList}`;
+}
+
+const round = (x: number, digits: number) => Number(x.toFixed(digits));
+const signed = (x: number) => `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(1)}`;
+
 const median = (xs: number[]) => {
+  if (xs.length === 0) return Number.NaN;
   const sorted = [...xs].sort((x, y) => x - y);
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 };
 
+// ---------------------------------------------------------------------------------------------
+// The run
+
+interface RoundResult extends Measured {
+  /** Server CPU time (user + system) per request in µs. */
+  cpuMicrosPerRequest?: number;
+  /** How busy the server's CPU was during the round, 0..1 (pinned runs only). */
+  serverCpuBusy?: number;
+  /** How busy the other CPUs were (load generator, PostgreSQL), 0..1 (pinned runs only). */
+  otherCpusBusy?: number;
+}
+
+interface Summary {
+  requestsPerSecond: number;
+  p50: number;
+  p99: number;
+  cpuMicrosPerRequest?: number;
+  serverCpuBusy?: number;
+  otherCpusBusy?: number;
+}
+
+interface Row {
+  name: string;
+  baselineLabel: string;
+  generated: Summary;
+  baseline: Summary;
+  baselineAls: Summary;
+  /** Medians of the per-round paired ratios of req/s. */
+  ratio: number;
+  ratioAls: number;
+  alsOverBaseline: number;
+  /** Server CPU µs per request: Node's AsyncLocalStorage cost and the adapter's own. */
+  cpuSplit?: { als: number; adapter: number };
+  rounds: Record<VariantKey, RoundResult>[];
+}
+
+function measure(server: RunningServer, duration: number): RoundResult {
+  const pid = server.child.pid!;
+  const cpu0 = proc ? cpuMicros(pid) : undefined;
+  const times0 = cpuTimes();
+  const measured = load(server.url, duration);
+  const cpu1 = proc ? cpuMicros(pid) : undefined;
+  const times1 = cpuTimes();
+  const result: RoundResult = { ...measured };
+  if (cpu0 !== undefined && cpu1 !== undefined) {
+    result.cpuMicrosPerRequest = round((cpu1 - cpu0) / measured.requests, 1);
+  }
+  if (plan && times0.length && times1.length) {
+    const busy = (filter: (cpu: number) => boolean) => {
+      let busyDelta = 0;
+      let totalDelta = 0;
+      for (const [i, after] of times1.entries()) {
+        const before = times0[i]!;
+        if (!filter(after.cpu)) continue;
+        busyDelta += after.busy - before.busy;
+        totalDelta += after.total - before.total;
+      }
+      return totalDelta > 0 ? busyDelta / totalDelta : Number.NaN;
+    };
+    const serverCpu = Number(plan.server);
+    result.serverCpuBusy = round(
+      busy((cpu) => cpu === serverCpu),
+      3,
+    );
+    result.otherCpusBusy = round(
+      busy((cpu) => cpu !== serverCpu),
+      3,
+    );
+  }
+  return result;
+}
+
 const postgres = process.env.DATABASE_URL ? undefined : await startPostgres();
 const postgresUrl = process.env.DATABASE_URL ?? postgres!.url;
-const sqlitePath = join(benchDir, '.generated', 'bench.db');
-await generate('postgres');
-await generate('sqlite');
-mkdirSync(join(benchDir, '.generated'), { recursive: true });
-
-const rows: {
-  name: string;
-  baseline: string;
-  generated: Measured;
-  other: Measured;
-  ratio: number;
-}[] = [];
-for (const comparison of comparisons) {
-  const env = await prepareDatabase(
-    comparison.database,
-    comparison.database === 'postgres' ? postgresUrl : sqlitePath,
-  );
-  const a = await startServer(comparison.framework, comparison.a, comparison.database, env);
-  const b = await startServer(comparison.framework, comparison.b, comparison.database, env);
-  try {
-    autocannon(a.url, 1);
-    autocannon(b.url, 1);
-    const runsA: Measured[] = [];
-    const runsB: Measured[] = [];
-    for (let round = 0; round < rounds; round++) {
-      // Alternate which goes first so drift in the machine's state falls on both equally.
-      if (round % 2 === 0) {
-        runsA.push(autocannon(a.url, seconds));
-        runsB.push(autocannon(b.url, seconds));
-      } else {
-        runsB.push(autocannon(b.url, seconds));
-        runsA.push(autocannon(a.url, seconds));
-      }
-    }
-    const summarize = (runs: Measured[]): Measured => ({
-      requestsPerSecond: median(runs.map((r) => r.requestsPerSecond)),
-      p50: median(runs.map((r) => r.p50)),
-      p99: median(runs.map((r) => r.p99)),
-    });
-    const generated = summarize(runsA);
-    const other = summarize(runsB);
-    const ratio = generated.requestsPerSecond / other.requestsPerSecond;
-    rows.push({ name: comparison.name, baseline: comparison.bLabel, generated, other, ratio });
-    console.log(
-      `${comparison.name}: generated ${generated.requestsPerSecond.toFixed(0)} req/s vs ` +
-        `${comparison.bLabel} ${other.requestsPerSecond.toFixed(0)} req/s → ${(ratio * 100).toFixed(1)}%`,
+const rows: Row[] = [];
+const loadAverageBefore = loadavg();
+try {
+  if (plan) {
+    pinned.push(
+      postgres
+        ? await pinPostgres(postgresUrl, plan.others)
+        : 'postgres: not pinned (DATABASE_URL given: not ours)',
     );
-  } finally {
-    await a.stop();
-    await b.stop();
+    pinned.push(`load generator (${loadGenerator}) → CPU ${plan.others}`);
+    pinned.push(`each server → CPU ${plan.server}, alone`);
+    console.log(`pinning:\n  ${pinned.join('\n  ')}`);
   }
+  const sqlitePath = join(benchDir, '.generated', 'bench.db');
+  await generate('postgres');
+  await generate('sqlite');
+  mkdirSync(join(benchDir, '.generated'), { recursive: true });
+
+  const estimate =
+    comparisons.length * 3 * (rounds * (seconds + 0.2) + warmupSeconds + 1) + comparisons.length;
+  console.log(
+    `${comparisons.length} comparison(s) × 3 servers × ${rounds} round(s) of ${seconds} s, ` +
+      `${connections} connections, ${loadGenerator}: about ${Math.ceil(estimate / 60)} min\n`,
+  );
+
+  for (const comparison of comparisons) {
+    const env = await prepareDatabase(
+      comparison.database,
+      comparison.database === 'postgres' ? postgresUrl : sqlitePath,
+    );
+    const variants = variantsOf(comparison);
+    const servers: RunningServer[] = [];
+    try {
+      for (const variant of variants) {
+        const server = await startServer(comparison.framework, variant.mode, comparison.database, {
+          ...env,
+          ALS: variant.als ? '1' : '0',
+        });
+        servers.push(server);
+        if (plan) pin(server.child.pid!, plan.server);
+      }
+      for (const server of servers) load(server.url, warmupSeconds);
+      const results: Record<VariantKey, RoundResult>[] = [];
+      for (let round = 0; round < rounds; round++) {
+        const result = {} as Record<VariantKey, RoundResult>;
+        for (const i of orders[round % orders.length]!) {
+          result[variants[i]!.key] = measure(servers[i]!, seconds);
+        }
+        results.push(result);
+        const cpuText = (r: RoundResult) =>
+          r.cpuMicrosPerRequest === undefined ? '' : ` ${r.cpuMicrosPerRequest.toFixed(0)} µs`;
+        const busyText = (r: RoundResult) =>
+          r.serverCpuBusy === undefined
+            ? ''
+            : ` (server CPU ${(r.serverCpuBusy * 100).toFixed(0)}%, others ${((r.otherCpusBusy ?? 0) * 100).toFixed(0)}%)`;
+        console.log(
+          `  round ${round + 1}: ${orders[round % orders.length]!.map((i) => {
+            const r = result[variants[i]!.key];
+            return `${variants[i]!.key} ${r.requestsPerSecond.toFixed(0)} req/s${cpuText(r)}${busyText(r)}`;
+          }).join(', ')}`,
+        );
+      }
+      const summarize = (key: VariantKey): Summary => {
+        const runs = results.map((r) => r[key]);
+        const optional = (pick: (r: RoundResult) => number | undefined) => {
+          const xs = runs.map(pick).filter((x): x is number => x !== undefined);
+          return xs.length ? median(xs) : undefined;
+        };
+        return {
+          requestsPerSecond: median(runs.map((r) => r.requestsPerSecond)),
+          p50: median(runs.map((r) => r.p50)),
+          p99: median(runs.map((r) => r.p99)),
+          cpuMicrosPerRequest: optional((r) => r.cpuMicrosPerRequest),
+          serverCpuBusy: optional((r) => r.serverCpuBusy),
+          otherCpusBusy: optional((r) => r.otherCpusBusy),
+        };
+      };
+      const paired = (a: VariantKey, b: VariantKey) =>
+        median(results.map((r) => r[a].requestsPerSecond / r[b].requestsPerSecond));
+      const generated = summarize('generated');
+      const baselineResult = summarize('baseline');
+      const baselineAls = summarize('baseline-als');
+      const row: Row = {
+        name: comparison.name,
+        baselineLabel: comparison.baselineLabel,
+        generated,
+        baseline: baselineResult,
+        baselineAls,
+        ratio: paired('generated', 'baseline'),
+        ratioAls: paired('generated', 'baseline-als'),
+        alsOverBaseline: paired('baseline-als', 'baseline'),
+        rounds: results,
+      };
+      if (
+        generated.cpuMicrosPerRequest !== undefined &&
+        baselineResult.cpuMicrosPerRequest !== undefined &&
+        baselineAls.cpuMicrosPerRequest !== undefined
+      ) {
+        row.cpuSplit = {
+          als: baselineAls.cpuMicrosPerRequest - baselineResult.cpuMicrosPerRequest,
+          adapter: generated.cpuMicrosPerRequest - baselineAls.cpuMicrosPerRequest,
+        };
+      }
+      rows.push(row);
+      console.log(
+        `${comparison.name}: generated ${generated.requestsPerSecond.toFixed(0)} req/s, ` +
+          `${comparison.baselineLabel} ${baselineResult.requestsPerSecond.toFixed(0)}, ` +
+          `+ALS ${baselineAls.requestsPerSecond.toFixed(0)} → ${(row.ratio * 100).toFixed(1)}% ` +
+          `of baseline, ${(row.ratioAls * 100).toFixed(1)}% of baseline+ALS` +
+          (row.cpuSplit
+            ? `; server CPU per request: AsyncLocalStorage ${signed(row.cpuSplit.als)} µs, ` +
+              `adapter ${signed(row.cpuSplit.adapter)} µs`
+            : '') +
+          '\n',
+      );
+    } finally {
+      for (const server of servers) await server.stop();
+    }
+  }
+} finally {
+  await postgres?.stop();
 }
-await postgres?.stop();
 
 const machine = {
   cpu: cpus()[0]?.model ?? 'unknown',
   cores: cpus().length,
   node: process.version,
   date: new Date().toISOString().slice(0, 10),
+  loadAverage: {
+    before: loadAverageBefore.map((x) => Number(x.toFixed(2))),
+    after: loadavg().map((x) => Number(x.toFixed(2))),
+  },
+  pinning: plan
+    ? `server on CPU ${plan.server}; ${loadGenerator}, PostgreSQL and the runner on CPU ${plan.others}`
+    : 'off',
+  loadGenerator,
   rounds,
   seconds,
   connections,
@@ -170,19 +479,30 @@ mkdirSync(resultsDir, { recursive: true });
 writeFileSync(join(resultsDir, 'http.json'), `${JSON.stringify({ machine, rows }, null, 2)}\n`);
 writeFileSync(
   join(resultsDir, 'http-ratios.svg'),
-  ratioChart(rows.map((row) => ({ label: row.name, ratio: row.ratio }))),
+  ratioChart(rows.map((row) => ({ label: row.name, ratio: row.ratio, alsRatio: row.ratioAls }))),
 );
+
+const rps = (s: Summary) => s.requestsPerSecond.toFixed(0);
+const percent = (ratio: number) => `${(ratio * 100).toFixed(1)}%`;
+const micros = (s: Summary) => s.cpuMicrosPerRequest?.toFixed(0) ?? '–';
+const millis = (x: number) => (x >= 10 ? x.toFixed(0) : x.toFixed(1));
 console.log(
-  '\n| comparison | generated req/s | baseline | baseline req/s | ratio | p99 ms (gen / base) |',
+  '\n| comparison | generated req/s | baseline req/s | baseline+ALS req/s | generated/baseline | ' +
+    'generated/baseline+ALS | server CPU µs/req (gen / base / base+ALS) | p99 ms (gen / base / base+ALS) |',
 );
-console.log('|---|---:|---|---:|---:|---:|');
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
 for (const row of rows) {
   console.log(
-    `| ${row.name} | ${row.generated.requestsPerSecond.toFixed(0)} | ${row.baseline} | ` +
-      `${row.other.requestsPerSecond.toFixed(0)} | ${(row.ratio * 100).toFixed(1)}% | ` +
-      `${row.generated.p99} / ${row.other.p99} |`,
+    `| ${row.name} | ${rps(row.generated)} | ${rps(row.baseline)} | ${rps(row.baselineAls)} | ` +
+      `${percent(row.ratio)} | ${percent(row.ratioAls)} | ` +
+      `${micros(row.generated)} / ${micros(row.baseline)} / ${micros(row.baselineAls)} | ` +
+      `${millis(row.generated.p99)} / ${millis(row.baseline.p99)} / ${millis(row.baselineAls.p99)} |`,
   );
 }
+const load1 = (xs: number[]) => xs[0]!.toFixed(2);
 console.log(
-  `\nmachine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.date}`,
+  `\nmachine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.date}, ` +
+    `load average ${load1(machine.loadAverage.before)} → ${load1(machine.loadAverage.after)}, ` +
+    `pinning ${plan ? 'on' : 'off'} (${machine.pinning}), ${loadGenerator}, ` +
+    `${rounds} round(s) of ${seconds} s, ${connections} connections`,
 );

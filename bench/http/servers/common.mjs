@@ -2,9 +2,20 @@
 // generated code (for MODE=generated) or the hand-written baseline's pool (for MODE=baseline).
 //
 // Environment: MODE (generated | baseline | fastify-postgres), DB (postgres | sqlite), PORT,
-// GENERATED_DIR (absolute path of generated JS ESM files), DATABASE_URL or SQLITE_PATH, POOL_MAX.
+// GENERATED_DIR (absolute path of generated JS ESM files), DATABASE_URL or SQLITE_PATH, POOL_MAX,
+// ALS (1: switch AsyncLocalStorage on process-wide, see below).
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+
+// ALS=1 gives a baseline the one cost of the generated code that is Node's, not the adapter's: on
+// Node 20 (before AsyncContextFrame) an AsyncLocalStorage that has been entered once installs
+// promise hooks, and from then on every promise in the process, the framework's and the driver's
+// included, pays a hook call. The baseline never reads this store; it only pays for it. So
+// baseline+ALS against baseline is Node's AsyncLocalStorage cost, and generated against
+// baseline+ALS is the adapter's own.
+export const als = process.env.ALS === '1';
+if (als) new AsyncLocalStorage().enterWith({});
 
 export const mode = process.env.MODE ?? 'generated';
 export const database = process.env.DB ?? 'sqlite';
@@ -102,11 +113,11 @@ export function checkoutFor(pool, response) {
   return checkedOut;
 }
 
-/** The soak routes' work, written once against the runtime API. */
+/**
+ * The soak routes' work, written once against the runtime API. (GET /users/:id, the benchmarked
+ * route, is written inline in each server, the way a user writes it.)
+ */
 export const work = {
-  async user(db, id) {
-    return db.get(sql.user, [id]);
-  },
   async fail() {
     await sleep(1);
     throw Object.assign(new Error('handler failed on purpose'), { status: 500 });
@@ -148,7 +159,7 @@ export function listening(server) {
     // Count event-loop delay from here: loading modules at start-up blocks it too.
     loopDelay.reset();
     process.send?.({ ready: port });
-    console.log(`listening on http://127.0.0.1:${port} (${mode}, ${database})`);
+    console.log(`listening on http://127.0.0.1:${port} (${mode}${als ? '+ALS' : ''}, ${database})`);
   };
   if (server.listening) ready();
   else server.once('listening', ready);

@@ -16,9 +16,9 @@ app.use(express.json());
 if (mode === 'generated') {
   const { adapter, db } = await loadGenerated('express');
   app.use(adapter.dbHooks(db));
-  app.get('/users/:id', async (req, res) => {
-    res.json(await work.user(db, Number(req.params.id)));
-  });
+  app.get('/users/:id', async (req, res) =>
+    res.json(await db.get(sql.user, [Number(req.params.id)])),
+  );
   app.get('/fail', async () => work.fail());
   app.get('/slow', async (req, res) => res.json(await work.slow(db, Number(req.query.ms ?? 50))));
   app.post('/transfer', async (_req, res) => res.json(await work.transfer(db)));

@@ -16,7 +16,7 @@ const app = Fastify();
 if (mode === 'generated') {
   const { adapter, db } = await loadGenerated('fastify');
   await app.register(adapter.dbHooks, { database: db });
-  app.get('/users/:id', async (req) => work.user(db, Number(req.params.id)));
+  app.get('/users/:id', async (req) => db.get(sql.user, [Number(req.params.id)]));
   app.get('/fail', async () => work.fail());
   app.get('/slow', async (req) => work.slow(db, Number(req.query.ms ?? 50)));
   app.post('/transfer', async () => work.transfer(db));

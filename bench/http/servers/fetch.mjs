@@ -1,5 +1,5 @@
 import { serve } from '@hono/node-server';
-import { listening, loadGenerated, port, work } from './common.mjs';
+import { listening, loadGenerated, port, sql, work } from './common.mjs';
 
 const json = (body, status = 200) => Response.json(body ?? null, { status });
 
@@ -8,7 +8,7 @@ const handler = adapter.withDatabase(async (request) => {
   const url = new URL(request.url);
   const user = /^\/users\/(\d+)$/.exec(url.pathname);
   try {
-    if (request.method === 'GET' && user) return json(await work.user(db, Number(user[1])));
+    if (request.method === 'GET' && user) return json(await db.get(sql.user, [Number(user[1])]));
     if (url.pathname === '/fail') return json(await work.fail());
     if (url.pathname === '/slow') {
       return json(await work.slow(db, Number(url.searchParams.get('ms') ?? 50)));

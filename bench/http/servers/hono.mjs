@@ -17,7 +17,7 @@ app.onError((error, c) => c.json({ error: error.message }, error.status ?? 500))
 if (mode === 'generated') {
   const { adapter, db } = await loadGenerated('hono');
   app.use(adapter.dbHooks(db));
-  app.get('/users/:id', async (c) => c.json(await work.user(db, Number(c.req.param('id')))));
+  app.get('/users/:id', async (c) => c.json(await db.get(sql.user, [Number(c.req.param('id'))])));
   app.get('/fail', async () => work.fail());
   app.get('/slow', async (c) => c.json(await work.slow(db, Number(c.req.query('ms') ?? 50))));
   app.post('/transfer', async (c) => c.json(await work.transfer(db)));

@@ -28,7 +28,7 @@ app.use(async (ctx, next) => {
 if (mode === 'generated') {
   const { adapter, db } = await loadGenerated('koa');
   app.use(adapter.dbHooks(db));
-  app.use(route('GET', /^\/users\/(\d+)$/, (_ctx, m) => work.user(db, Number(m[1]))));
+  app.use(route('GET', /^\/users\/(\d+)$/, (_ctx, m) => db.get(sql.user, [Number(m[1])])));
   app.use(route('GET', /^\/fail$/, () => work.fail()));
   app.use(route('GET', /^\/slow$/, (ctx) => work.slow(db, Number(ctx.query.ms ?? 50))));
   app.use(route('POST', /^\/transfer$/, () => work.transfer(db)));

@@ -19,13 +19,19 @@ function send(res, status, body) {
   res.end(text);
 }
 
-/** The soak routes on a bare (req, res) listener, given the generated `db`. */
+/** GET /users/:id's id, matched on the raw URL the same way by the generated and baseline servers. */
+const userId = (req) => {
+  const match = req.method === 'GET' && /^\/users\/(\d+)$/.exec(req.url);
+  return match ? Number(match[1]) : undefined;
+};
+
+/** The benchmarked route and the soak routes on a bare (req, res) listener, given the generated `db`. */
 export function routes(db) {
   return async (req, res) => {
-    const url = new URL(req.url, 'http://localhost');
-    const user = /^\/users\/(\d+)$/.exec(url.pathname);
     try {
-      if (req.method === 'GET' && user) return send(res, 200, await work.user(db, Number(user[1])));
+      const id = userId(req);
+      if (id !== undefined) return send(res, 200, await db.get(sql.user, [id]));
+      const url = new URL(req.url, 'http://localhost');
       if (url.pathname === '/fail') return send(res, 200, await work.fail());
       if (url.pathname === '/slow') {
         return send(res, 200, await work.slow(db, Number(url.searchParams.get('ms') ?? 50)));
@@ -51,6 +57,8 @@ if (process.argv[1] === new URL(import.meta.url).pathname) {
     listener =
       driver.kind === 'postgres'
         ? async (req, res) => {
+            const id = userId(req);
+            if (id === undefined) return send(res, 404, { error: 'not found' });
             let client;
             try {
               client = await checkoutFor(driver.pool, res);
@@ -58,13 +66,17 @@ if (process.argv[1] === new URL(import.meta.url).pathname) {
               return send(res, 503, { error: error.message });
             }
             try {
-              const { rows } = await client.query(sql.user, [Number(req.url.split('/')[2])]);
+              const { rows } = await client.query(sql.user, [id]);
               send(res, 200, rows[0]);
             } catch (error) {
               if (!res.headersSent) send(res, 500, { error: error.message });
             }
           }
-        : (req, res) => send(res, 200, driver.user.get(Number(req.url.split('/')[2])));
+        : (req, res) => {
+            const id = userId(req);
+            if (id === undefined) return send(res, 404, { error: 'not found' });
+            send(res, 200, driver.user.get(id));
+          };
   }
   listening(createServer(listener).listen(port, '127.0.0.1'));
 }
