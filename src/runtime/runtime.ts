@@ -370,7 +370,11 @@ export abstract class Database<Conn> {
         if (callback === undefined) return connecting;
         // open() fills conn at once when a connection is free: no promise, no tick.
         if (scope.conn !== undefined && !scope.released) callback();
-        else connecting.then(() => callback(), (error: Error) => callback(error));
+        else
+          connecting.then(
+            () => callback(),
+            (error: Error) => callback(error),
+          );
         return undefined;
       }) as RequestScope['connect'],
       release: () => {
@@ -393,19 +397,30 @@ export abstract class Database<Conn> {
       return this.borrow((conn) => this.executeAsync(conn, mode, sql, params));
     const conn = scope.conn;
     if (conn !== undefined && !scope.released) {
-      // One promise; counted in flight until the driver calls back, so release() waits for it.
+      // Counted in flight until the driver calls back, so release() waits for it. A driver that
+      // answers at once (SQLite) gets a settled promise: cheaper than a pending one to make.
       scope.active++;
+      let answered = false;
+      let failure: unknown = null;
+      let value: unknown;
+      let later: { resolve(value: unknown): void; reject(error: unknown): void } | undefined;
+      const callback: StatementCallback = (error, result) => {
+        this.settle(scope);
+        if (later === undefined) {
+          answered = true;
+          failure = error;
+          value = result;
+        } else if (error === null) later.resolve(result);
+        else later.reject(error);
+      };
+      try {
+        this.execute(conn, mode, sql, params, callback);
+      } catch (error) {
+        callback(error);
+      }
+      if (answered) return failure === null ? Promise.resolve(value) : Promise.reject(failure);
       return new Promise((resolve, reject) => {
-        const callback: StatementCallback = (error, result) => {
-          this.settle(scope);
-          if (error === null) resolve(result);
-          else reject(error);
-        };
-        try {
-          this.execute(conn, mode, sql, params, callback);
-        } catch (error) {
-          callback(error);
-        }
+        later = { resolve, reject };
       });
     }
     return this.statementWithoutConnection(scope, mode, sql, params);
