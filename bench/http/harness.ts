@@ -2,7 +2,7 @@
 // servers import, prepare the sample tables, start a server process and wait until it listens;
 // pin processes to CPUs and read a process's CPU time (Linux).
 import { type ChildProcess, execFileSync, fork, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import BetterSqlite3 from 'better-sqlite3';
@@ -15,10 +15,13 @@ export const benchDir = dirname(fileURLToPath(import.meta.url));
 export type Framework = 'express' | 'fastify' | 'koa' | 'hono' | 'node-http' | 'fetch' | 'hooks';
 export type Mode = 'generated' | 'baseline' | 'fastify-postgres';
 
-/** Renders every target for `database` as JavaScript ESM into bench/http/.generated/<database>. */
+/**
+ * Renders every target for `database` as JavaScript ESM into bench/http/.generated/<database>.
+ * Each file is replaced by a rename, and the folder is never emptied, so a server starting
+ * meanwhile (a benchmark and the load tests may run at once) reads old or new files, never none.
+ */
 export async function generate(database: DatabaseId): Promise<string> {
   const dir = join(benchDir, '.generated', database);
-  rmSync(dir, { recursive: true, force: true });
   const files = await renderGeneratedFiles({
     targets: targetIds,
     database,
@@ -27,8 +30,11 @@ export async function generate(database: DatabaseId): Promise<string> {
     version: 'bench',
   });
   for (const file of files) {
-    mkdirSync(dirname(join(dir, file.path)), { recursive: true });
-    writeFileSync(join(dir, file.path), file.content);
+    const path = join(dir, file.path);
+    mkdirSync(dirname(path), { recursive: true });
+    const temporary = `${path}.${process.pid}.tmp`;
+    writeFileSync(temporary, file.content);
+    renameSync(temporary, path);
   }
   return dir;
 }
