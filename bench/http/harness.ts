@@ -81,6 +81,27 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
+/** The environment a server script reads (see servers/common.mjs). */
+export function serverEnv(
+  framework: Framework,
+  mode: Mode,
+  database: DatabaseId,
+  env: Record<string, string>,
+  port: number,
+  workers = 1,
+): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    ...env,
+    MODE: mode,
+    DB: database,
+    PORT: String(port),
+    GENERATED_DIR: join(benchDir, '.generated', database),
+    FRAMEWORK: framework,
+    WORKERS: String(workers),
+  };
+}
+
 export async function startServer(
   framework: Framework,
   mode: Mode,
@@ -98,16 +119,7 @@ export async function startServer(
       '--expose-gc',
       ...(process.env.BENCH_NODE_OPTIONS?.split(' ').filter(Boolean) ?? []),
     ],
-    env: {
-      ...process.env,
-      ...env,
-      MODE: mode,
-      DB: database,
-      PORT: String(port),
-      GENERATED_DIR: join(benchDir, '.generated', database),
-      FRAMEWORK: framework,
-      WORKERS: String(workers ?? 1),
-    },
+    env: serverEnv(framework, mode, database, env, port, workers ?? 1),
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   });
   await new Promise<void>((resolve, reject) => {

@@ -75,7 +75,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type { DatabaseId } from '../../src/cli/targets.ts';
 import { freePort, startPostgres } from '../../test/support/postgres.ts';
-import { benchDir, type Framework, generate, type Mode, prepareDatabase } from './harness.ts';
+import {
+  benchDir,
+  type Framework,
+  generate,
+  type Mode,
+  prepareDatabase,
+  serverEnv,
+} from './harness.ts';
 
 const { values } = parseArgs({
   options: {
@@ -200,16 +207,7 @@ async function startUnderCallgrind(
     ],
     {
       cwd: benchDir,
-      env: {
-        ...process.env,
-        ...env,
-        MODE: mode,
-        DB: database,
-        PORT: String(port),
-        GENERATED_DIR: join(benchDir, '.generated', database),
-        FRAMEWORK: framework,
-        WORKERS: '1',
-      },
+      env: serverEnv(framework, mode, database, env, port),
       // No IPC channel: the server says it is ready on stdout ("listening on …").
       stdio: ['ignore', 'pipe', 'inherit'],
     },
