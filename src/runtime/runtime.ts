@@ -49,6 +49,13 @@ export interface RequestScope {
    */
   connect(callback: (error?: Error) => void): void;
   /**
+   * Checks a connection out, then runs fn inside this scope and returns what fn returns: fn's
+   * own result when a connection was free at once (no promise made, no tick), else a promise
+   * of it. When no connection can be had, the promise rejects with the error, or settles as
+   * onError says. For promise-based middleware: `return scope.runConnected(next)`.
+   */
+  runConnected<T>(fn: () => T, onError?: (error: Error) => never): T | Promise<Awaited<T>>;
+  /**
    * Gives the connection back. Safe to call more than once and at any time (e.g. on the
    * response's 'close' event): it waits for the statement in flight, rolls back an open
    * transaction, then returns the connection to the pool exactly once. Never rejects.
@@ -377,6 +384,12 @@ export abstract class Database<Conn> {
           );
         return undefined;
       }) as RequestScope['connect'],
+      runConnected: <T>(fn: () => T, onError?: (error: Error) => never) =>
+        this.frames.run(frame, (): T | Promise<Awaited<T>> => {
+          const connecting = handle.connect();
+          if (scope.conn !== undefined && !scope.released) return fn();
+          return connecting.then(fn, onError) as Promise<Awaited<T>>;
+        }),
       release: () => {
         if (releasing === undefined) {
           handle.released = true;

@@ -179,8 +179,62 @@ for (const kind of kinds) {
         assert.equal(db.stats().inUse, 0);
       });
     });
+
+    test('runConnected runs fn in the scope once connected, or settles with the typed error', async () => {
+      await withDatabase(kind, { max: 1, acquireTimeoutMillis: 100 }, async ({ db }) => {
+        const holder = db.createScope();
+        // What fn starts sees the request's connection, whether it ran at once or later.
+        const row = await holder.runConnected(() => db.get('SELECT 1 AS one'));
+        assert.deepEqual(row, { one: 1 });
+        assert.equal(db.stats().inUse, 1);
+        assert.equal(await holder.runConnected(() => 'again'), 'again');
+
+        // No connection within the acquire timeout: fn is not called, onError decides.
+        const waiting = db.createScope();
+        let called = false;
+        const failed = waiting.runConnected(
+          () => {
+            called = true;
+          },
+          (error) => {
+            throw new Error(`mapped: ${error.name}`);
+          },
+        );
+        await assert.rejects(Promise.resolve(failed), /mapped: PoolTimeoutError/);
+        assert.equal(called, false);
+        await assert.rejects(
+          Promise.resolve(db.createScope().runConnected(() => 'unreachable')),
+          PoolTimeoutError,
+        );
+        await waiting.release();
+
+        await holder.release();
+        await assert.rejects(
+          Promise.resolve(holder.runConnected(() => 'after release')),
+          ScopeReleasedError,
+        );
+        assert.equal(db.stats().inUse, 0);
+      });
+    });
   });
 }
+
+test("sqlite: with a free connection, runConnected returns fn's own result at once", async () => {
+  const { db, cleanup } = await openSqlite();
+  try {
+    await db.connectionContext(() => db.get('SELECT 1')); // one idle connection in the pool
+    const scope = db.createScope();
+    const own = Promise.resolve('own');
+    assert.equal(
+      scope.runConnected(() => own),
+      own,
+    );
+    assert.equal(db.stats().inUse, 1);
+    await scope.release();
+  } finally {
+    await cleanup();
+  }
+});
 
 test('sqlite: with a free connection, connect(callback) calls back before it returns', async () => {
   const { db, cleanup } = await openSqlite();
