@@ -253,12 +253,36 @@ async function pinPostgres(url: string, cpuList: string): Promise<string> {
 const round = (x: number, digits: number) => Number(x.toFixed(digits));
 const signed = (x: number) => `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(1)}`;
 
+const percent = (ratio: number) => `${(ratio * 100).toFixed(1)}%`;
+const interval = (range: [number, number] | undefined) =>
+  range ? ` (95% CI ${(range[0] * 100).toFixed(1)}–${(range[1] * 100).toFixed(1)}%)` : '';
+
 const median = (xs: number[]) => {
   if (xs.length === 0) return Number.NaN;
   const sorted = [...xs].sort((x, y) => x - y);
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 };
+
+/**
+ * A distribution-free 95% confidence interval for the median: the k-th smallest and k-th largest
+ * value, k the largest with P(Binomial(n, ½) < k) ≤ 2.5%. Undefined below 6 values.
+ */
+function medianInterval(xs: number[]): [number, number] | undefined {
+  const n = xs.length;
+  const sorted = [...xs].sort((x, y) => x - y);
+  let below = 0; // P(Binomial(n, ½) < k)
+  let choose = 1; // C(n, k)
+  let k = 0;
+  while (k < n) {
+    const next = below + choose / 2 ** n;
+    if (next > 0.025) break;
+    below = next;
+    choose = (choose * (n - k)) / (k + 1);
+    k++;
+  }
+  return k === 0 ? undefined : [sorted[k - 1]!, sorted[n - k]!];
+}
 
 // ---------------------------------------------------------------------------------------------
 // The run
@@ -290,6 +314,9 @@ interface Row {
   /** Medians of the per-round paired ratios of req/s. */
   ratio: number;
   ratioAls: number;
+  /** 95% confidence intervals of those medians (see medianInterval). */
+  ratioInterval?: [number, number];
+  ratioAlsInterval?: [number, number];
   alsOverBaseline: number;
   /** Server CPU µs per request: Node's AsyncLocalStorage cost and the adapter's own. */
   cpuSplit?: { als: number; adapter: number };
@@ -411,8 +438,9 @@ try {
           otherCpusBusy: optional((r) => r.otherCpusBusy),
         };
       };
-      const paired = (a: VariantKey, b: VariantKey) =>
-        median(results.map((r) => r[a].requestsPerSecond / r[b].requestsPerSecond));
+      const pairs = (a: VariantKey, b: VariantKey) =>
+        results.map((r) => r[a].requestsPerSecond / r[b].requestsPerSecond);
+      const paired = (a: VariantKey, b: VariantKey) => median(pairs(a, b));
       const generated = summarize('generated');
       const baselineResult = summarize('baseline');
       const baselineAls = summarize('baseline-als');
@@ -425,6 +453,8 @@ try {
         ratio: paired('generated', 'baseline'),
         ratioAls: paired('generated', 'baseline-als'),
         alsOverBaseline: paired('baseline-als', 'baseline'),
+        ratioInterval: medianInterval(pairs('generated', 'baseline')),
+        ratioAlsInterval: medianInterval(pairs('generated', 'baseline-als')),
         rounds: results,
       };
       if (
@@ -441,8 +471,9 @@ try {
       console.log(
         `${comparison.name}: generated ${generated.requestsPerSecond.toFixed(0)} req/s, ` +
           `${comparison.baselineLabel} ${baselineResult.requestsPerSecond.toFixed(0)}, ` +
-          `+ALS ${baselineAls.requestsPerSecond.toFixed(0)} → ${(row.ratio * 100).toFixed(1)}% ` +
-          `of baseline, ${(row.ratioAls * 100).toFixed(1)}% of baseline+ALS` +
+          `+ALS ${baselineAls.requestsPerSecond.toFixed(0)} → ${percent(row.ratio)}` +
+          `${interval(row.ratioInterval)} of baseline, ${percent(row.ratioAls)}` +
+          `${interval(row.ratioAlsInterval)} of baseline+ALS` +
           (row.cpuSplit
             ? `; server CPU per request: AsyncLocalStorage ${signed(row.cpuSplit.als)} µs, ` +
               `adapter ${signed(row.cpuSplit.adapter)} µs`
@@ -483,7 +514,6 @@ writeFileSync(
 );
 
 const rps = (s: Summary) => s.requestsPerSecond.toFixed(0);
-const percent = (ratio: number) => `${(ratio * 100).toFixed(1)}%`;
 const micros = (s: Summary) => s.cpuMicrosPerRequest?.toFixed(0) ?? '–';
 const millis = (x: number) => (x >= 10 ? x.toFixed(0) : x.toFixed(1));
 console.log(
@@ -494,7 +524,7 @@ console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
 for (const row of rows) {
   console.log(
     `| ${row.name} | ${rps(row.generated)} | ${rps(row.baseline)} | ${rps(row.baselineAls)} | ` +
-      `${percent(row.ratio)} | ${percent(row.ratioAls)} | ` +
+      `${percent(row.ratio)}${interval(row.ratioInterval)} | ${percent(row.ratioAls)}${interval(row.ratioAlsInterval)} | ` +
       `${micros(row.generated)} / ${micros(row.baseline)} / ${micros(row.baselineAls)} | ` +
       `${millis(row.generated.p99)} / ${millis(row.baseline.p99)} / ${millis(row.baselineAls.p99)} |`,
   );
