@@ -26,6 +26,8 @@ import {
   type Mode,
   prepareDatabase,
   type RunningServer,
+  resultsSuffix,
+  serverNodeVersion,
   startServer,
 } from './harness.ts';
 
@@ -181,9 +183,9 @@ try {
 }
 
 writeFileSync(
-  join(benchDir, '..', 'results', 'http-async-resources.json'),
+  join(benchDir, '..', 'results', `http-async-resources${resultsSuffix}.json`),
   `${JSON.stringify(
-    { date: new Date().toISOString(), node: process.version, requests, results },
+    { date: new Date().toISOString(), node: serverNodeVersion, requests, results },
     null,
     2,
   )}\n`,

@@ -7,6 +7,8 @@ export interface RatioBar {
   ratio: number;
   /** Generated / baseline with AsyncLocalStorage on, drawn as a marker on the bar's row. */
   alsRatio?: number;
+  /** The ratio's 95% confidence interval, drawn as a whisker across the bar's end. */
+  interval?: [number, number];
 }
 
 export function ratioChart(bars: RatioBar[]): string {
@@ -16,7 +18,7 @@ export function ratioChart(bars: RatioBar[]): string {
   const top = 30;
   const hasAls = bars.some((bar) => bar.alsRatio !== undefined);
   const bottom = top + bars.length * rowHeight;
-  const height = bottom + (hasAls ? 50 : 30);
+  const height = bottom + (hasAls ? 50 : 30) + (bars.some((bar) => bar.interval) ? 18 : 0);
   const min = 0.5;
   const max = 1.1;
   const x = (ratio: number) =>
@@ -28,11 +30,22 @@ export function ratioChart(bars: RatioBar[]): string {
     const y = top + i * rowHeight;
     const color = bar.ratio >= 0.97 ? '#2f855a' : '#c53030';
     const als = bar.alsRatio;
-    // The bar's label goes past the marker when the marker lies beyond the bar.
-    const labelAt = Math.max(x(bar.ratio), als === undefined ? 0 : x(als) + 4) + 4;
+    const interval = bar.interval;
+    // The bar's label goes past the marker and the whisker when they lie beyond the bar.
+    const labelAt =
+      Math.max(
+        x(bar.ratio),
+        als === undefined ? 0 : x(als) + 4,
+        interval === undefined ? 0 : x(interval[1]),
+      ) + 4;
+    const whisker =
+      interval === undefined
+        ? ''
+        : `<path d="M${x(interval[0])} ${y + 9} v8 M${x(interval[0])} ${y + 13} H${x(interval[1])} M${x(interval[1])} ${y + 9} v8" stroke="#111" fill="none"/>`;
     return [
       `<text x="${labelWidth - 8}" y="${y + 17}" text-anchor="end">${escapeXml(bar.label)}</text>`,
       `<rect x="${x(min)}" y="${y + 5}" width="${x(bar.ratio) - x(min)}" height="16" fill="${color}"/>`,
+      whisker,
       als === undefined ? '' : marker(x(als), y + 13),
       `<text x="${labelAt}" y="${y + 17}">${(bar.ratio * 100).toFixed(1)}%` +
         (als === undefined ? '' : ` (${(als * 100).toFixed(1)}%)`) +
@@ -51,6 +64,9 @@ export function ratioChart(bars: RatioBar[]): string {
     hasAls
       ? `${marker(labelWidth, bottom + 38)}<text x="${labelWidth + 10}" y="${bottom + 42}">` +
         "generated / baseline with AsyncLocalStorage on (in brackets): the adapter's own cost</text>"
+      : '',
+    bars.some((bar) => bar.interval)
+      ? `<text x="${labelWidth}" y="${height - 6}">|—| 95% confidence interval of the median ratio</text>`
       : '',
     '</svg>',
     '',

@@ -12,6 +12,27 @@ import { type DatabaseId, targetIds } from '../../src/cli/targets.ts';
 import { freePort } from '../../test/support/postgres.ts';
 
 export const benchDir = dirname(fileURLToPath(import.meta.url));
+
+/**
+ * The node that runs the servers: BENCH_NODE (a path) to measure them on another Node.js
+ * version than this script's, e.g. Node 24, whose AsyncLocalStorage needs no promise hooks.
+ */
+export const serverNode = process.env.BENCH_NODE ?? process.execPath;
+
+/** That node's version, e.g. 'v24.9.0'. */
+export const serverNodeVersion =
+  serverNode === process.execPath
+    ? process.version
+    : execFileSync(serverNode, ['--version'], { encoding: 'utf8' }).trim();
+
+/**
+ * '' when the servers run on this script's Node.js major, else e.g. '-node24': results of
+ * another major go to files of their own.
+ */
+export const resultsSuffix =
+  serverNodeVersion.split('.')[0] === process.version.split('.')[0]
+    ? ''
+    : `-node${serverNodeVersion.split('.')[0]!.slice(1)}`;
 export type Framework = 'express' | 'fastify' | 'koa' | 'hono' | 'node-http' | 'fetch' | 'hooks';
 export type Mode = 'generated' | 'baseline' | 'fastify-postgres';
 
@@ -114,6 +135,7 @@ export async function startServer(
   const script = workers ? 'cluster.mjs' : `${framework}.mjs`;
   const child = fork(join(benchDir, 'servers', script), [], {
     cwd: benchDir,
+    execPath: serverNode,
     // BENCH_NODE_OPTIONS adds flags to the server's node, e.g. '--cpu-prof' for profiling.
     execArgv: [
       '--expose-gc',

@@ -54,6 +54,7 @@
 //
 // Writes bench/results/http-instructions.json; callgrind's files, valgrind's log and each
 // server's stdout are kept in bench/http/.generated/callgrind/ (callgrind_annotate reads them).
+// BENCH_NODE runs the servers on another node (results in http-instructions-node<major>.json).
 // BENCH_NODE_OPTIONS adds flags to the servers' node, as in harness.ts: '--trace-opt
 // --trace-deopt --trace-gc' shows, between "====" marks, what happened in each block. Needs
 // valgrind (callgrind and vgdb) on PATH and bench/http's dependencies (npm ci --prefix
@@ -81,7 +82,10 @@ import {
   generate,
   type Mode,
   prepareDatabase,
+  resultsSuffix,
   serverEnv,
+  serverNode,
+  serverNodeVersion,
 } from './harness.ts';
 
 const { values } = parseArgs({
@@ -131,11 +135,28 @@ interface Comparison {
   name: string;
   framework: Framework;
   database: DatabaseId;
+  /** What the baseline servers run: the hand-written baseline, or @fastify/postgres. */
+  baseline: Mode;
 }
 const comparisons: Comparison[] = databases
-  .flatMap((database) =>
-    frameworks.map((framework) => ({ name: `${framework} (${database})`, framework, database })),
-  )
+  .flatMap((database): Comparison[] => [
+    ...frameworks.map((framework) => ({
+      name: `${framework} (${database})`,
+      framework,
+      database,
+      baseline: 'baseline' as const,
+    })),
+    ...(database === 'postgres'
+      ? [
+          {
+            name: 'fastify vs @fastify/postgres',
+            framework: 'fastify' as const,
+            database,
+            baseline: 'fastify-postgres' as const,
+          },
+        ]
+      : []),
+  ])
   .filter((c) =>
     // Express by name only: most of its instructions are V8 runtime lookups (LoadIC misses,
     // stub-cache fills, map migrations after its per-request setPrototypeOf on req/res), and their
@@ -145,10 +166,10 @@ const comparisons: Comparison[] = databases
 if (comparisons.length === 0) throw new Error(`--only ${values.only}: no comparison matches`);
 
 type VariantKey = 'generated' | 'baseline' | 'baseline-als';
-const variants: { key: VariantKey; mode: Mode; als: boolean }[] = [
-  { key: 'generated', mode: 'generated', als: false },
-  { key: 'baseline', mode: 'baseline', als: false },
-  { key: 'baseline-als', mode: 'baseline', als: true },
+const variants: { key: VariantKey; als: boolean }[] = [
+  { key: 'generated', als: false },
+  { key: 'baseline', als: false },
+  { key: 'baseline-als', als: true },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -198,7 +219,7 @@ async function startUnderCallgrind(
       '--instr-atstart=no',
       `--callgrind-out-file=${outFile}`,
       `--log-file=${outFile}.log`,
-      process.execPath,
+      serverNode,
       '--expose-gc',
       ...heapFlags,
       `--import=data:text/javascript,${encodeURIComponent(gcPreload)}`,
@@ -371,12 +392,13 @@ async function measureVariant(
   variant: (typeof variants)[number],
   env: Record<string, string>,
 ): Promise<VariantResult> {
-  const name = `${comparison.framework}-${comparison.database}-${variant.key}`;
+  const slug = comparison.name.replace(/[^a-z0-9]+/gi, '-').replace(/-$/, '');
+  const name = `${slug}-${variant.key}`;
   const t0 = performance.now();
   const server = await startUnderCallgrind(
     name,
     comparison.framework,
-    variant.mode,
+    variant.key === 'generated' ? 'generated' : comparison.baseline,
     comparison.database,
     { ...env, ALS: variant.als ? '1' : '0' },
   );
@@ -482,7 +504,7 @@ try {
 const machine = {
   cpu: cpus()[0]?.model ?? 'unknown',
   cores: cpus().length,
-  node: process.version,
+  node: serverNodeVersion,
   valgrind: valgrindVersion,
   date: new Date().toISOString().slice(0, 10),
   loadAverage: {
@@ -518,7 +540,7 @@ const rowJson = (row: Row) => ({
   baselineAls: variantJson(row.baselineAls),
 });
 writeFileSync(
-  join(resultsDir, 'http-instructions.json'),
+  join(resultsDir, `http-instructions${resultsSuffix}.json`),
   `${JSON.stringify({ machine, settings, rows: rows.map(rowJson) }, null, 2)}\n`,
 );
 

@@ -8,6 +8,8 @@
 //
 //   node --import tsx bench/http/run.ts [--rounds 7] [--seconds 3] [--connections 32] [--only koa]
 //   node --import tsx bench/http/run.ts --quick        # one round of 1 s: a smoke check
+//   BENCH_NODE=/path/to/node24 node --import tsx bench/http/run.ts --only postgres
+//                        # the servers on another Node.js; results go to http-node24.json
 //
 // Load generator: wrk when on PATH (much lighter than autocannon, so more of the CPU is left for
 // what is measured), else autocannon. With taskset on PATH and two or more CPUs, each server runs
@@ -36,6 +38,8 @@ import {
   pin,
   prepareDatabase,
   type RunningServer,
+  resultsSuffix,
+  serverNodeVersion,
   startServer,
 } from './harness.ts';
 
@@ -491,7 +495,7 @@ try {
 const machine = {
   cpu: cpus()[0]?.model ?? 'unknown',
   cores: cpus().length,
-  node: process.version,
+  node: serverNodeVersion,
   date: new Date().toISOString().slice(0, 10),
   loadAverage: {
     before: loadAverageBefore.map((x) => Number(x.toFixed(2))),
@@ -507,10 +511,20 @@ const machine = {
 };
 const resultsDir = join(benchDir, '..', 'results');
 mkdirSync(resultsDir, { recursive: true });
-writeFileSync(join(resultsDir, 'http.json'), `${JSON.stringify({ machine, rows }, null, 2)}\n`);
 writeFileSync(
-  join(resultsDir, 'http-ratios.svg'),
-  ratioChart(rows.map((row) => ({ label: row.name, ratio: row.ratio, alsRatio: row.ratioAls }))),
+  join(resultsDir, `http${resultsSuffix}.json`),
+  `${JSON.stringify({ machine, rows }, null, 2)}\n`,
+);
+writeFileSync(
+  join(resultsDir, `http-ratios${resultsSuffix}.svg`),
+  ratioChart(
+    rows.map((row) => ({
+      label: row.name,
+      ratio: row.ratio,
+      alsRatio: row.ratioAls,
+      interval: row.ratioInterval,
+    })),
+  ),
 );
 
 const rps = (s: Summary) => s.requestsPerSecond.toFixed(0);
