@@ -175,7 +175,7 @@ const variants: { key: VariantKey; als: boolean }[] = [
 // ---------------------------------------------------------------------------------------------
 // A server under callgrind
 
-const outDir = join(benchDir, '.generated', 'callgrind');
+const outDir = join(benchDir, '.generated', `callgrind${resultsSuffix}`);
 
 // The young generation fixed at 2 MB (where V8 settles these servers under valgrind; left alone it
 // drifts between 1 and 2 MB with wall-clock allocation rates) and emptied before every block by a
