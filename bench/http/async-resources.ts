@@ -13,7 +13,7 @@
 // on in every server alike, baseline included; it counts, it changes nothing that is counted.
 // About 1 min for all comparisons. Writes bench/results/http-async-resources.json.
 import { writeFileSync } from 'node:fs';
-import { Agent, request } from 'node:http';
+import { Agent } from 'node:http';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -23,6 +23,7 @@ import {
   benchDir,
   type Framework,
   generate,
+  getUser,
   type Mode,
   prepareDatabase,
   type RunningServer,
@@ -90,25 +91,6 @@ function snapshot(server: RunningServer): Promise<Counts> {
     };
     server.child.on('message', onMessage);
     server.child.send('async-resources');
-  });
-}
-
-function getUser(url: string, agent: Agent): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${url}/users/42`, { agent }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        body += chunk;
-      });
-      res.on('end', () => {
-        const user = res.statusCode === 200 ? JSON.parse(body) : undefined;
-        if (user?.id === 42) resolve();
-        else reject(new Error(`${url}/users/42: ${res.statusCode} ${body}`));
-      });
-    });
-    req.on('error', reject);
-    req.end();
   });
 }
 

@@ -3,6 +3,8 @@
 // pin processes to CPUs and read a process's CPU time (Linux).
 import { type ChildProcess, execFileSync, fork, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { type Agent, request } from 'node:http';
+import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import BetterSqlite3 from 'better-sqlite3';
@@ -261,4 +263,47 @@ export function cpuTimes(): { cpu: number; busy: number; total: number }[] {
       const total = busy + f[3]! + f[4]!;
       return { cpu: Number(name!.slice(3)), busy, total };
     });
+}
+
+/**
+ * One GET /users/42 on `agent`, checked: status 200 and the right user, else it rejects with
+ * what came back.
+ */
+export function getUser(url: string, agent: Agent): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${url}/users/42`, { agent }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        body += chunk;
+      });
+      res.on('end', () => {
+        if (res.statusCode !== 200) {
+          reject(new Error(`${url}/users/42: ${res.statusCode} ${body}`));
+          return;
+        }
+        const user = JSON.parse(body);
+        if (user?.id !== 42 || user?.name !== 'user 42') {
+          reject(new Error(`${url}/users/42: unexpected body ${body}`));
+          return;
+        }
+        resolve();
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** What the results files record of the machine and the run, given the load average at start. */
+export function machineInfo(loadAverageBefore: number[]) {
+  const rounded = (xs: number[]) => xs.map((x) => Number(x.toFixed(2)));
+  return {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    node: serverNodeVersion,
+    date: new Date().toISOString().slice(0, 10),
+    loadAverage: { before: rounded(loadAverageBefore), after: rounded(loadavg()) },
+  };
 }

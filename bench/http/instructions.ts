@@ -73,8 +73,8 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { Agent, request } from 'node:http';
-import { cpus, loadavg } from 'node:os';
+import { Agent } from 'node:http';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -84,12 +84,13 @@ import {
   benchDir,
   type Framework,
   generate,
+  getUser,
   type Mode,
+  machineInfo,
   prepareDatabase,
   resultsSuffix,
   serverEnv,
   serverNode,
-  serverNodeVersion,
 } from './harness.ts';
 
 const { values } = parseArgs({
@@ -312,33 +313,6 @@ function mark(server: Server, text: string): void {
 // ---------------------------------------------------------------------------------------------
 // The client: exactly n requests over `concurrency` fresh keep-alive connections
 
-function getUser(url: string, agent: Agent): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${url}/users/42`, { agent }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        body += chunk;
-      });
-      res.on('end', () => {
-        if (res.statusCode !== 200) {
-          reject(new Error(`${url}/users/42: ${res.statusCode} ${body}`));
-          return;
-        }
-        const user = JSON.parse(body);
-        if (user?.id !== 42 || user?.name !== 'user 42') {
-          reject(new Error(`${url}/users/42: unexpected body ${body}`));
-          return;
-        }
-        resolve();
-      });
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 /** Server idle: its close handlers have run (valgrind is slow; this is generous). */
 const settleMillis = 500;
 
@@ -515,15 +489,8 @@ try {
 }
 
 const machine = {
-  cpu: cpus()[0]?.model ?? 'unknown',
-  cores: cpus().length,
-  node: serverNodeVersion,
+  ...machineInfo(loadAverageBefore),
   valgrind: valgrindVersion,
-  date: new Date().toISOString().slice(0, 10),
-  loadAverage: {
-    before: loadAverageBefore.map((x) => Number(x.toFixed(2))),
-    after: loadavg().map((x) => Number(x.toFixed(2))),
-  },
   minutes: Number(((performance.now() - startedAt) / 60_000).toFixed(1)),
 };
 const settings = {

@@ -34,12 +34,12 @@ import {
   type Framework,
   generate,
   type Mode,
+  machineInfo,
   parentPid,
   pin,
   prepareDatabase,
   type RunningServer,
   resultsSuffix,
-  serverNodeVersion,
   startServer,
 } from './harness.ts';
 
@@ -493,14 +493,7 @@ try {
 }
 
 const machine = {
-  cpu: cpus()[0]?.model ?? 'unknown',
-  cores: cpus().length,
-  node: serverNodeVersion,
-  date: new Date().toISOString().slice(0, 10),
-  loadAverage: {
-    before: loadAverageBefore.map((x) => Number(x.toFixed(2))),
-    after: loadavg().map((x) => Number(x.toFixed(2))),
-  },
+  ...machineInfo(loadAverageBefore),
   pinning: plan
     ? `server on CPU ${plan.server}; ${loadGenerator}, PostgreSQL and the runner on CPU ${plan.others}`
     : 'off',
