@@ -367,7 +367,10 @@ export abstract class Database<Conn> {
     let releasing: Promise<void> | undefined;
     const handle = {
       released: false,
-      run: <T>(fn: () => T): T => this.frames.run(frame, fn),
+      // Already inside (e.g. Fastify's preValidation re-entry on a GET): no new frame, which on
+      // Node 24 is a copy of the context map.
+      run: <T>(fn: () => T): T =>
+        this.frames.getStore() === frame ? fn() : this.frames.run(frame, fn),
       connect: ((callback?: (error?: Error) => void): Promise<void> | undefined => {
         const connecting: Promise<void> = scope.released
           ? Promise.reject(new ScopeReleasedError())
