@@ -301,6 +301,17 @@ async function runCase(c: Case): Promise<void> {
     // On a fresh database, as in a new directory.
     if (!c.recipe) await sampleApp(project, env);
     phase('sample app');
+    if (c.target === 'fastify' && c.variant === 'js-esm') {
+      // Registered twice, the plugin must stop the app (not check out two connections each).
+      const failure = await startApp(project, 'test-app', { ...env, REGISTER_TWICE: '1' }).then(
+        async (twice) => {
+          await twice.stop();
+          return 'it started';
+        },
+        (error: Error) => error.message,
+      );
+      assert.match(failure, /db-hooks request scope.* already been added/);
+    }
 
     const app = await startApp(project, 'test-app', env);
     phase('start');
