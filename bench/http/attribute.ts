@@ -111,12 +111,10 @@ if (positionals.length === 1) {
   );
   const show = (row: (typeof rows)[number]) =>
     console.log(`${fmt(row.a)} ${fmt(row.b)} ${fmt(row.difference).padStart(12)}  ${row.name}`);
+  const moreInFirst = rows.filter((r) => r.difference > 0);
+  const moreInSecond = rows.filter((r) => r.difference < 0).reverse();
   console.log('more in the first:');
-  for (const row of rows.slice(0, top).filter((r) => r.difference > 0)) show(row);
+  for (const row of moreInFirst.slice(0, top)) show(row);
   console.log('\nmore in the second:');
-  for (const row of rows
-    .slice(-top)
-    .reverse()
-    .filter((r) => r.difference < 0))
-    show(row);
+  for (const row of moreInSecond.slice(0, top)) show(row);
 }
