@@ -1,17 +1,22 @@
 /**
- * db-hooks runtime: per-request database connections, the driver-independent part.
+ * db-hooks runtime: per-request database connections, the part every driver shares.
  *
- * A request gets its own scope (an AsyncLocalStorage store). `db.connect()` checks a connection
- * out of the pool into the current scope and `db.close()` gives it back, as in peewee; every
- * query, transaction and savepoint inside that request then runs on that one connection, and two
- * requests never share one. Code outside any request borrows a connection per statement (or per
- * transaction) and returns it at once. The drivers (runtime-postgres.ts, runtime-sqlite.ts) only
- * say how to check out, run and return connections.
+ * Each request runs in a scope (an AsyncLocalStorage store). The scope checks a connection out of
+ * the pool at the request's first statement (or at once, for eager checkout), every statement,
+ * transaction and savepoint of that request then runs on it, and the scope gives it back exactly
+ * once when the response is done. Code outside any request borrows a connection per statement
+ * (or per transaction). The pool itself (its size, the wait for a free connection, shutdown and
+ * leak detection) lives here too; the drivers (runtime-postgres, runtime-sqlite) only open, run
+ * and close connections.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 
 /** Statement parameters, in the driver's own placeholder style (`?` for SQLite, `$1` for PostgreSQL). */
 export type Params = readonly unknown[] | Record<string, unknown>;
+
+export type StatementMode = 'all' | 'get' | 'run';
 
 export interface RunResult {
   /** Rows inserted, updated or deleted. */
@@ -21,12 +26,30 @@ export interface RunResult {
 }
 
 export interface PoolStats {
-  /** Connections open (idle, in use, or still connecting). */
+  /** Connections open (idle or in use). */
   total: number;
   idle: number;
+  /** Connections checked out, or being opened for a checkout. */
   inUse: number;
-  /** Callers waiting for a connection. */
+  /** Checkouts waiting for a connection to come back. */
   waiting: number;
+}
+
+export interface PoolOptions {
+  /** Most connections checked out at once. Default 10. */
+  max?: number;
+  /** How long a checkout waits for a free connection before PoolTimeoutError. Default 5000. */
+  acquireTimeoutMillis?: number;
+  /** closePool() waits this long for connections in use, then closes them anyway. Default 5000. */
+  closeTimeoutMillis?: number;
+  /**
+   * Warn when one request keeps a connection longer than this (as HikariCP's
+   * leakDetectionThreshold does), naming the request and where it checked the connection out.
+   * 0 turns it off. Default 0.
+   */
+  leakDetectionThresholdMillis?: number;
+  /** Where warnings and the operator's side of errors go. Default: console. */
+  logger?: Pick<Console, 'warn' | 'error'>;
 }
 
 export interface ConnectOptions {
@@ -34,48 +57,38 @@ export interface ConnectOptions {
   reuseIfOpen?: boolean;
 }
 
-/** A request's scope, for framework adapters: create one per request, release it when done. */
+/**
+ * When a request's connection is checked out: `'lazy'` at its first statement (a request that
+ * never queries never takes one), `'eager'` as soon as the request arrives.
+ */
+export type Checkout = 'lazy' | 'eager';
+
+/** What every adapter takes as its last argument. */
+export interface AdapterOptions<D extends Database = Database> {
+  /** The database whose connections the requests use. Default: `db` from ./index. */
+  database?: D;
+  /** Default 'lazy'. */
+  checkout?: Checkout;
+}
+
+/** Why a scope was released; it decides what a later database call of that request is told. */
+export type ReleaseReason = 'done' | 'client-gone';
+
+/** One request's scope, for framework adapters: create one per request, release it when done. */
 export interface RequestScope {
   /** True once release() was called: later database calls in this scope throw ScopeReleasedError. */
   readonly released: boolean;
   /** Runs fn (and everything it awaits) inside this scope. Can be called again for the same request. */
   run<T>(fn: () => T): T;
-  /** Checks a connection out for this request now. Rejects with PoolTimeoutError or PoolClosedError. */
+  /** Checks the request's connection out now (eager checkout). PoolTimeoutError when none is free in time. */
   connect(): Promise<void>;
   /**
-   * The same with a callback, called with no argument once the connection is checked out, or
-   * with the error. When a connection is free it is called at once, before connect() returns,
-   * so code it runs stays inside the caller's scope.run() and no promise is made.
+   * Ends the scope: waits for the statement in flight, rolls back a transaction left open, returns
+   * the connection to the pool exactly once, and refuses the request's later database calls.
+   * Safe to call any number of times, at any moment. Never rejects.
    */
-  connect(callback: (error?: Error) => void): void;
-  /**
-   * Checks a connection out, then runs fn inside this scope and returns what fn returns: fn's
-   * own result when a connection was free at once (no promise made, no tick), else a promise
-   * of it. When no connection can be had, the promise rejects with the error, or settles as
-   * onError says. For promise-based middleware: `return scope.runConnected(next)`.
-   */
-  runConnected<T>(fn: () => T, onError?: (error: Error) => never): T | Promise<Awaited<T>>;
-  /**
-   * Gives the connection back. Safe to call more than once and at any time (e.g. on the
-   * response's 'close' event): it waits for the statement in flight, rolls back an open
-   * transaction, then returns the connection to the pool exactly once. Never rejects.
-   */
-  release(): Promise<void>;
+  release(reason?: ReleaseReason): Promise<void>;
 }
-
-/**
- * How a driver reports a statement's outcome, exactly once: `(null, result)` or `(error)`.
- * Possibly before execute() returns: SQLite answers synchronously.
- */
-export type StatementCallback = (error: unknown, result?: unknown) => void;
-
-export type StatementMode = 'all' | 'get' | 'run';
-
-/**
- * One settled promise to return when there is nothing to wait for. On Node 20 every new promise
- * costs a hook call while AsyncLocalStorage is in use, and these paths run on every request.
- */
-export const DONE: Promise<void> = Promise.resolve();
 
 export class DbHooksError extends Error {
   /** A stable, machine-readable code, e.g. 'POOL_TIMEOUT'. */
@@ -90,42 +103,50 @@ export class DbHooksError extends Error {
 
 /**
  * The database cannot serve this request now but may soon: the pool is exhausted or closed, or
- * the server is unreachable. Web frameworks answer 503 (status/statusCode/expose below), and
- * adapters test for this class rather than for each case.
+ * the server is unreachable. Its message is safe to show a client (the detail went to the log),
+ * and frameworks answer 503: Express, Koa and Fastify read `status`/`statusCode`/`expose`, Hono
+ * calls `getResponse()`.
  */
 export class ServiceUnavailableError extends DbHooksError {
   readonly status = 503;
   readonly statusCode = 503;
   readonly expose = true;
+
+  getResponse(): Response {
+    return new Response(this.message, {
+      status: 503,
+      headers: { 'content-type': 'text/plain; charset=utf-8', 'retry-after': '1' },
+    });
+  }
 }
 
 /** No connection became free in time. */
 export class PoolTimeoutError extends ServiceUnavailableError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('POOL_TIMEOUT', message, options);
+  constructor(timeoutMillis: number) {
+    super(
+      'POOL_TIMEOUT',
+      `No database connection became free within ${timeoutMillis} ms. Try again shortly.`,
+    );
     this.name = 'PoolTimeoutError';
   }
 }
 
-/** The pool was closed with closePool(); typically the server is shutting down. */
+/** The pool was closed with closePool(): the server is shutting down. */
 export class PoolClosedError extends ServiceUnavailableError {
-  constructor(
-    message = 'The connection pool is closed (closePool() was called), so no connection can be ' +
-      'checked out. Stop serving requests before closing the pool, or create a new database object.',
-  ) {
-    super('POOL_CLOSED', message);
+  constructor(options?: { cause?: unknown }) {
+    super('POOL_CLOSED', 'The server is shutting down. Try again shortly.', options);
     this.name = 'PoolClosedError';
   }
 }
 
 /**
- * The database server could not be reached, or the connection to it broke mid-statement (a
- * restart, a killed backend, a network failure). Answered as 503: a retry can succeed once the
- * server is back, and the pool replaces broken connections by itself.
+ * The database server could not be reached, or the connection to it broke (a restart, a killed
+ * backend, a network failure). A retry can succeed once the server is back; the pool replaces
+ * broken connections by itself.
  */
 export class DatabaseUnavailableError extends ServiceUnavailableError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('DATABASE_UNAVAILABLE', message, options);
+  constructor(options?: { cause?: unknown }) {
+    super('DATABASE_UNAVAILABLE', 'The database is unavailable. Try again shortly.', options);
     this.name = 'DatabaseUnavailableError';
   }
 }
@@ -138,445 +159,721 @@ export class ConnectionStateError extends DbHooksError {
   }
 }
 
-/** A database call from a request whose connection was already released. */
+/**
+ * A database call from a request whose connection was already released. When the client went
+ * away, it carries status 499 (client closed request) and `expose`, so frameworks do not log it
+ * as a server error: there is no one left to answer.
+ */
 export class ScopeReleasedError extends DbHooksError {
-  constructor() {
+  readonly reason: ReleaseReason;
+  readonly status: number;
+  readonly statusCode: number;
+  readonly expose: boolean;
+
+  constructor(reason: ReleaseReason) {
     super(
       'SCOPE_RELEASED',
-      "This request's database connection was already released (the response finished or the " +
-        'client went away), so the call was refused. Do not keep using the database after the ' +
-        'response is sent; use db.connectionContext() for background work.',
+      reason === 'client-gone'
+        ? 'The client went away, so this request released its database connection and the ' +
+            'call was refused.'
+        : "This request's database connection was already released (the response was sent), " +
+            'so the call was refused. Run work that outlives the response in db.detached(fn).',
     );
     this.name = 'ScopeReleasedError';
+    this.reason = reason;
+    this.status = this.statusCode = reason === 'client-gone' ? 499 : 500;
+    this.expose = reason === 'client-gone';
   }
 }
 
-/** What one request's scope holds. Mutable: connect() fills `conn`, close() empties it. */
-class ScopeState<Conn> {
+/** One request's state. Mutable: the first statement fills `conn`, release empties it. */
+class Scope<Conn> {
   conn: Conn | undefined = undefined;
-  /** A checkout in progress, so a second connect() does not check out a second connection. */
-  opening: Promise<void> | undefined = undefined;
+  /** The checkout in progress, shared by statements that start before it completes. */
+  connecting: Promise<Conn> | undefined = undefined;
+  /** False after db.close(): later statements borrow a connection each instead. */
+  holdsConnection = true;
   /** atomic() nesting on `conn`: 0 = no transaction, 1 = transaction, 2+ = savepoints. */
   depth = 0;
-  /** Database calls in flight, so release() can wait for them before returning the connection. */
+  /** Database calls in flight: release() waits for them before returning the connection. */
   active = 0;
-  /** Who waits for `active` to reach 0 (release() does); allocated when first needed. */
-  whenIdle: (() => void)[] | undefined = undefined;
-  released = false;
+  whenIdle: (() => void)[] = [];
+  released: ReleaseReason | undefined = undefined;
+  releasing: Promise<void> | undefined = undefined;
+  /** Ends a checkout still waiting in the pool's queue. */
+  cancelWait: ((error: Error) => void) | undefined = undefined;
+  /** For leak detection: where the connection was checked out, and the pending warning. */
+  checkedOutAt: Error | undefined = undefined;
+  leakTimer: ReturnType<typeof setTimeout> | undefined = undefined;
+  leakReported = 0;
+  /** What a leak warning names, e.g. 'GET /users/1'. */
+  readonly label: string;
+
+  constructor(label: string) {
+    this.label = label;
+  }
 }
 
 /**
- * What code sees through AsyncLocalStorage: its request's scope, and the atomic() depth that
- * code runs at. A nested atomic() runs at the scope's depth; a concurrent one in the same
- * request (e.g. in Promise.all) does not, and is refused instead of sharing the transaction.
+ * What code sees through AsyncLocalStorage: its request's scope, and the atomic() depth it runs
+ * at. A nested atomic() runs at the scope's depth; a concurrent one in the same request (e.g. in
+ * Promise.all) does not, and is refused instead of sharing the transaction.
  */
 interface Frame<Conn> {
-  scope: ScopeState<Conn>;
+  scope: Scope<Conn>;
   depth: number;
 }
 
-/**
- * The database object handlers use. Drivers implement checkout, statement execution and
- * return; everything about scopes and transactions lives here. Calls within one request share
- * its connection, so run that request's transactions one after another, not concurrently.
- */
-export abstract class Database<Conn> {
-  private readonly frames = new AsyncLocalStorage<Frame<Conn>>();
+interface Waiter {
+  resolve(): void;
+  reject(error: Error): void;
+  timer: ReturnType<typeof setTimeout>;
+}
 
-  /** Checks a connection out of the pool (PoolTimeoutError / PoolClosedError when it cannot). */
-  protected abstract acquire(): Promise<Conn>;
-  /** Returns a connection to the pool, rolling back first if it is still inside a transaction. */
-  protected abstract releaseConnection(conn: Conn, inTransaction: boolean): Promise<void>;
+/**
+ * A FIFO of waiters with a deadline each: for a free connection here, and for SQLite's write
+ * lock in its driver.
+ */
+export class WaitQueue {
+  readonly #waiters: Waiter[] = [];
+
+  get length(): number {
+    return this.#waiters.length;
+  }
+
   /**
-   * Runs one statement and calls back with 'all' → rows, 'get' → first row or undefined,
-   * 'run' → RunResult. A callback rather than a promise: the base class makes the one promise
-   * a statement costs (on Node 20 each promise costs a hook call while AsyncLocalStorage is on).
+   * Resolves when handOff() picks this waiter; rejects with timeoutError() at the deadline, or
+   * with the error given to `cancel` (which is called with a canceller, for the caller to keep).
    */
+  wait(
+    timeoutMillis: number,
+    timeoutError: () => Error,
+    cancel?: (canceller: (error: Error) => void) => void,
+  ): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => this.#remove(waiter, timeoutError()), timeoutMillis),
+      };
+      this.#waiters.push(waiter);
+      cancel?.((error) => this.#remove(waiter, error));
+    });
+  }
+
+  /** Wakes the longest waiter; false if nobody waits. */
+  handOff(): boolean {
+    const waiter = this.#waiters.shift();
+    if (waiter === undefined) return false;
+    clearTimeout(waiter.timer);
+    waiter.resolve();
+    return true;
+  }
+
+  rejectAll(error: Error): void {
+    for (const waiter of this.#waiters.splice(0)) {
+      clearTimeout(waiter.timer);
+      waiter.reject(error);
+    }
+  }
+
+  #remove(waiter: Waiter, error: Error): void {
+    const index = this.#waiters.indexOf(waiter);
+    if (index === -1) return; // already handed off
+    this.#waiters.splice(index, 1);
+    clearTimeout(waiter.timer);
+    waiter.reject(error);
+  }
+}
+
+/**
+ * The database object handlers use. It owns the pool's accounting and every request's scope;
+ * a driver subclass implements the protected methods marked "driver" below.
+ */
+export abstract class Database<Conn = unknown> {
+  readonly #frames = new AsyncLocalStorage<Frame<Conn>>();
+  readonly #max: number;
+  readonly #acquireTimeoutMillis: number;
+  readonly #closeTimeoutMillis: number;
+  readonly #leakThresholdMillis: number;
+  protected readonly logger: Pick<Console, 'warn' | 'error'>;
+
+  /** Connections checked out (or being opened for a checkout): at most `max`. */
+  readonly #checkedOut = new Set<Conn>();
+  #slotsTaken = 0;
+  readonly #queue = new WaitQueue();
+  #closing: Promise<void> | undefined;
+  #forceClosed = false;
+  /** Settles when the last checked-out connection comes back (for closePool()). */
+  #allReturned: (() => void) | undefined;
+  /** Requests that already have a scope of this database (an adapter registered twice). */
+  readonly #scopeOfRequest = new WeakMap<object, RequestScope>();
+
+  constructor(options: PoolOptions = {}) {
+    this.#max = options.max ?? 10;
+    this.#acquireTimeoutMillis = options.acquireTimeoutMillis ?? 5000;
+    this.#closeTimeoutMillis = options.closeTimeoutMillis ?? 5000;
+    this.#leakThresholdMillis = options.leakDetectionThresholdMillis ?? 0;
+    this.logger = options.logger ?? console;
+  }
+
+  // --- The driver contract -----------------------------------------------------------------
+
+  /** Driver: a connection, idle or newly opened. Called only while fewer than `max` are out. */
+  protected abstract acquireConnection(): Promise<Conn>;
+  /** Driver: takes a connection back; `discard` closes it instead of keeping it idle. */
+  protected abstract releaseConnection(conn: Conn, discard: boolean): void;
+  /** Driver: runs one statement; 'all' → rows, 'get' → first row or undefined, 'run' → RunResult. */
   protected abstract execute(
     conn: Conn,
     mode: StatementMode,
     sql: string,
     params: Params | undefined,
-    callback: StatementCallback,
-  ): void;
-  /** A connection free right now, without waiting, or undefined. Optional: skips a few promises. */
-  protected acquireNow(): Conn | undefined {
-    return undefined;
-  }
-  abstract stats(): PoolStats;
-  /** Refuses new checkouts, waits for connections in use (up to a timeout), closes them all. */
-  abstract closePool(): Promise<void>;
+  ): Promise<unknown>;
+  /** Driver: true when the connection can no longer be used (it is discarded on release). */
+  protected abstract isBroken(conn: Conn): boolean;
+  /** Driver: closes every connection, idle ones and any still checked out. */
+  protected abstract closeConnections(): Promise<void>;
+  /** Driver: connections open and idle. */
+  protected abstract poolSize(): { total: number; idle: number };
 
+  /** Driver, optional: how a transaction starts, commits and rolls back. */
   protected async begin(conn: Conn): Promise<void> {
-    await this.executeAsync(conn, 'run', 'BEGIN');
+    await this.execute(conn, 'run', 'BEGIN', undefined);
   }
 
   protected async commit(conn: Conn): Promise<void> {
-    await this.executeAsync(conn, 'run', 'COMMIT');
+    await this.execute(conn, 'run', 'COMMIT', undefined);
   }
 
   protected async rollback(conn: Conn): Promise<void> {
-    await this.executeAsync(conn, 'run', 'ROLLBACK');
+    await this.execute(conn, 'run', 'ROLLBACK', undefined);
   }
 
-  /** Binds a connection to the current request. Returns false if reused (reuseIfOpen). */
+  // --- What handlers call ------------------------------------------------------------------
+
+  query<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T[]> {
+    return this.#statement('all', sql, params) as Promise<T[]>;
+  }
+
+  get<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T | undefined> {
+    return this.#statement('get', sql, params) as Promise<T | undefined>;
+  }
+
+  run(sql: string, params?: Params): Promise<RunResult> {
+    return this.#statement('run', sql, params) as Promise<RunResult>;
+  }
+
+  /** Checks the current request's connection out now. False if it was already (reuseIfOpen). */
   async connect(options: ConnectOptions = {}): Promise<boolean> {
-    const scope = this.frames.getStore()?.scope;
+    const scope = this.#frames.getStore()?.scope;
     if (scope === undefined) {
       throw new ConnectionStateError(
         'db.connect() was called outside a request scope, so there is nothing to bind the ' +
-          'connection to. Install the db-hooks adapter for your framework (or wrap the server ' +
-          'listener with requestScope()), or use db.connectionContext(fn) in scripts.',
+          'connection to. Install the db-hooks adapter for your framework, or use ' +
+          'db.connectionContext(fn) in scripts.',
       );
     }
-    if (scope.released) throw new ScopeReleasedError();
-    if (scope.conn !== undefined || scope.opening !== undefined) {
+    if (scope.released) throw new ScopeReleasedError(scope.released);
+    if (scope.conn !== undefined || scope.connecting !== undefined) {
       if (!options.reuseIfOpen) {
         throw new ConnectionStateError(
           'The connection for this request is already open. Call db.connect() once per ' +
             'request, or pass { reuseIfOpen: true }.',
         );
       }
-      await scope.opening;
+      await this.#track(scope, () => this.#connection(scope));
       return false;
     }
-    await this.open(scope);
+    scope.holdsConnection = true;
+    await this.#track(scope, () => this.#connection(scope));
     return true;
   }
 
-  /** Returns the request's connection to the pool. False if it was not open. */
+  /**
+   * Returns the current request's connection to the pool now; its later statements borrow one
+   * each. False if it had none.
+   */
   async close(): Promise<boolean> {
-    const scope = this.frames.getStore()?.scope;
+    const scope = this.#frames.getStore()?.scope;
     if (scope === undefined || scope.released) return false;
-    if (scope.opening !== undefined) await scope.opening.catch(() => {});
-    if (scope.conn === undefined) return false;
     if (scope.depth > 0) {
       throw new ConnectionStateError(
         'db.close() was called inside db.atomic(). Let the transaction finish (return or throw ' +
           'from the atomic() callback) before closing the connection.',
       );
     }
-    await this.detach(scope);
-    return true;
+    scope.holdsConnection = false;
+    return this.#detach(scope);
   }
 
+  /** True when the current request holds no connection. */
   isClosed(): boolean {
-    return this.frames.getStore()?.scope.conn === undefined;
+    return this.#frames.getStore()?.scope.conn === undefined;
   }
 
   /**
-   * Runs fn with a connection: the current one if open, else one checked out for fn and
-   * returned after it. Nested calls reuse the outer connection; only the outermost returns it.
-   * Also the way out of a finished request: background work it started gets a scope of its own.
+   * Runs fn with a connection: the current request's, or, outside a request, one checked out for
+   * fn and returned when it settles (as peewee's connection_context).
    */
-  connectionContext<T>(fn: () => Promise<T>): Promise<T> {
-    const scope = this.frames.getStore()?.scope;
-    if (scope === undefined || scope.released) {
-      const fresh = new ScopeState<Conn>();
-      return this.frames.run({ scope: fresh, depth: 0 }, () => this.withConnection(fresh, fn));
-    }
-    return this.withConnection(scope, fn);
+  async connectionContext<T>(fn: () => Promise<T>): Promise<T> {
+    const scope = this.#frames.getStore()?.scope;
+    if (scope !== undefined && !scope.released) return fn();
+    return this.#inOwnScope('connectionContext', 'eager', fn);
   }
 
-  query<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T[]> {
-    return this.statement('all', sql, params) as Promise<T[]>;
-  }
-
-  get<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T | undefined> {
-    return this.statement('get', sql, params) as Promise<T | undefined>;
-  }
-
-  run(sql: string, params?: Params): Promise<RunResult> {
-    return this.statement('run', sql, params) as Promise<RunResult>;
+  /**
+   * Runs fn in a scope of its own, even inside a request: for work that outlives the response
+   * (fire-and-forget jobs, a query per event of a long-lived stream). It checks a connection out
+   * at its first statement and returns it when fn settles.
+   */
+  detached<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#inOwnScope('detached', 'lazy', fn);
   }
 
   /**
    * Runs fn in a transaction: commits when it returns, rolls back when it throws. Nested calls
    * use savepoints, so an inner failure rolls back only the inner part.
    */
-  async atomic<T>(fn: () => Promise<T>): Promise<T> {
-    const frame = this.frames.getStore();
-    const scope = frame?.scope;
-    if (frame === undefined || scope === undefined) {
-      return this.connectionContext(() => this.atomic(fn));
-    }
-    if (scope.released) throw new ScopeReleasedError();
-    if (scope.opening !== undefined) await scope.opening;
-    const conn = scope.conn;
-    if (conn === undefined) return this.withConnection(scope, () => this.atomic(fn));
-
-    const depth = scope.depth;
-    if (frame.depth !== depth) {
-      throw new ConnectionStateError(
-        'db.atomic() was called while another db.atomic() of the same request is running (for ' +
-          'example in Promise.all). A request has one connection, so its transactions must run ' +
-          'one after another: await each one before starting the next.',
+  atomic<T>(fn: () => Promise<T>): Promise<T> {
+    const frame = this.#frames.getStore();
+    if (frame === undefined) return this.connectionContext(() => this.atomic(fn));
+    const { scope } = frame;
+    if (scope.released) return Promise.reject(new ScopeReleasedError(scope.released));
+    if (frame.depth !== scope.depth) {
+      return Promise.reject(
+        new ConnectionStateError(
+          'db.atomic() was called while another db.atomic() of the same request is running ' +
+            '(for example in Promise.all). A request has one connection, so its transactions ' +
+            'must run one after another: await each one before starting the next.',
+        ),
       );
     }
-    const savepoint = `db_hooks_${depth}`;
-    scope.depth = depth + 1; // at once, so that a concurrent atomic() sees it
+    scope.holdsConnection = true; // a transaction needs one connection from BEGIN to COMMIT
+    return scope.depth === 0 ? this.#transaction(scope, fn) : this.#savepoint(scope, fn);
+  }
+
+  stats(): PoolStats {
+    return { ...this.poolSize(), inUse: this.#slotsTaken, waiting: this.#queue.length };
+  }
+
+  /**
+   * Refuses new checkouts, waits for the connections in use to come back (up to
+   * closeTimeoutMillis), then closes every connection.
+   */
+  closePool(): Promise<void> {
+    this.#closing ??= this.#shutDown();
+    return this.#closing;
+  }
+
+  // --- What adapters call ------------------------------------------------------------------
+
+  /** A scope for one unit of work; adapters use scopeForRequest() or scopeForFetch() instead. */
+  createScope(label = 'a request'): RequestScope {
+    const scope = new Scope<Conn>(label);
+    const frame: Frame<Conn> = { scope, depth: 0 };
+    return {
+      get released() {
+        return scope.released !== undefined;
+      },
+      // Already inside (a later framework hook re-entering): no new frame needed.
+      run: (fn) => (this.#frames.getStore() === frame ? fn() : this.#frames.run(frame, fn)),
+      connect: async () => {
+        if (scope.released) throw new ScopeReleasedError(scope.released);
+        await this.#track(scope, () => this.#connection(scope));
+      },
+      release: (reason = 'done') => this.#release(scope, reason),
+    };
+  }
+
+  /**
+   * The scope of one node:http request, released exactly once when the exchange is over: the
+   * response was sent, or the client went away (before the adapter ran, during the handler, or
+   * while the response waited behind earlier pipelined ones). Events of `req` ('data', 'end')
+   * run inside it too, so code that reads the body keeps the request's connection.
+   *
+   * Undefined when the request already has a scope of this database: an adapter registered twice
+   * steps aside and the first one covers the request.
+   */
+  scopeForRequest(req: IncomingMessage, res: ServerResponse): RequestScope | undefined {
+    if (this.#scopeOfRequest.has(req)) return undefined;
+    const scope = this.createScope(`${req.method} ${req.url?.split('?', 1)[0]}`);
+    this.#scopeOfRequest.set(req, scope);
+    releaseWhenOver(req, res, scope);
+    runEventsInScope(req, scope);
+    return scope;
+  }
+
+  /**
+   * The scope of one Web `Request`, released when its signal aborts (the client went away) and
+   * otherwise by the caller, once the response body has been read (see releaseWhenRead()).
+   * Undefined when the request already has a scope of this database.
+   */
+  scopeForFetch(request: Request): RequestScope | undefined {
+    if (this.#scopeOfRequest.has(request)) return undefined;
+    const scope = this.createScope(`${request.method} ${new URL(request.url).pathname}`);
+    this.#scopeOfRequest.set(request, scope);
+    const gone = () => void scope.release('client-gone');
+    if (request.signal.aborted) gone();
+    else request.signal.addEventListener('abort', gone, { once: true });
+    return scope;
+  }
+
+  // --- Scopes ------------------------------------------------------------------------------
+
+  #statement(mode: StatementMode, sql: string, params: Params | undefined): Promise<unknown> {
+    const scope = this.#frames.getStore()?.scope;
+    if (scope === undefined) return this.#borrow((conn) => this.execute(conn, mode, sql, params));
+    return this.#track(scope, async () => {
+      if (!scope.holdsConnection && scope.conn === undefined) {
+        return this.#borrow((conn) => this.execute(conn, mode, sql, params), scope);
+      }
+      const conn = await this.#connection(scope);
+      return this.#run(conn, () => this.execute(conn, mode, sql, params));
+    });
+  }
+
+  async #transaction<T>(scope: Scope<Conn>, fn: () => Promise<T>): Promise<T> {
+    scope.depth = 1; // at once, so that a concurrent atomic() sees it
     try {
-      await this.track(scope, async () => {
-        if (depth === 0) await this.begin(conn);
-        else await this.executeAsync(conn, 'run', `SAVEPOINT ${savepoint}`);
+      await this.#track(scope, async () => {
+        const conn = await this.#connection(scope);
+        await this.#run(conn, () => this.begin(conn));
       });
     } catch (error) {
-      if (scope.conn === conn) scope.depth = depth;
+      scope.depth = 0;
       throw error;
     }
-
     let result: T;
     try {
-      result = await this.frames.run({ scope, depth: depth + 1 }, fn);
+      result = await this.#frames.run({ scope, depth: 1 }, fn);
     } catch (error) {
-      // If the scope was released meanwhile, release() already rolled back: touch nothing.
-      if (!scope.released && scope.conn === conn) {
-        await this.track(scope, async () => {
-          try {
-            if (depth === 0) await this.rollback(conn);
-            else {
-              await this.executeAsync(conn, 'run', `ROLLBACK TO SAVEPOINT ${savepoint}`);
-              await this.executeAsync(conn, 'run', `RELEASE SAVEPOINT ${savepoint}`);
-            }
-          } catch {
-            // The connection is broken; the driver destroys it on return. Report fn's error.
-          } finally {
-            scope.depth = depth;
-          }
-        });
-      }
+      // Refused if the scope was released meanwhile: release() has rolled back already.
+      await this.#onConnection(scope, (conn) => this.rollback(conn)).catch(() => {});
+      scope.depth = 0;
       throw error;
     }
-
-    if (scope.released || scope.conn !== conn) throw new ScopeReleasedError();
-    await this.track(scope, async () => {
-      try {
-        if (depth === 0) await this.commit(conn);
-        else await this.executeAsync(conn, 'run', `RELEASE SAVEPOINT ${savepoint}`);
-      } finally {
-        scope.depth = depth;
-      }
-    });
+    try {
+      await this.#onConnection(scope, (conn) => this.commit(conn));
+    } finally {
+      scope.depth = 0;
+    }
     return result;
   }
 
-  /** A scope for one request; see RequestScope. Used by the framework adapters. */
-  createScope(): RequestScope {
-    const scope = new ScopeState<Conn>();
-    const frame: Frame<Conn> = { scope, depth: 0 };
-    let releasing: Promise<void> | undefined;
-    const handle = {
-      released: false,
-      // Already inside (e.g. Fastify's preValidation re-entry on a GET): no new frame, which on
-      // Node 24 is a copy of the context map.
-      run: <T>(fn: () => T): T =>
-        this.frames.getStore() === frame ? fn() : this.frames.run(frame, fn),
-      connect: ((callback?: (error?: Error) => void): Promise<void> | undefined => {
-        const connecting: Promise<void> = scope.released
-          ? Promise.reject(new ScopeReleasedError())
-          : scope.conn !== undefined
-            ? DONE
-            : (scope.opening ?? this.open(scope));
-        if (callback === undefined) return connecting;
-        // open() fills conn at once when a connection is free: no promise, no tick.
-        if (scope.conn !== undefined && !scope.released) callback();
-        else
-          connecting.then(
-            () => callback(),
-            (error: Error) => callback(error),
-          );
-        return undefined;
-      }) as RequestScope['connect'],
-      runConnected: <T>(fn: () => T, onError?: (error: Error) => never) =>
-        this.frames.run(frame, (): T | Promise<Awaited<T>> => {
-          const connecting = handle.connect();
-          if (scope.conn !== undefined && !scope.released) return fn();
-          return connecting.then(fn, onError) as Promise<Awaited<T>>;
-        }),
-      release: () => {
-        if (releasing === undefined) {
-          handle.released = true;
-          scope.released = true;
-          releasing = this.detach(scope);
-          if (releasing !== DONE) releasing = releasing.catch(reportReleaseError);
-        }
-        return releasing;
-      },
-    };
-    return handle;
-  }
-
-  // Not async, like the few methods below: each async layer costs a promise per statement.
-  private statement(mode: StatementMode, sql: string, params: Params | undefined) {
-    const scope = this.frames.getStore()?.scope;
-    if (scope === undefined)
-      return this.borrow((conn) => this.executeAsync(conn, mode, sql, params));
-    const conn = scope.conn;
-    if (conn !== undefined && !scope.released) {
-      // Counted in flight until the driver calls back, so release() waits for it. A driver that
-      // answers at once (SQLite) gets a settled promise: cheaper than a pending one to make.
-      scope.active++;
-      let answered = false;
-      let failure: unknown = null;
-      let value: unknown;
-      let later: { resolve(value: unknown): void; reject(error: unknown): void } | undefined;
-      const callback: StatementCallback = (error, result) => {
-        this.settle(scope);
-        if (later === undefined) {
-          answered = true;
-          failure = error;
-          value = result;
-        } else if (error === null) later.resolve(result);
-        else later.reject(error);
-      };
-      try {
-        this.execute(conn, mode, sql, params, callback);
-      } catch (error) {
-        callback(error);
-      }
-      if (answered) return failure === null ? Promise.resolve(value) : Promise.reject(failure);
-      return new Promise((resolve, reject) => {
-        later = { resolve, reject };
-      });
+  async #savepoint<T>(scope: Scope<Conn>, fn: () => Promise<T>): Promise<T> {
+    const depth = scope.depth;
+    const name = `db_hooks_${depth}`;
+    const execute = (sql: string) => (conn: Conn) => this.execute(conn, 'run', sql, undefined);
+    scope.depth = depth + 1;
+    try {
+      await this.#onConnection(scope, execute(`SAVEPOINT ${name}`));
+    } catch (error) {
+      scope.depth = depth;
+      throw error;
     }
-    return this.statementWithoutConnection(scope, mode, sql, params);
+    let result: T;
+    try {
+      result = await this.#frames.run({ scope, depth: depth + 1 }, fn);
+    } catch (error) {
+      await this.#onConnection(scope, async (conn) => {
+        await execute(`ROLLBACK TO SAVEPOINT ${name}`)(conn);
+        await execute(`RELEASE SAVEPOINT ${name}`)(conn);
+      }).catch(() => {}); // a broken connection is discarded on release; report fn's error
+      scope.depth = depth;
+      throw error;
+    }
+    try {
+      await this.#onConnection(scope, execute(`RELEASE SAVEPOINT ${name}`));
+    } finally {
+      scope.depth = depth;
+    }
+    return result;
   }
 
-  /** A statement as a promise, outside the per-request fast path. */
-  private executeAsync(
-    conn: Conn,
-    mode: StatementMode,
-    sql: string,
-    params?: Params,
-  ): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      this.execute(conn, mode, sql, params, (error, result) => {
-        if (error === null) resolve(result);
-        else reject(error);
-      });
+  /** Runs use() on the connection the scope already holds (inside a transaction). */
+  #onConnection<R>(scope: Scope<Conn>, use: (conn: Conn) => Promise<R>): Promise<R> {
+    return this.#track(scope, () => {
+      const conn = scope.conn;
+      if (conn === undefined) throw new ScopeReleasedError(scope.released ?? 'done');
+      return this.#run(conn, () => use(conn));
     });
   }
 
-  private async statementWithoutConnection(
-    scope: ScopeState<Conn>,
-    mode: StatementMode,
-    sql: string,
-    params: Params | undefined,
-  ): Promise<unknown> {
-    if (scope.released) throw new ScopeReleasedError();
-    if (scope.opening !== undefined) {
-      await scope.opening.catch(() => {});
-      if (scope.conn !== undefined) return this.statement(mode, sql, params);
-    }
-    return this.track(scope, () =>
-      this.borrow((conn) => this.executeAsync(conn, mode, sql, params)),
-    );
-  }
-
-  /** A connection for one statement (or one transaction) outside any open connection. */
-  private async borrow<R>(use: (conn: Conn) => Promise<R>): Promise<R> {
-    const conn = await this.acquire();
+  /** Counts a call as in flight in this scope while it runs, so release() waits for it. */
+  async #track<R>(scope: Scope<Conn>, call: () => Promise<R>): Promise<R> {
+    if (scope.released) throw new ScopeReleasedError(scope.released);
+    scope.active++;
     try {
-      return await use(conn);
+      return await call();
     } finally {
-      await this.releaseConnection(conn, false);
+      scope.active--;
+      if (scope.active === 0) for (const resolve of scope.whenIdle.splice(0)) resolve();
     }
   }
 
-  private async withConnection<T>(scope: ScopeState<Conn>, fn: () => Promise<T>): Promise<T> {
-    if (scope.released) throw new ScopeReleasedError();
-    if (scope.opening !== undefined) await scope.opening;
-    if (scope.conn !== undefined) return fn();
-    await this.open(scope);
-    try {
-      return await fn();
-    } finally {
-      if (!scope.released) await this.detach(scope);
-    }
-  }
-
-  private open(scope: ScopeState<Conn>): Promise<void> {
-    const conn = this.acquireNow();
-    if (conn !== undefined) {
-      scope.conn = conn;
-      scope.depth = 0;
-      return DONE;
-    }
-    scope.opening = this.checkOut(scope);
-    return scope.opening;
-  }
-
-  private checkOut(scope: ScopeState<Conn>): Promise<void> {
-    scope.active++; // counts as in flight: release() waits for the checkout to finish
-    return this.acquire().then(
+  /** The scope's connection, checked out on first use. Concurrent callers share one checkout. */
+  #connection(scope: Scope<Conn>): Promise<Conn> {
+    if (scope.conn !== undefined) return Promise.resolve(scope.conn);
+    scope.connecting ??= this.#acquire(scope).then(
       (conn) => {
-        scope.opening = undefined;
-        // Released while we waited for the pool (e.g. the client went away): give it straight back.
-        if (scope.released) {
-          void this.releaseConnection(conn, false);
-          this.settle(scope);
-          throw new ScopeReleasedError();
-        }
-        scope.conn = conn;
-        scope.depth = 0;
-        this.settle(scope);
+        scope.connecting = undefined;
+        scope.conn = conn; // released meanwhile: release() gives it back once we are done
+        this.#watchForLeak(scope);
+        if (scope.released) throw new ScopeReleasedError(scope.released);
+        return conn;
       },
       (error: unknown) => {
-        scope.opening = undefined;
-        this.settle(scope);
+        scope.connecting = undefined;
         throw error;
       },
     );
+    return scope.connecting;
   }
 
-  /** Waits for calls in flight, then returns the scope's connection (once: `conn` is cleared first). */
-  private detach(scope: ScopeState<Conn>): Promise<void> {
-    if (scope.active > 0) {
-      scope.whenIdle ??= [];
-      const waiting = scope.whenIdle;
-      return new Promise<void>((resolve) => waiting.push(resolve)).then(() => this.detach(scope));
+  async #inOwnScope<T>(label: string, checkout: Checkout, fn: () => Promise<T>): Promise<T> {
+    const scope = this.createScope(label);
+    try {
+      if (checkout === 'eager') await scope.connect();
+      return await scope.run(fn);
+    } finally {
+      await scope.release();
+    }
+  }
+
+  #release(scope: Scope<Conn>, reason: ReleaseReason): Promise<void> {
+    if (scope.releasing === undefined) {
+      scope.released = reason;
+      scope.cancelWait?.(new ScopeReleasedError(reason));
+      scope.releasing = this.#detach(scope).then(
+        () => {},
+        (error: unknown) => {
+          this.logger.error('db-hooks: could not return a connection to the pool:', error);
+        },
+      );
+    }
+    return scope.releasing;
+  }
+
+  /** Waits for the scope's calls in flight, then returns its connection (once). */
+  async #detach(scope: Scope<Conn>): Promise<boolean> {
+    while (scope.active > 0) {
+      await new Promise<void>((resolve) => scope.whenIdle.push(resolve));
     }
     const conn = scope.conn;
-    if (conn === undefined) return DONE;
+    if (conn === undefined) return false;
     const inTransaction = scope.depth > 0;
     scope.conn = undefined;
     scope.depth = 0;
-    return this.releaseConnection(conn, inTransaction);
+    this.#reportReturn(scope);
+    await this.#giveBack(conn, inTransaction);
+    return true;
   }
 
-  /** Counts a database call as in flight in this scope while it runs. */
-  private track<R>(scope: ScopeState<Conn>, call: () => Promise<R>): Promise<R> {
-    if (scope.released) return Promise.reject(new ScopeReleasedError());
-    scope.active++;
-    let pending: Promise<R>;
-    try {
-      pending = call();
-    } catch (error) {
-      pending = Promise.reject(error);
+  // --- The pool ----------------------------------------------------------------------------
+
+  /** Waits for a free slot (up to acquireTimeoutMillis), then has the driver fill it. */
+  async #acquire(scope?: Scope<Conn>): Promise<Conn> {
+    if (this.#closing !== undefined) throw new PoolClosedError();
+    if (this.#slotsTaken < this.#max) {
+      this.#slotsTaken++;
+    } else {
+      // The slot is handed over by #freeSlot(), already counted.
+      await this.#queue.wait(
+        this.#acquireTimeoutMillis,
+        () => {
+          this.logger.error(
+            `db-hooks: no connection became free within ${this.#acquireTimeoutMillis} ms: all ` +
+              `${this.#max} are in use. Make sure every request releases its connection, or ` +
+              'raise max or acquireTimeoutMillis.',
+          );
+          return new PoolTimeoutError(this.#acquireTimeoutMillis);
+        },
+        scope &&
+          ((cancel) => {
+            scope.cancelWait = cancel;
+          }),
+      );
+      if (scope) scope.cancelWait = undefined;
     }
-    return pending.then(
-      (result) => {
-        this.settle(scope);
-        return result;
-      },
-      (error: unknown) => {
-        this.settle(scope);
-        throw error;
-      },
-    );
+    let conn: Conn;
+    try {
+      conn = await this.acquireConnection();
+    } catch (error) {
+      this.#freeSlot();
+      throw error;
+    }
+    if (this.#closing !== undefined) {
+      this.releaseConnection(conn, false);
+      this.#freeSlot();
+      throw new PoolClosedError();
+    }
+    this.#checkedOut.add(conn);
+    return conn;
   }
 
-  private settle(scope: ScopeState<Conn>): void {
-    scope.active--;
-    if (scope.active === 0 && scope.whenIdle !== undefined) {
-      const waiting = scope.whenIdle;
-      scope.whenIdle = undefined;
-      for (const resolve of waiting) resolve();
+  /** Rolls back what was left open, then hands the connection back to the driver. */
+  async #giveBack(conn: Conn, inTransaction: boolean): Promise<void> {
+    if (!this.#checkedOut.has(conn)) return; // closePool() closed it after its timeout
+    let discard = this.isBroken(conn);
+    if (inTransaction && !discard) {
+      try {
+        await this.rollback(conn);
+      } catch {
+        discard = true;
+      }
+    }
+    if (!this.#checkedOut.delete(conn)) return;
+    this.releaseConnection(conn, discard || this.isBroken(conn));
+    this.#freeSlot();
+  }
+
+  #freeSlot(): void {
+    if (this.#queue.handOff()) return; // the slot goes straight to the next waiter
+    this.#slotsTaken--;
+    if (this.#slotsTaken === 0) this.#allReturned?.();
+  }
+
+  /** A connection for one statement (or one transaction) outside any held connection. */
+  async #borrow<R>(use: (conn: Conn) => Promise<R>, scope?: Scope<Conn>): Promise<R> {
+    const conn = await this.#acquire(scope);
+    try {
+      return await this.#run(conn, () => use(conn));
+    } finally {
+      await this.#giveBack(conn, false);
+    }
+  }
+
+  /** Runs a call on a connection; a failure because closePool() closed it says so. */
+  async #run<R>(conn: Conn, call: () => Promise<R>): Promise<R> {
+    try {
+      return await call();
+    } catch (error) {
+      if (this.#forceClosed && !this.#checkedOut.has(conn))
+        throw new PoolClosedError({ cause: error });
+      throw error;
+    }
+  }
+
+  async #shutDown(): Promise<void> {
+    this.#queue.rejectAll(new PoolClosedError());
+    if (this.#slotsTaken > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#allReturned = resolve;
+        timer = setTimeout(resolve, this.#closeTimeoutMillis);
+      });
+      clearTimeout(timer);
+    }
+    // Past the timeout: close the connections still in use; their statements fail.
+    this.#forceClosed = true;
+    for (const conn of this.#checkedOut) {
+      this.releaseConnection(conn, true);
+      this.#slotsTaken--;
+    }
+    this.#checkedOut.clear();
+    await this.closeConnections();
+  }
+
+  // --- Leak detection ----------------------------------------------------------------------
+
+  #watchForLeak(scope: Scope<Conn>): void {
+    const threshold = this.#leakThresholdMillis;
+    if (threshold <= 0) return;
+    scope.checkedOutAt = new Error('checked out here');
+    scope.leakReported = 0;
+    scope.leakTimer = setTimeout(() => {
+      scope.leakReported = Date.now();
+      const stack = scope.checkedOutAt?.stack?.split('\n').slice(1).join('\n');
+      this.logger.warn(
+        `db-hooks: ${scope.label} has held a database connection for more than ${threshold} ` +
+          `ms; it may have leaked. It was checked out at:\n${stack}`,
+      );
+    }, threshold);
+    scope.leakTimer.unref();
+  }
+
+  #reportReturn(scope: Scope<Conn>): void {
+    clearTimeout(scope.leakTimer);
+    if (scope.leakReported > 0) {
+      const late = Date.now() - scope.leakReported + this.#leakThresholdMillis;
+      this.logger.warn(
+        `db-hooks: ${scope.label} returned its database connection after ${late} ms (reported above as a possible leak).`,
+      );
     }
   }
 }
 
-/** release() never rejects; a failure to return a connection is a bug worth seeing in the logs. */
-function reportReleaseError(error: unknown): void {
-  console.error('db-hooks: could not return the connection to the pool:', error);
+/** Requests in flight on each connection: when it closes, none of them can be answered. */
+const openOnSocket = new WeakMap<Socket, Set<RequestScope>>();
+
+function releaseWhenOver(req: IncomingMessage, res: ServerResponse, scope: RequestScope): void {
+  const socket = req.socket;
+  // The client left before the adapter ran (e.g. while an earlier middleware awaited).
+  if (res.closed || socket.destroyed) {
+    void scope.release('client-gone');
+    return;
+  }
+  // 'close', not 'finish': 'finish' comes only when the whole response was written, while
+  // 'close' comes once for every response that got the connection, sent or cut off.
+  res.once('close', () => {
+    openOnSocket.get(socket)?.delete(scope);
+    void scope.release(res.writableFinished ? 'done' : 'client-gone');
+  });
+  // A response queued behind earlier pipelined ones gets neither 'finish' nor 'close' when the
+  // client hangs up: the socket's own 'close' is the only sign.
+  let open = openOnSocket.get(socket);
+  if (open === undefined) {
+    const requests = new Set<RequestScope>();
+    open = requests;
+    openOnSocket.set(socket, requests);
+    socket.once('close', () => {
+      for (const pending of requests) void pending.release('client-gone');
+      requests.clear();
+    });
+  }
+  open.add(scope);
+}
+
+/**
+ * Node emits a request's body events from the connection's context, not the request's: run
+ * their listeners inside the scope, so a handler that reads the body keeps its connection.
+ */
+function runEventsInScope(req: IncomingMessage, scope: RequestScope): void {
+  const emit = req.emit.bind(req);
+  req.emit = (event: string | symbol, ...args: unknown[]) => scope.run(() => emit(event, ...args));
+}
+
+/**
+ * The same body, read inside the request's scope (so a body produced from the database uses
+ * the request's connection), releasing the scope when it has been read or cancelled.
+ */
+export function releaseWhenRead(
+  body: ReadableStream<Uint8Array>,
+  scope: RequestScope,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const chunk = await scope.run(() => reader.read());
+        if (chunk.done) {
+          controller.close();
+          await scope.release();
+        } else {
+          controller.enqueue(chunk.value);
+        }
+      } catch (error) {
+        controller.error(error);
+        await scope.release();
+      }
+    },
+    async cancel(reason) {
+      try {
+        await reader.cancel(reason);
+      } finally {
+        await scope.release('client-gone');
+      }
+    },
+  });
 }
