@@ -9,7 +9,8 @@ import { type DatabaseId, databaseIds, findDatabase, type TargetId, targetIds } 
 
 /** The command line, as commander parsed it. */
 export interface CliOptions {
-  cwd: string;
+  /** Unset: the nearest folder upward with a package.json, else where it runs. */
+  cwd?: string;
   framework?: string[];
   database?: string;
   lang?: string;

@@ -1,6 +1,6 @@
 // Project facts, gathered once at the start of a run and passed down as one object: nothing
 // else reads package.json, tsconfig.json, lockfiles or the manifest.
-import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { UsageError } from './errors.js';
 import type { Language, ModuleFormat } from './language.js';
@@ -82,6 +82,27 @@ export function detectPackageManager(
   const agent = asPackageManager(env.npm_config_user_agent?.split('/')[0]);
   if (agent) return { packageManager: agent, source: 'user agent' };
   return { packageManager: 'npm', source: 'default' };
+}
+
+/**
+ * The project a run without --cwd works on, found as npm finds it: the nearest folder from
+ * `start` upward that has a package.json. Undefined when there is none (a new app goes in `start`).
+ */
+export function findProjectRoot(start: string): string | undefined {
+  for (let dir = resolve(start); ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (dirname(dir) === dir) return undefined;
+  }
+}
+
+/** What a fresh repository may hold before any code: a folder with only these is empty. */
+const emptyFolderFiles =
+  /^(\.git|\.gitignore|\.gitattributes|\.DS_Store|Thumbs\.db|README(\..*)?|LICENSE(\..*)?)$/i;
+
+/** True when `dir` is missing or holds nothing but what a fresh repository has (as create-vite). */
+export function isEmptyFolder(dir: string): boolean {
+  if (!existsSync(dir)) return true;
+  return readdirSync(dir).every((name) => emptyFolderFiles.test(name));
 }
 
 /** Resolves symlinks in the part of `path` that exists; the rest is appended as written. */

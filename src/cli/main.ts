@@ -33,6 +33,12 @@ function write(fd: 1 | 2, text: string): void {
       throw error;
     }
     viaStream = true;
+    // A reader that goes away later (`| head`) must not crash us with an unhandled 'error'.
+    for (const s of [process.stdout, process.stderr]) {
+      s.on('error', (e: NodeJS.ErrnoException) => {
+        if (e.code !== 'EPIPE') throw e;
+      });
+    }
     stream().write(bytes.subarray(offset));
   }
 }
@@ -40,6 +46,9 @@ function write(fd: 1 | 2, text: string): void {
 async function main(argv: readonly string[]): Promise<number> {
   const version = ownVersion();
   const program = createProgram(version).configureOutput({
+    // Through write(), so `--help | head -1` ends quietly instead of crashing on EPIPE.
+    writeOut: (text) => write(1, text),
+    writeErr: (text) => write(2, text),
     // Commander's own errors ("error: unknown option '--x'\n(Did you mean --y?)") become our
     // one-line form.
     outputError: (text, write) =>
@@ -59,7 +68,17 @@ async function main(argv: readonly string[]): Promise<number> {
     }
     throw error;
   }
-  const options = program.opts<CliOptions>();
+  const { v, ...parsed } = program.opts<CliOptions & { v?: boolean }>();
+  if (v) {
+    write(1, `${version}\n`);
+    return 0;
+  }
+  // `create-db-hooks express koa -f hono`: positional names and -f add up.
+  const positional = program.args;
+  const options: CliOptions =
+    positional.length > 0
+      ? { ...parsed, framework: [...(parsed.framework ?? []), ...positional] }
+      : parsed;
   if (options.list) {
     write(1, listText());
     return 0;

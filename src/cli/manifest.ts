@@ -56,6 +56,19 @@ export function normaliseProjectPath(path: string): string | undefined {
   return normal === '' ? '.' : normal;
 }
 
+/** True when version `a` is newer than `b` (x.y.z, a pre-release ranks below its release). */
+export function isNewerVersion(a: string, b: string): boolean {
+  const parse = (v: string) => {
+    const [core = '', pre] = v.split('-', 2);
+    return [...core.split('.').map((n) => Number.parseInt(n, 10) || 0), pre === undefined ? 1 : 0];
+  };
+  const [x, y] = [parse(a), parse(b)];
+  for (let i = 0; i < 4; i++) {
+    if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) > (y[i] ?? 0);
+  }
+  return false;
+}
+
 /** Parses and checks db-hooks.json; any problem is a UsageError naming the field. */
 export function parseManifest(text: string): Manifest {
   const fail = (what: string): never => {

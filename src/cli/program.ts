@@ -9,14 +9,14 @@ function collect(value: string, previous: string[] | undefined): string[] {
 
 function helpAfter(): string {
   const width = Math.max(...targets.map((t) => t.id.length));
-  const example = (id: string) => `npx create-db-hooks -f ${id}`;
+  const example = (id: string) => `npx create-db-hooks ${id}`;
   const exampleWidth = Math.max(...targets.map((t) => example(t.id).length));
   const lines = [
     '',
     'Examples (then, in your app):',
     ...targets.map((t) => `  ${example(t.id).padEnd(exampleWidth)}   ${t.usage}`),
-    `  ${'npx create-db-hooks -f express,koa -d postgres --yes'}`,
-    `  ${'npx create-db-hooks -C my-app -f express --yes'}   (no package.json: makes a runnable app)`,
+    '  npx create-db-hooks express koa -d postgres --yes',
+    '  npx create-db-hooks -C my-app express --yes   (no package.json: makes a runnable app)',
     '',
     'Targets:',
     ...targets.map((t) => `  ${t.id.padEnd(width)}  ${t.title}`),
@@ -24,46 +24,60 @@ function helpAfter(): string {
     'Databases:',
     ...databases.map((d) => `  ${d.id.padEnd(width)}  ${d.title}`),
     '',
-    'Exit codes: 0 done, 1 failed (an install that failed, or "no" to writing), 2 bad input or a missing answer, 130 Ctrl-C.',
+    'Exit codes: 0 done (also after "no" at the final question), 1 an install failed,',
+    '2 bad input or a missing answer, 130 Ctrl-C.',
   ];
   return lines.join('\n');
 }
 
 export function createProgram(version: string): Command {
-  return new Command('create-db-hooks')
-    .description(
-      'Add per-request database connection handling (open on request, release when the response is done) to a Node.js web app.',
-    )
-    .option('-C, --cwd <dir>', 'project directory', '.')
-    .option(
-      '-f, --framework <ids>',
-      `one or more target ids, comma-separated (${targetIds.join(', ')})`,
-      collect,
-    )
-    .option('-d, --database <id>', `${databases.map((d) => d.id).join(' | ')}`)
-    .addOption(
-      new Option(
-        '--lang <ts|js>',
-        'default: ts when tsconfig.json exists, else js; module format (ESM/CJS) from package.json "type"',
-      ),
-    )
-    .option('--dir <path>', 'where generated files go (default: src/db when src/ exists, else db)')
-    .option(
-      '-y, --yes',
-      'never prompt: take flags, then the manifest, then detection, then defaults',
-    )
-    .option('--dry-run', 'print the plan and a diff of every file; write nothing, install nothing')
-    .option('--force', 'overwrite generated files that were edited since they were generated')
-    .option('--no-install', 'do not install dependencies')
-    .option('--list', 'print targets and databases and exit')
-    .version(version, '-V, --version', 'print the version')
-    .helpOption('-h, --help', 'show this help')
-    .addHelpText('after', helpAfter)
-    .showSuggestionAfterError(true)
-    .allowExcessArguments(false)
-    .exitOverride();
+  return (
+    new Command('create-db-hooks')
+      .description(
+        'Add per-request database connection handling (open on request, release when the response is done) to a Node.js web app.',
+      )
+      .usage('[framework...] [options]')
+      .argument('[framework...]', `target ids, as with -f (${targetIds.join(', ')})`)
+      .option(
+        '-C, --cwd <dir>',
+        'project directory (default: the nearest folder upward with a package.json, else .)',
+      )
+      .option(
+        '-f, --framework <ids>',
+        'one or more target ids, comma-separated (same as the positional names)',
+        collect,
+      )
+      .option('-d, --database <id>', `${databases.map((d) => d.id).join(' | ')}`)
+      .addOption(
+        new Option(
+          '--lang <ts|js>',
+          'default: ts when tsconfig.json exists, else js; module format (ESM/CJS) from package.json "type"',
+        ),
+      )
+      .option(
+        '--dir <path>',
+        'where generated files go (default: src/db when src/ exists, else db)',
+      )
+      .option(
+        '-y, --yes',
+        'never prompt: take flags, then the manifest, then detection, then defaults',
+      )
+      .option(
+        '--dry-run',
+        'print the plan and a diff of every file; write nothing, install nothing',
+      )
+      .option('--force', 'overwrite generated files that were edited since they were generated')
+      .option('--no-install', 'do not install dependencies')
+      .option('--list', 'print targets and databases and exit')
+      .version(version, '-V, --version', 'print the version (also -v)')
+      // -v as well, as most tools take it; commander gives the version option one short flag.
+      .addOption(new Option('-v').hideHelp())
+      .helpOption('-h, --help', 'show this help')
+      .addHelpText('after', helpAfter)
+      .showSuggestionAfterError(true)
+      .exitOverride()
+  );
 }
-
 /** --list: targets and databases, one per line, id first. */
 export function listText(): string {
   const width = Math.max(...[...targets, ...databases].map((row) => row.id.length));

@@ -4,6 +4,7 @@
 import { relative } from 'node:path';
 import type { PackageManager } from './detect.js';
 import { formatCommand, type InstallCommand } from './install.js';
+import type { ModuleFormat } from './language.js';
 import type { FileStatus, Plan, PlannedFile } from './plan.js';
 import { findDatabase, findTarget, type TargetId } from './targets.js';
 
@@ -14,18 +15,41 @@ const verbs: Record<FileStatus, string> = {
   skipped: 'skip',
 };
 
-function skipNote(file: PlannedFile): string {
+/** Why a file is skipped, without brackets: callers put it in theirs. */
+function skipReason(file: PlannedFile): string {
   return file.reason === 'edited'
-    ? ' (edited since it was generated; --force overwrites it)'
-    : ' (already exists and was not written by create-db-hooks; --force overwrites it)';
+    ? 'edited since it was generated; --force overwrites it'
+    : 'already exists and was not written by create-db-hooks; --force overwrites it';
 }
 
 /** One line per file: what a run would do with it. */
 export function planLines(plan: Plan): string[] {
   return plan.files.map(
     (file) =>
-      `  ${verbs[file.status].padEnd(6)}  ${file.path}${file.status === 'skipped' ? skipNote(file) : ''}`,
+      `  ${verbs[file.status].padEnd(6)}  ${file.path}${file.status === 'skipped' ? ` (${skipReason(file)})` : ''}`,
   );
+}
+
+/** Next steps fit a 100-column terminal: longer lines break at spaces, indented under their step. */
+const width = 100;
+export function wrapStep(step: string, indent = '  '): string[] {
+  const lead = indent + (/^\s*/.exec(step)?.[0] ?? '');
+  const lines: string[] = [];
+  let line = indent + step;
+  while (line.length > width) {
+    const cut = line.lastIndexOf(' ', width);
+    if (cut <= lead.length) break; // one long word (a path): leave it whole
+    lines.push(line.slice(0, cut));
+    line = `${lead}  ${line.slice(cut + 1)}`;
+  }
+  lines.push(line);
+  return lines;
+}
+
+/** How the project uses the adapter; CommonJS has no top-level await. */
+export function usageFor(target: TargetId, moduleFormat: ModuleFormat): string {
+  const usage: string = findTarget(target)!.usage;
+  return moduleFormat === 'cjs' ? usage.replace(/^await /, '') : usage;
 }
 
 /** --dry-run: the plan, a unified diff of every file that would change, the install commands. */
@@ -50,7 +74,7 @@ export async function dryRunText(plan: Plan, commands: readonly InstallCommand[]
       .filter((line) => !/^={5,}$/.test(line))
       .join('\n')
       .trimEnd();
-    const note = file.status === 'skipped' ? ` (skipped${skipNote(file)})` : '';
+    const note = file.status === 'skipped' ? ` (skipped: ${skipReason(file)})` : '';
     out.push(`diff ${file.path}${note}`, body, '');
   }
   if (commands.length > 0) {
@@ -130,9 +154,9 @@ export function finalReport({
     for (const file of added) {
       const target = findTarget(file.target!)!;
       steps.push(
-        `${target.title}: in your app (import path as seen from ${base}):`,
+        `${target.name}: in your app (import path as seen from ${base}):`,
         `    ${importLine(plan, target.id)}`,
-        `    ${target.usage}`,
+        `    ${usageFor(target.id, answers.moduleFormat)}`,
       );
     }
     if (added.length > 0 || plan.databaseChange) {
@@ -140,7 +164,7 @@ export function finalReport({
       steps.push(
         database.id === 'sqlite'
           ? `Set ${database.envVar} to the database file (default app.db).`
-          : `Set ${database.envVar} to the PostgreSQL connection string, e.g. postgres://user:pass@localhost:5432/app.`,
+          : `Set ${database.envVar} to your PostgreSQL server, e.g. postgres://user:pass@localhost:5432/app`,
       );
     }
   }
@@ -159,6 +183,6 @@ export function finalReport({
       );
     }
   }
-  if (steps.length > 0) out.push('Next steps', ...steps.map((step) => `  ${step}`), '');
+  if (steps.length > 0) out.push('Next steps', ...steps.flatMap((step) => wrapStep(step)), '');
   return `${out.join('\n').trimEnd()}\n`;
 }

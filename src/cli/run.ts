@@ -2,10 +2,10 @@
 // defaults, then prompts) → plan → check → dry run or write → install → report. Loaded lazily by
 // main.ts so --help, --version and --list stay instant.
 import { type Answers, type CliOptions, draftAnswers, finishAnswers } from './answers.js';
-import { detectProject, type ProjectFacts } from './detect.js';
+import { detectProject, findProjectRoot, isEmptyFolder, type ProjectFacts } from './detect.js';
 import { UsageError } from './errors.js';
 import { formatCommand, type InstallCommand, installCommands, runInstall } from './install.js';
-import { MANIFEST_FILE } from './manifest.js';
+import { isNewerVersion, MANIFEST_FILE } from './manifest.js';
 import { appEntryPath, buildPlan, filesToWrite, type Plan } from './plan.js';
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from './render.js';
 import { dryRunText, finalReport, planLines } from './report.js';
@@ -50,16 +50,46 @@ export async function makePlan(
   return buildPlan({ facts, answers, force, version, rendered, current });
 }
 
+/** `n thing` or `n things`. */
+export function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
 export async function run(options: CliOptions, version: string, io: RunIo): Promise<number> {
-  const facts = detectProject(options.cwd, io.env);
+  const cwd = options.cwd ?? findProjectRoot(io.cwd) ?? io.cwd;
+  const facts = detectProject(cwd, io.env);
+  const interactive = !options.yes && io.isTTY();
+  const prompts = interactive ? await import('./prompts.js') : undefined;
+
+  // A folder with files but no package.json is no project (a home directory, say): making an
+  // app there would scatter package.json and src/ among someone's files.
+  if (!facts.packageJson && !isEmptyFolder(facts.root)) {
+    const where = facts.root === io.cwd ? 'this folder' : `'${facts.root}'`;
+    if (!prompts) {
+      throw new UsageError(
+        `${where} has files but no package.json, so it is not a project: run create-db-hooks in your project (or -C <project>), or -C <new folder> for a new app`,
+      );
+    }
+    const question = `${where} has files but no package.json. Make a new app here anyway?`;
+    if (!(await prompts.ask(question, false))) {
+      io.stdout('Nothing written.\n');
+      return 0;
+    }
+  }
+
+  const written = facts.manifest?.version;
+  if (written !== undefined && isNewerVersion(written, version) && !options.force) {
+    throw new UsageError(
+      `${MANIFEST_FILE} was written by create-db-hooks ${written}, newer than this one (${version}): run npx create-db-hooks@latest, or pass --force to go on with ${version}`,
+    );
+  }
+
   const draft = draftAnswers(options, facts);
   // Check the generated directory before asking anything: a bad --dir fails at once.
   const dirSource =
     options.dir !== undefined ? '--dir' : facts.manifest ? `${MANIFEST_FILE} "dir"` : 'the folder';
   assertWritable(facts.root, draft.dir, { directory: true, what: `${dirSource} '${draft.dir}'` });
 
-  const interactive = !options.yes && io.isTTY();
-  const prompts = interactive ? await import('./prompts.js') : undefined;
   let answers = prompts ? await prompts.askAnswers(draft) : finishAnswers(draft);
 
   const previous = facts.manifest?.database;
@@ -99,9 +129,10 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
       options.install && commands.length > 0
         ? `, then run ${commands.map(formatCommand).join(' and ')}`
         : '';
-    if (!(await prompts.ask(`Write ${writes.length} file(s)${more}?`, true))) {
+    if (!(await prompts.ask(`Write ${plural(writes.length, 'file')}${more}?`, true))) {
+      // A choice, not a failure: exit 0, as create-vite and shadcn do.
       io.stdout('Nothing written.\n');
-      return 1;
+      return 0;
     }
   }
   writeFilesAtomically(facts.root, writes);

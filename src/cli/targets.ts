@@ -17,6 +17,8 @@ export interface Dependency {
 
 export interface TargetDefinition {
   id: string;
+  /** Short, for sentences and the summary line: `Express`, `node:http`. */
+  name: string;
   title: string;
   /** Packages whose presence in package.json marks the project as using this framework. */
   detectedBy: string[];
@@ -33,6 +35,7 @@ export interface TargetDefinition {
 export const targets = [
   {
     id: 'express',
+    name: 'Express',
     title: 'Express 4 and 5 (middleware)',
     detectedBy: ['express'],
     dependencies: [],
@@ -45,6 +48,7 @@ export const targets = [
   },
   {
     id: 'fastify',
+    name: 'Fastify',
     title: 'Fastify 5 (plugin; closes the pool on app.close())',
     detectedBy: ['fastify'],
     dependencies: [{ name: 'fastify-plugin', version: '^5.0.1' }],
@@ -54,6 +58,7 @@ export const targets = [
   },
   {
     id: 'koa',
+    name: 'Koa',
     title: 'Koa 2 and 3 (middleware)',
     detectedBy: ['koa'],
     dependencies: [],
@@ -66,6 +71,7 @@ export const targets = [
   },
   {
     id: 'hono',
+    name: 'Hono',
     title: 'Hono 4 on @hono/node-server (middleware)',
     detectedBy: ['hono'],
     dependencies: [],
@@ -78,7 +84,8 @@ export const targets = [
   },
   {
     id: 'node-http',
-    title: 'node:http (wraps a (req, res) listener, like WSGI middleware)',
+    name: 'node:http',
+    title: 'node:http (wraps a (req, res) listener)',
     detectedBy: [],
     dependencies: [],
     frameworkDependencies: [],
@@ -87,7 +94,8 @@ export const targets = [
   },
   {
     id: 'fetch',
-    title: 'Web fetch handlers (wraps (Request) => Response, like ASGI middleware)',
+    name: 'Web fetch handlers',
+    title: 'Web fetch handlers (wraps a (Request) => Response handler)',
     detectedBy: [],
     dependencies: [],
     // Only the sample app needs it: Node has no built-in server for fetch handlers.
@@ -97,7 +105,8 @@ export const targets = [
   },
   {
     id: 'hooks',
-    title: 'Flask-style beforeRequest() / teardownRequest() for any framework',
+    name: 'before/after hooks',
+    title: 'before/after hooks for any framework: beforeRequest() / teardownRequest()',
     detectedBy: [],
     dependencies: [],
     frameworkDependencies: [],

@@ -39,8 +39,8 @@ async function assertRejected(args: string[], root: string, message: RegExp) {
 }
 
 describe('information flags', () => {
-  test('-V and --version print the package version', async () => {
-    for (const flag of ['-V', '--version']) {
+  test('-V, -v and --version print the package version', async () => {
+    for (const flag of ['-V', '-v', '--version']) {
       const result = await runCli([flag]);
       assert.equal(result.code, 0);
       assert.equal(result.stdout.trim(), version);
@@ -67,7 +67,7 @@ describe('information flags', () => {
       assert.ok(result.stdout.includes(flag), flag);
     }
     for (const target of targets) {
-      assert.ok(result.stdout.includes(`npx create-db-hooks -f ${target.id}`), target.id);
+      assert.ok(result.stdout.includes(`npx create-db-hooks ${target.id}`), target.id);
       assert.ok(result.stdout.includes(target.usage), target.usage);
     }
   });
@@ -91,7 +91,11 @@ describe('bad input: one line, exit 2, nothing written', () => {
       root,
       /unknown option '--frameworks'/,
     );
-    await assertRejected(['-C', root, 'express'], root, /too many arguments/);
+    await assertRejected(
+      ['-C', root, 'express', 'django', '-y'],
+      root,
+      /unknown framework 'django' \(valid: express, fastify, /,
+    );
   });
 
   test('unknown target', async () => {
@@ -601,5 +605,140 @@ describe('installing', () => {
       pm.calls().map((line) => line.replace(/^\S+ /, '')),
       ['npm install'],
     );
+  });
+});
+
+describe('where it runs: the project root', () => {
+  test('without --cwd it works on the nearest folder upward with a package.json', async () => {
+    const root = makeProject({ 'src/routes/users.js': '' }, { name: 'x', type: 'module' });
+    const result = await runCli(['express', '-y', '--no-install'], {
+      cwd: join(root, 'src/routes'),
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(existsSync(join(root, 'src/db/express.js')));
+    assert.ok(existsSync(join(root, 'db-hooks.json')));
+    assert.ok(!existsSync(join(root, 'src/routes/package.json')));
+    assert.ok(!existsSync(join(root, 'src/routes/src')));
+  });
+
+  test('a folder with files and no package.json is not a project: exit 2 under --yes', async () => {
+    const home = tempDir('cdh-home-');
+    writeTree(home, { '.bashrc': '', 'notes.txt': 'mine\n' });
+    await assertRejected(
+      ['-C', home, 'express', '-y', '--no-install'],
+      home,
+      /has files but no package\.json, so it is not a project: run create-db-hooks in your project/,
+    );
+    // No terminal and no --yes: the same answer, never a wait.
+    await assertRejected(['-C', home, 'express', '--no-install'], home, /is not a project/);
+  });
+
+  test('a fresh repository (README, LICENSE, .git) still counts as empty: a new app', async () => {
+    const root = tempDir();
+    writeTree(root, { 'README.md': '# app\n', LICENSE: 'MIT\n', '.git/HEAD': 'ref\n' });
+    const result = await runCli(['-C', root, 'express', '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(existsSync(join(root, 'package.json')));
+  });
+});
+
+describe('small things users meet', () => {
+  test('positional target names, alone or with -f', async () => {
+    const root = makeProject({}, { name: 'x' });
+    const result = await runCli([
+      '-C',
+      root,
+      'express',
+      'hooks',
+      '-f',
+      'koa',
+      '-d',
+      'postgres',
+      '-y',
+      '--no-install',
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(readJson(join(root, 'db-hooks.json')).targets, ['express', 'koa', 'hooks']);
+  });
+
+  test('--help into a pipe that is already closed ends quietly (no EPIPE stack)', async () => {
+    const { spawn } = await import('node:child_process');
+    const { binPath } = await import('./helpers.ts');
+    for (let i = 0; i < 3; i++) {
+      const child = spawn(process.execPath, [binPath(), '--help'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      child.stdout.destroy(); // the reader is gone before the first byte, as with `| head -0`
+      let stderr = '';
+      child.stderr.on('data', (chunk) => {
+        stderr += chunk;
+      });
+      const code = await new Promise((resolve) => child.on('exit', resolve));
+      assert.equal(stderr, '');
+      assert.equal(code, 0);
+    }
+  });
+
+  test('a manifest from a newer create-db-hooks is refused unless --force', async () => {
+    const root = makeProject({}, { name: 'x' });
+    assert.equal((await runCli(['-C', root, 'express', '-y', '--no-install'])).code, 0);
+    const manifest = readJson(join(root, 'db-hooks.json'));
+    writeFileSync(
+      join(root, 'db-hooks.json'),
+      `${JSON.stringify({ ...manifest, version: '99.0.0' }, null, 2)}\n`,
+    );
+    await assertRejected(
+      ['-C', root, 'koa', '-y', '--no-install'],
+      root,
+      /db-hooks\.json was written by create-db-hooks 99\.0\.0, newer than this one \(.*\): run npx create-db-hooks@latest, or pass --force/,
+    );
+    const forced = await runCli(['-C', root, 'koa', '-y', '--no-install', '--force']);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.equal(readJson(join(root, 'db-hooks.json')).version, version);
+  });
+
+  test('CommonJS Fastify: Next steps without top-level await', async () => {
+    const cjs = makeProject({}, { name: 'x', dependencies: { fastify: '^5' } });
+    const result = await runCli(['-C', cjs, '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^ +app\.register\(dbHooks\)$/m);
+    assert.doesNotMatch(result.stdout, /await/);
+    const esm = makeProject({}, { name: 'x', type: 'module', dependencies: { fastify: '^5' } });
+    const esmResult = await runCli(['-C', esm, '-y', '--no-install']);
+    assert.match(esmResult.stdout, /^ +await app\.register\(dbHooks\)$/m);
+  });
+
+  test('--dry-run names a skipped file in one pair of brackets', async () => {
+    const root = makeProject({ 'db/index.js': 'mine\n' }, { name: 'x' });
+    const result = await runCli(['-C', root, 'express', '--dry-run']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stdout,
+      /^diff db\/index\.js \(skipped: already exists and was not written by create-db-hooks; --force overwrites it\)$/m,
+    );
+    for (const line of result.stdout
+      .split('\n')
+      .filter((l) => /^(diff | {2}skip ).*skip/.test(l))) {
+      assert.equal(line.split('(').length, 2, `one pair of brackets: ${line}`);
+    }
+  });
+
+  test('Next steps fit in 100 columns, and speak of listeners, fetch handlers and hooks', async () => {
+    const runs: string[][] = [
+      ['express', 'fastify', 'koa', 'hono', 'node-http', 'fetch', 'hooks', '-d', 'postgres'],
+      ['-d', 'sqlite', 'hooks', '--dir', 'server/some/deeply/nested/folder/for/the/database/code'],
+    ];
+    for (const args of runs) {
+      const root = makeProject({ 'tsconfig.json': '{}' }, { name: 'x', type: 'module' });
+      const result = await runCli(['-C', root, ...args, '-y', '--no-install']);
+      assert.equal(result.code, 0, result.stderr);
+      const steps = result.stdout.slice(result.stdout.indexOf('Next steps'));
+      for (const line of steps.split('\n')) assert.ok(line.length <= 100, `too long: ${line}`);
+    }
+    const help = await runCli(['--help']);
+    const list = await runCli(['--list']);
+    for (const text of [help.stdout, list.stdout]) {
+      assert.doesNotMatch(text, /WSGI|ASGI|Flask/);
+    }
   });
 });

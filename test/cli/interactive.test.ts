@@ -2,7 +2,7 @@
 // types. The exit code is written to a file by the shell that ran it.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -88,7 +88,7 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     cli.keys('Enter');
     await cli.waitFor('Which database?');
     cli.keys('Down', 'Enter'); // postgres
-    const confirm = await cli.waitFor(/Write \d+ file\(s\)\?/);
+    const confirm = await cli.waitFor(/Write \d+ files\?/);
     assert.match(confirm, /create {2}src\/db\/koa\.ts|create {2}db\/koa\.ts/);
     cli.keys('Enter');
     assert.equal(await cli.exitCode(), 0);
@@ -100,14 +100,14 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     }
   });
 
-  test('flags skip their questions; answering no to the confirmation writes nothing', async () => {
+  test('flags skip their questions; no to the confirmation writes nothing and exits 0', async () => {
     const root = makeProject({}, { name: 'x' });
     const before = contents(root);
-    const cli = start('decline', ['-C', root, '-f', 'hooks', '-d', 'sqlite', '--no-install']);
-    const screen = await cli.waitFor(/Write \d+ file\(s\)/);
+    const cli = start('decline', ['-C', root, 'hooks', '-d', 'sqlite', '--no-install']);
+    const screen = await cli.waitFor(/Write 5 files/);
     assert.doesNotMatch(screen, /Which frameworks|Which database/);
     cli.keys('n', 'Enter');
-    assert.equal(await cli.exitCode(), 1);
+    assert.equal(await cli.exitCode(), 0);
     assert.deepEqual(contents(root), before);
   });
 
@@ -122,6 +122,24 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     assert.equal(await cli.exitCode(), 0);
     assert.equal(readFileSync(join(root, 'db/index.js'), 'utf8'), index);
     assert.equal(readJson(join(root, 'db-hooks.json')).database, 'sqlite');
+  });
+
+  test('a folder with files and no package.json: asks, and no writes nothing', async () => {
+    const home = tempDir('cdh-home-');
+    writeFileSync(join(home, 'notes.txt'), 'mine\n');
+    const cli = start('not-a-project', ['-C', home, 'express', '--no-install']);
+    await cli.waitFor(/has files but no package\.json\. Make a new app here anyway\? \(y\/N\)/);
+    cli.keys('Enter');
+    assert.equal(await cli.exitCode(), 0);
+    assert.deepEqual(contents(home), { 'notes.txt': 'mine\n' });
+
+    const yes = start('not-a-project-yes', ['-C', home, 'express', '-d', 'sqlite', '--no-install']);
+    await yes.waitFor('Make a new app here anyway?');
+    yes.keys('y', 'Enter');
+    await yes.waitFor(/Write \d+ files/);
+    yes.keys('Enter');
+    assert.equal(await yes.exitCode(), 0);
+    assert.ok(existsSync(join(home, 'package.json')));
   });
 
   for (const [where, args, prompt] of [
