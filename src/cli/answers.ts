@@ -45,6 +45,8 @@ export interface Draft {
   database: DatabaseId;
   databaseSource: 'flag' | 'manifest' | 'detected' | 'default';
   language: Language;
+  /** `detected` for a new app means nobody chose yet: a terminal asks. */
+  languageSource: 'flag' | 'manifest' | 'detected';
   moduleFormat: ModuleFormat;
   dir: string;
   newApp: boolean;
@@ -127,6 +129,7 @@ export function draftAnswers(options: CliOptions, facts: ProjectFacts): Draft {
     database,
     databaseSource,
     language,
+    languageSource: options.lang !== undefined ? 'flag' : manifest ? 'manifest' : 'detected',
     // A fact of the project, not an answer: .js files must match package.json "type" today.
     moduleFormat: facts.moduleFormat,
     dir,
@@ -158,11 +161,16 @@ export function finishAnswers(draft: Draft): Answers {
   return withTargets(draft, chosen, draft.database);
 }
 
-export function withTargets(draft: Draft, chosen: TargetId[], database: DatabaseId): Answers {
+export function withTargets(
+  draft: Draft,
+  chosen: TargetId[],
+  database: DatabaseId,
+  language: Language = draft.language,
+): Answers {
   return {
     targets: uniqueTargets([...draft.manifestTargets, ...chosen]),
     database,
-    language: draft.language,
+    language,
     moduleFormat: draft.moduleFormat,
     dir: draft.dir,
     newApp: draft.newApp,

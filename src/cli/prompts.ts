@@ -1,11 +1,42 @@
 // The questions, asked only in a terminal without --yes. @inquirer/prompts is loaded on the first
 // question, so a non-interactive run never loads it. Each question is skipped when a flag or the
 // manifest already answers it; Ctrl-C at any of them becomes a CancelledError (exit 130).
+//
+// Questions and what the user needs to answer them are drawn on the terminal, not on stdout:
+// `create-db-hooks --dry-run > plan.txt` still shows them, and stdout carries only the result.
+import { openSync } from 'node:fs';
+import { WriteStream } from 'node:tty';
 import { type Answers, type Draft, withTargets } from './answers.js';
 import { CancelledError } from './errors.js';
+import type { Language } from './language.js';
 import { type DatabaseId, databases, type TargetId, targets } from './targets.js';
 
 const inquirer = () => import('@inquirer/prompts');
+
+let terminalStream: NodeJS.WriteStream | undefined;
+
+/** The terminal: stdout when it is one, else stderr when it is one, else /dev/tty. */
+function terminal(): NodeJS.WriteStream {
+  if (terminalStream) return terminalStream;
+  if (process.stdout.isTTY) terminalStream = process.stdout;
+  else if (process.stderr.isTTY) terminalStream = process.stderr;
+  else {
+    try {
+      terminalStream = new WriteStream(openSync('/dev/tty', 'w'));
+    } catch {
+      terminalStream = process.stderr; // no controlling terminal (Windows): stderr is the best left
+    }
+  }
+  return terminalStream;
+}
+
+/** Where the questions are drawn: the terminal, whatever stdout is redirected to. */
+const context = () => ({ output: terminal() });
+
+/** Text for the person answering (the plan before the confirmation), shown on the terminal. */
+export function say(text: string): void {
+  terminal().write(text);
+}
 
 async function cancellable<T>(question: () => Promise<T>): Promise<T> {
   try {
@@ -21,45 +52,74 @@ async function cancellable<T>(question: () => Promise<T>): Promise<T> {
 /** Asks for the targets and the database that flags did not give. */
 export async function askAnswers(draft: Draft): Promise<Answers> {
   let chosen: TargetId[] = draft.flagTargets;
-  if (chosen.length === 0) {
+  const allAdded = targets.every((t) => draft.manifestTargets.includes(t.id));
+  if (chosen.length === 0 && !allAdded) {
     const preselected = new Set([...draft.manifestTargets, ...draft.detectedTargets]);
     const { checkbox } = await inquirer();
     chosen = await cancellable(() =>
-      checkbox<TargetId>({
-        message: 'Which frameworks should get database hooks?',
-        choices: targets.map((target) => ({
-          name: `${target.id.padEnd(10)} ${target.title}`,
-          value: target.id,
-          short: target.id,
-          checked: preselected.has(target.id),
-          ...(draft.manifestTargets.includes(target.id) && { description: 'already added' }),
-        })),
-        required: draft.manifestTargets.length === 0,
-        pageSize: targets.length,
-        instructions: ' (space to select, enter to confirm)',
-      }),
+      checkbox<TargetId>(
+        {
+          message: 'Which frameworks should get database hooks?',
+          // A target added earlier stays: its adapter may be imported by the app, and taking
+          // it out of the manifest would not delete its file. Shown ticked and locked.
+          choices: targets.map((target) => ({
+            name: `${target.id.padEnd(10)} ${target.title}`,
+            value: target.id,
+            short: target.id,
+            checked: preselected.has(target.id),
+            ...(draft.manifestTargets.includes(target.id) && {
+              disabled: '(added earlier; stays: delete its file by hand to drop it)',
+            }),
+          })),
+          required: draft.manifestTargets.length === 0,
+          pageSize: targets.length,
+          instructions: ' (space to select, enter to confirm)',
+          theme: { style: { disabledChoice: (text: string) => ` ◉ ${text}` } },
+        },
+        context(),
+      ),
     );
   }
   let database: DatabaseId = draft.database;
   if (draft.databaseSource !== 'flag') {
     const { select } = await inquirer();
     database = await cancellable(() =>
-      select<DatabaseId>({
-        message: 'Which database?',
-        choices: databases.map((db) => ({
-          name: `${db.id.padEnd(10)} ${db.title}`,
-          value: db.id,
-          short: db.id,
-        })),
-        default: draft.database,
-      }),
+      select<DatabaseId>(
+        {
+          message: 'Which database?',
+          choices: databases.map((db) => ({
+            name: `${db.id.padEnd(10)} ${db.title}`,
+            value: db.id,
+            short: db.id,
+          })),
+          default: draft.database,
+        },
+        context(),
+      ),
     );
   }
-  return withTargets(draft, chosen, database);
+  let language = draft.language;
+  if (draft.newApp && draft.languageSource === 'detected') {
+    const { select } = await inquirer();
+    language = await cancellable(() =>
+      select<Language>(
+        {
+          message: 'TypeScript or JavaScript?',
+          choices: [
+            { name: 'TypeScript', value: 'ts' },
+            { name: 'JavaScript', value: 'js' },
+          ],
+          default: 'ts',
+        },
+        context(),
+      ),
+    );
+  }
+  return withTargets(draft, chosen, database, language);
 }
 
 /** A yes/no question; Ctrl-C cancels the run. */
 export async function ask(message: string, defaultAnswer: boolean): Promise<boolean> {
   const { confirm } = await inquirer();
-  return cancellable(() => confirm({ message, default: defaultAnswer }));
+  return cancellable(() => confirm({ message, default: defaultAnswer }, context()));
 }

@@ -1,12 +1,44 @@
 // What a run tells the user: the plan as status lines (for the confirmation and --dry-run), the
 // diffs of --dry-run, and the closing Created / Updated / Unchanged / Skipped lists with the
 // next steps.
-import { relative } from 'node:path';
-import type { PackageManager } from './detect.js';
+import { basename, relative } from 'node:path';
+import type { Draft } from './answers.js';
+import type { PackageManager, ProjectFacts } from './detect.js';
 import { formatCommand, type InstallCommand } from './install.js';
 import type { ModuleFormat } from './language.js';
 import type { FileStatus, Plan, PlannedFile } from './plan.js';
 import { findDatabase, findTarget, type TargetId } from './targets.js';
+
+/**
+ * One line of what detection found, shown before the questions (as shadcn does), e.g.
+ * `Express 5 · TypeScript (ESM) · npm · src/db`.
+ */
+export function projectSummary(facts: ProjectFacts, draft: Draft): string {
+  const major = (name: string) => {
+    const range =
+      facts.packageJson?.dependencies?.[name] ?? facts.packageJson?.devDependencies?.[name];
+    return /(\d+)/.exec(range ?? '')?.[1];
+  };
+  const frameworks = facts.frameworks.map((id) => {
+    const target = findTarget(id)!;
+    const version = major(target.detectedBy[0] ?? '');
+    return version ? `${target.name} ${version}` : target.name;
+  });
+  const language = `${draft.language === 'ts' ? 'TypeScript' : 'JavaScript'} (${draft.moduleFormat === 'esm' ? 'ESM' : 'CommonJS'})`;
+  const parts = draft.newApp
+    ? [`new app in ${basename(facts.root)}/`, facts.packageManager, draft.dir]
+    : [
+        frameworks.length > 0 ? frameworks.join(', ') : 'no framework found',
+        language,
+        facts.packageManager,
+        draft.dir,
+      ];
+  if (facts.manifest)
+    parts.push(
+      `set up earlier: ${facts.manifest.targets.join(', ')} on ${facts.manifest.database}`,
+    );
+  return parts.join(' · ');
+}
 
 const verbs: Record<FileStatus, string> = {
   created: 'create',

@@ -8,7 +8,7 @@ import { formatCommand, type InstallCommand, installCommands, runInstall } from 
 import { isNewerVersion, MANIFEST_FILE } from './manifest.js';
 import { appEntryPath, buildPlan, filesToWrite, type Plan } from './plan.js';
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from './render.js';
-import { dryRunText, finalReport, planLines } from './report.js';
+import { dryRunText, finalReport, planLines, projectSummary } from './report.js';
 import { assertWritable, readIfExists, writeFilesAtomically } from './write.js';
 
 export interface RunIo {
@@ -72,7 +72,7 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
     }
     const question = `${where} has files but no package.json. Make a new app here anyway?`;
     if (!(await prompts.ask(question, false))) {
-      io.stdout('Nothing written.\n');
+      prompts.say('Nothing written.\n');
       return 0;
     }
   }
@@ -90,6 +90,7 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
     options.dir !== undefined ? '--dir' : facts.manifest ? `${MANIFEST_FILE} "dir"` : 'the folder';
   assertWritable(facts.root, draft.dir, { directory: true, what: `${dirSource} '${draft.dir}'` });
 
+  if (prompts) prompts.say(`${projectSummary(facts, draft)}\n\n`);
   let answers = prompts ? await prompts.askAnswers(draft) : finishAnswers(draft);
 
   const previous = facts.manifest?.database;
@@ -124,19 +125,19 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
 
   const writes = filesToWrite(plan);
   if (prompts && writes.length > 0) {
-    io.stdout(`\n${planLines(plan).join('\n')}\n\n`);
+    prompts.say(`\n${planLines(plan).join('\n')}\n\n`);
     const more =
       options.install && commands.length > 0
         ? `, then run ${commands.map(formatCommand).join(' and ')}`
         : '';
     if (!(await prompts.ask(`Write ${plural(writes.length, 'file')}${more}?`, true))) {
       // A choice, not a failure: exit 0, as create-vite and shadcn do.
-      io.stdout('Nothing written.\n');
+      prompts.say('Nothing written.\n');
       return 0;
     }
   }
   writeFilesAtomically(facts.root, writes);
-  if (prompts) io.stdout('\n');
+  if (prompts) prompts.say('\n');
 
   let pending: InstallCommand[] = commands;
   let failed = false;

@@ -34,9 +34,10 @@ after(() => {
 const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 /** Starts the CLI in a fresh tmux session; returns helpers to read the screen and type. */
-function start(name: string, args: string[]) {
+function start(name: string, args: string[], { stdoutTo }: { stdoutTo?: string } = {}) {
   const codeFile = join(tempDir('cdh-tmux-'), 'code');
-  const command = `${[process.execPath, binPath(), ...args].map(quote).join(' ')}; echo $? > ${quote(codeFile)}`;
+  const redirect = stdoutTo ? ` > ${quote(stdoutTo)}` : '';
+  const command = `${[process.execPath, binPath(), ...args].map(quote).join(' ')}${redirect}; echo $? > ${quote(codeFile)}`;
   tmux('new-session', '-d', '-s', name, '-x', '120', '-y', '40', `sh -c ${quote(command)}`);
   const screen = () => {
     try {
@@ -133,13 +134,81 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     assert.equal(await cli.exitCode(), 0);
     assert.deepEqual(contents(home), { 'notes.txt': 'mine\n' });
 
-    const yes = start('not-a-project-yes', ['-C', home, 'express', '-d', 'sqlite', '--no-install']);
+    const yes = start('not-a-project-yes', [
+      '-C',
+      home,
+      'express',
+      '-d',
+      'sqlite',
+      '--lang',
+      'js',
+      '--no-install',
+    ]);
     await yes.waitFor('Make a new app here anyway?');
     yes.keys('y', 'Enter');
     await yes.waitFor(/Write \d+ files/);
     yes.keys('Enter');
     assert.equal(await yes.exitCode(), 0);
     assert.ok(existsSync(join(home, 'package.json')));
+  });
+
+  test('stdout redirected: the questions still show on the terminal, stdout has the plan', async () => {
+    const root = makeProject(
+      { 'tsconfig.json': '{}', 'src/main.ts': '' },
+      { name: 'x', type: 'module', dependencies: { express: '^5.1.0' } },
+    );
+    const plan = join(tempDir('cdh-out-'), 'plan.txt');
+    const cli = start('redirected', ['-C', root, '--dry-run'], { stdoutTo: plan });
+    // What it found, one line, before the first question.
+    const first = await cli.waitFor('Which frameworks should get database hooks?');
+    assert.match(first, /Express 5 · TypeScript \(ESM\) · npm · src\/db/);
+    cli.keys('Enter');
+    await cli.waitFor('Which database?');
+    cli.keys('Enter');
+    assert.equal(await cli.exitCode(), 0);
+    const text = readFileSync(plan, 'utf8');
+    assert.match(text, /^Dry run: nothing is written/);
+    assert.match(text, /create {2}src\/db\/express\.ts/);
+    assert.doesNotMatch(text, /Which|Express 5 ·|\u001b/);
+  });
+
+  test('a new app asks TypeScript or JavaScript', async () => {
+    const root = join(tempDir(), 'fresh');
+    const cli = start('language', ['-C', root, 'express', '-d', 'sqlite', '--no-install']);
+    const screen = await cli.waitFor('TypeScript or JavaScript?');
+    assert.match(screen, /new app in fresh\/ · npm · src\/db/);
+    cli.keys('Down', 'Enter'); // JavaScript
+    await cli.waitFor(/Write \d+ files/);
+    cli.keys('Enter');
+    assert.equal(await cli.exitCode(), 0);
+    assert.ok(existsSync(join(root, 'src/app.js')));
+    assert.ok(!existsSync(join(root, 'tsconfig.json')));
+  });
+
+  test('a target added earlier is shown locked, with a note, and stays', async () => {
+    const root = makeProject({}, { name: 'x', dependencies: { express: '^4.21.0' } });
+    const setup = start('locked-setup', ['-C', root, 'express', '--yes', '--no-install']);
+    assert.equal(await setup.exitCode(), 0);
+    const cli = start('locked', ['-C', root, '--no-install']);
+    const screen = await cli.waitFor('Which frameworks should get database hooks?');
+    assert.match(
+      screen,
+      /Express 4 · JavaScript \(CommonJS\) · npm · db · set up earlier: express on sqlite/,
+    );
+    assert.match(
+      screen,
+      /◉ express .*\(added earlier; stays: delete its file by hand to drop it\)/,
+    );
+    // The cursor skips the locked row: Space ticks the next one (fastify), not express.
+    cli.keys('Space');
+    await cli.waitFor(/◉ fastify/);
+    cli.keys('Space', 'Enter');
+    await cli.waitFor('Which database?');
+    cli.keys('Enter');
+    const done = await cli.waitFor(/Already up to date|Unchanged/);
+    assert.ok(done);
+    assert.equal(await cli.exitCode(), 0);
+    assert.deepEqual(readJson(join(root, 'db-hooks.json')).targets, ['express']);
   });
 
   for (const [where, args, prompt] of [
