@@ -343,7 +343,7 @@ describe('final report', () => {
     assert.match(text, /^Skipped \(edited; --force overwrites\)\n {2}src\/db\/index\.ts$/m);
     assert.match(
       text,
-      /src\/db\/index\.ts was edited, so it still sets up sqlite: switch it to postgres by hand,\s+or re-run with --force/,
+      /src\/db\/index\.ts was edited, so it still sets up sqlite: switch it to postgres by hand,\s+or\s+re-run\s+with\s+--force/,
     );
     assert.match(text, /The sqlite driver file src\/db\/runtime-sqlite\.\* is no longer used/);
   });
