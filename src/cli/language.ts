@@ -29,11 +29,15 @@ export async function toProjectLanguage(source: string, style: OutputStyle): Pro
   ]);
   // sucrase is CommonJS: bundled as an ES module (dist/vendor) its exports are the default one.
   const { transform } = (sucrase as unknown as { default?: typeof sucrase }).default ?? sucrase;
-  const esm = transform(dropTypeOnlyComments(source), {
-    transforms: ['typescript'],
-    disableESTransforms: true,
-    keepUnusedImports: false,
-  }).code;
+  // The file's opening comment is kept apart: sucrase drops it with a leading `import type`.
+  const { header, body } = splitHeader(dropTypeOnlyComments(source));
+  const esm =
+    header +
+    transform(body, {
+      transforms: ['typescript'],
+      disableESTransforms: true,
+      keepUnusedImports: false,
+    }).code;
   const code = style.moduleFormat === 'cjs' ? esmToCommonJs(esm) : esm;
   const formatted = await prettier.format(code, {
     parser: 'babel',
@@ -43,6 +47,14 @@ export async function toProjectLanguage(source: string, style: OutputStyle): Pro
     printWidth: 100,
   });
   return tidy(formatted);
+}
+
+/** The comment lines (and blank lines) a file opens with, and the rest. */
+function splitHeader(source: string): { header: string; body: string } {
+  const lines = source.split('\n');
+  let end = 0;
+  while (end < lines.length && (lines[end]!.trim() === '' || commentLine.test(lines[end]!))) end++;
+  return { header: lines.slice(0, end).join('\n') + '\n', body: lines.slice(end).join('\n') };
 }
 
 const typeOnlyDeclaration = /^\s*(export\s+)?(declare\s+)?(interface|type)\s+\w+/;

@@ -22,7 +22,12 @@ export type FileStatus = 'created' | 'updated' | 'unchanged' | 'skipped';
  */
 export type SkipReason = 'edited' | 'exists';
 
-export type PlannedFileKind = GeneratedFileKind | 'package.json' | 'tsconfig' | 'manifest';
+export type PlannedFileKind =
+  | GeneratedFileKind
+  | 'package.json'
+  | 'tsconfig'
+  | 'gitignore'
+  | 'manifest';
 
 export interface PlannedFile {
   /** Project-relative, forward slashes. */
@@ -50,6 +55,8 @@ export interface Plan {
   devDependencies: Dependency[];
   /** Set when the database differs from the manifest's: index is regenerated. */
   databaseChange?: { from: string; to: string };
+  /** The project's .gitignore as it is now, for the Next steps about what to keep out of git. */
+  gitignore: string | undefined;
 }
 
 export interface PlanInput {
@@ -139,6 +146,35 @@ export function newAppTsconfig(): string {
   return `${JSON.stringify(config, null, 2)}\n`;
 }
 
+/** What a new app keeps out of git: installed packages, and SQLite's database and journal files. */
+export function gitignoreEntries(answers: Pick<Answers, 'database'>): string[] {
+  return ['node_modules', ...(answers.database === 'sqlite' ? sqliteFiles : [])];
+}
+
+/** The SQLite database (SQLITE_PATH's default) and its write-ahead log and shared-memory files. */
+export const sqliteFiles = ['app.db', 'app.db-wal', 'app.db-shm'];
+
+/** Entries of `wanted` that a .gitignore does not list yet (exact lines, or `/name`). */
+export function missingIgnores(gitignore: string | undefined, wanted: readonly string[]): string[] {
+  const lines = new Set(
+    (gitignore ?? '')
+      .split(/\r?\n/)
+      .map((line) => line.trim().replace(/^\//, '').replace(/\/$/, '')),
+  );
+  if (lines.has('app.db*') || lines.has('*.db*')) for (const file of sqliteFiles) lines.add(file);
+  if (lines.has('*.db')) lines.add('app.db');
+  return wanted.filter((entry) => !lines.has(entry));
+}
+
+/** A .gitignore with the missing entries added at its end; the user's lines stay as they are. */
+export function withIgnores(gitignore: string | undefined, wanted: readonly string[]): string {
+  const missing = missingIgnores(gitignore, wanted);
+  if (gitignore === undefined) return `${missing.join('\n')}\n`;
+  if (missing.length === 0) return gitignore;
+  const base = gitignore === '' || gitignore.endsWith('\n') ? gitignore : `${gitignore}\n`;
+  return `${base}${missing.join('\n')}\n`;
+}
+
 /**
  * A file's status. Identical → unchanged. Different and still as generated (its hash matches the
  * manifest) → updated. Different otherwise → skipped, unless --force.
@@ -181,6 +217,16 @@ export function buildPlan(input: PlanInput): Plan {
       newAppPackageJson(facts.name, answers, dependencies, devDependencies),
     );
     if (answers.language === 'ts') add('tsconfig.json', 'tsconfig', newAppTsconfig());
+    // Merged, not replaced: a fresh repository may have a .gitignore of its own.
+    const gitignore = current.get('.gitignore');
+    const merged = withIgnores(gitignore, gitignoreEntries(answers));
+    files.push({
+      path: '.gitignore',
+      kind: 'gitignore',
+      content: merged,
+      current: gitignore,
+      status: gitignore === undefined ? 'created' : gitignore === merged ? 'unchanged' : 'updated',
+    });
   }
 
   // The manifest keeps every earlier entry (files of a target or language no longer chosen are
@@ -188,7 +234,7 @@ export function buildPlan(input: PlanInput): Plan {
   // hash, so it still reads as edited next time.
   const hashes: Record<string, string> = { ...recorded };
   for (const file of files) {
-    if (file.kind === 'app' || file.kind === 'package.json' || file.kind === 'tsconfig') continue;
+    if (['app', 'package.json', 'tsconfig', 'gitignore'].includes(file.kind)) continue;
     if (file.status === 'skipped') continue;
     hashes[file.path] = hashContent(file.content);
   }
@@ -224,6 +270,7 @@ export function buildPlan(input: PlanInput): Plan {
     manifest,
     dependencies,
     devDependencies,
+    gitignore: current.get('.gitignore'),
     ...(previous !== undefined &&
       previous !== answers.database && {
         databaseChange: { from: previous, to: answers.database },

@@ -4,9 +4,16 @@
 import { basename, relative } from 'node:path';
 import type { Draft } from './answers.js';
 import type { PackageManager, ProjectFacts } from './detect.js';
+import { oneOf } from './errors.js';
 import { formatCommand, type InstallCommand } from './install.js';
 import type { ModuleFormat } from './language.js';
-import type { FileStatus, Plan, PlannedFile } from './plan.js';
+import {
+  type FileStatus,
+  missingIgnores,
+  type Plan,
+  type PlannedFile,
+  sqliteFiles,
+} from './plan.js';
 import { findDatabase, findTarget, type TargetId } from './targets.js';
 
 /**
@@ -177,6 +184,12 @@ export function finalReport({
     const where = rel.startsWith('..') ? plan.root : rel;
     if (where !== '') steps.push(`cd ${/\s/.test(where) ? `'${where}'` : where}`);
     for (const command of pendingInstall) steps.push(formatCommand(command));
+    if (answers.database === 'postgres') {
+      // The app cannot start without a server to connect to.
+      steps.push(
+        'export DATABASE_URL=postgres://user:pass@localhost:5432/app   (your PostgreSQL server)',
+      );
+    }
     steps.push(`${packageManager === 'npm' ? 'npm' : packageManager} start`);
     steps.push('curl http://127.0.0.1:3000/users/1   (the app reads PORT, 3000 by default)');
   } else {
@@ -197,6 +210,14 @@ export function finalReport({
         database.id === 'sqlite'
           ? `Set ${database.envVar} to the database file (default app.db).`
           : `Set ${database.envVar} to your PostgreSQL server, e.g. postgres://user:pass@localhost:5432/app`,
+      );
+    }
+  }
+  if (!answers.newApp && answers.database === 'sqlite') {
+    const missing = missingIgnores(plan.gitignore, sqliteFiles);
+    if (missing.length > 0) {
+      steps.push(
+        `Add ${oneOf(missing).replace(' or ', ' and ')} to .gitignore: the SQLite database and its journal files.`,
       );
     }
   }

@@ -44,6 +44,7 @@ export async function makePlan(
     ...rendered.map((file) => file.path),
     'package.json',
     'tsconfig.json',
+    '.gitignore',
     MANIFEST_FILE,
   ];
   const current = new Map(paths.map((path) => [path, readIfExists(facts.root, path)]));

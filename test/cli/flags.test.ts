@@ -742,3 +742,44 @@ describe('small things users meet', () => {
     }
   });
 });
+
+describe('what to keep out of git, and what a new PostgreSQL app needs', () => {
+  test('a new SQLite app gets a .gitignore; a fresh repository keeps its own lines', async () => {
+    const root = tempDir();
+    const result = await runCli(['-C', root, 'express', '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(
+      readFileSync(join(root, '.gitignore'), 'utf8'),
+      'node_modules\napp.db\napp.db-wal\napp.db-shm\n',
+    );
+    const repo = tempDir();
+    writeTree(repo, { '.gitignore': '.env\n/node_modules/' });
+    assert.equal((await runCli(['-C', repo, 'koa', '-y', '--no-install'])).code, 0);
+    assert.equal(
+      readFileSync(join(repo, '.gitignore'), 'utf8'),
+      '.env\n/node_modules/\napp.db\napp.db-wal\napp.db-shm\n',
+    );
+  });
+
+  test('a new PostgreSQL app: Next steps set DATABASE_URL before npm start', async () => {
+    const root = tempDir();
+    const result = await runCli(['-C', root, 'express', '-d', 'postgres', '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stdout,
+      /^ {2}export DATABASE_URL=postgres:\/\/user:pass@localhost:5432\/app .*\n {2}npm start$/m,
+    );
+    assert.equal(readFileSync(join(root, '.gitignore'), 'utf8'), 'node_modules\n');
+  });
+
+  test('an existing SQLite project hears about app.db* unless its .gitignore has them', async () => {
+    const bare = makeProject({ '.gitignore': 'node_modules\napp.db\n' }, { name: 'x' });
+    const result = await runCli(['-C', bare, 'express', '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /Add app\.db-wal and app\.db-shm to \.gitignore/);
+    assert.equal(readFileSync(join(bare, '.gitignore'), 'utf8'), 'node_modules\napp.db\n');
+    const covered = makeProject({ '.gitignore': 'node_modules\n*.db*\n' }, { name: 'x' });
+    const quiet = await runCli(['-C', covered, 'express', '-y', '--no-install']);
+    assert.doesNotMatch(quiet.stdout, /\.gitignore/);
+  });
+});
