@@ -18,7 +18,7 @@ import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from '../../s
 import { type DatabaseId, databaseIds, type TargetId, targetIds } from '../../src/cli/targets.ts';
 import { createTestDatabase } from '../support/postgres.ts';
 import { installDependencies } from './support/deps.ts';
-import { fetchReply, getJson, send } from './support/http.ts';
+import { fetchReply, getJson, pipelineThenHangUp, send } from './support/http.ts';
 import {
   type Case,
   caseName,
@@ -239,6 +239,154 @@ async function scenarios(c: Case, app: RunningApp, env: Record<string, string>):
   await checkDatabase(c, env, 'concurrent requests');
 }
 
+/** Targets that are middleware, so an app can put an async middleware in front of them. */
+const middlewareTargets: TargetId[] = ['express', 'fastify', 'koa', 'hono'];
+
+/**
+ * The app as real apps are built and hostile clients behave: a route with no statement, clients
+ * that leave while a middleware in front of the adapter awaits, pipelined requests on a socket
+ * closed before the answers, work that outlives the response, body events, and (Express) an
+ * async handler with no catch whose client leaves.
+ */
+async function realApps(c: Case, app: RunningApp, env: Record<string, string>): Promise<void> {
+  const url = app.url;
+
+  // Lazy checkout: a request that never queries holds no connection while it runs. (The hooks
+  // target stays explicit: beforeRequest() connects.)
+  if (c.target !== 'hooks') {
+    const idle = fetchReply(`${url}/nodb?tag=nodb&ms=400`);
+    await waitForEvent(app, 'nodb', (event) => event.sleeping === true);
+    const during = await getJson<Stats>(`${url}/__stats`);
+    assert.equal(during.inUse - during.self, 0, 'a request that never queried took a connection');
+    assert.equal((await idle).status, 200);
+  }
+
+  if (middlewareTargets.includes(c.target)) {
+    for (let i = 0; i < 3; i++) {
+      const tag = `early${i}`;
+      const waiting = waitForEvent(app, tag, (event) => event.waiting === true);
+      const path = `/slow?tag=${tag}-handler&ms=50&gate=${tag}&gateMs=300`;
+      assert.equal(await send(`${url}${path}`, { abortWhen: waiting }), 'aborted');
+    }
+    await sleep(400); // the middleware in front finishes; the adapter runs for a client gone
+    await assertReleased(app, 'clients gone while a middleware in front awaited');
+    await checkDatabase(c, env, 'clients gone while a middleware in front awaited');
+  }
+
+  // Three pipelined requests on one socket, closed before any answer: the two queued behind
+  // the first never get the socket, so their responses emit neither 'finish' nor 'close'.
+  const first = waitForEvent(app, 'pipe0', (event) => event.sleeping === true);
+  const paths = [0, 1, 2].map((i) => `/slow?tag=pipe${i}&ms=300`);
+  await pipelineThenHangUp(url, paths, first);
+  await sleep(500);
+  await assertReleased(app, 'pipelined requests, then a hang-up');
+  await checkDatabase(c, env, 'pipelined requests, then a hang-up');
+
+  // Work that outlives the response runs in db.detached(), on a connection of its own.
+  await getJson(`${url}/detached?tag=background`);
+  const background = await waitForEvent(app, 'background');
+  assert.equal(background.after, 'ok', JSON.stringify(background));
+  await assertReleased(app, 'detached work');
+
+  if (c.target === 'node-http' || c.target === 'hooks') {
+    // A statement in the body's 'end' listener runs on the request's connection.
+    const reply = await fetchReply(`${url}/body-events`, { method: 'POST', json: { name: 'x' } });
+    assert.equal(reply.status, 200, reply.body);
+    const body = JSON.parse(reply.body) as Record<string, unknown>;
+    assert.equal(body.inScope, true, "the body's 'end' listener ran outside the request scope");
+    assert.equal(body.before, body.inEnd, 'the end listener used another connection');
+    await assertReleased(app, 'body events');
+  }
+
+  if (c.target === 'express') {
+    // No catch around the handler: on Express 4 the refused statement is an unhandled
+    // rejection, and the process must survive it.
+    const sleeping = waitForEvent(app, 'unguarded', (event) => event.sleeping === true);
+    const path = '/unguarded/slow?tag=unguarded&ms=500';
+    assert.equal(await send(`${url}${path}`, { abortWhen: sleeping }), 'aborted');
+    const gone = await waitForEvent(app, 'unguarded');
+    assert.equal(gone.after, 'ScopeReleasedError', JSON.stringify(gone));
+    await sleep(100);
+    const after = await fetchReply(`${url}/users/1`);
+    assert.equal(after.status, 200, `the app did not survive a client leaving:\n${app.output()}`);
+    await assertReleased(app, 'unguarded handler, client gone');
+  }
+}
+
+/**
+ * Long-lived responses on a pool of 2: two streams that give their connection back after their
+ * first line (as server-sent events should) stay open while other requests are served.
+ */
+async function longLived(project: Project, env: Record<string, string>): Promise<void> {
+  const app = await startApp(project, 'test-app', {
+    ...env,
+    E2E_POOL_MAX: '2',
+    E2E_ACQUIRE_TIMEOUT_MS: '500',
+  });
+  try {
+    let hangUp!: () => void;
+    const hungUp = new Promise<void>((resolve) => {
+      hangUp = resolve;
+    });
+    const streams = [0, 1].map((i) =>
+      send(`${app.url}/stream?tag=sse${i}&chunks=200&delay=50&close=1`, { abortWhen: hungUp }),
+    );
+    for (const i of [0, 1]) {
+      await waitForEvent(app, `sse${i}`, (event) => Number(event.sent) >= 2);
+    }
+    for (let i = 0; i < 4; i++) {
+      const reply = await fetchReply(`${app.url}/users/1`);
+      assert.equal(reply.status, 200, `with two streams open: ${reply.status} ${reply.body}`);
+    }
+    hangUp();
+    assert.deepEqual(await Promise.all(streams), ['aborted', 'aborted']);
+    await assertReleased(app, 'long-lived responses');
+  } finally {
+    await stopApp(app);
+  }
+}
+
+/**
+ * Registered twice (on the app and again on a router), with eager checkout on a pool of 1: the
+ * second registration must step aside, not wait for a second connection.
+ */
+async function registeredTwice(project: Project, env: Record<string, string>): Promise<void> {
+  const app = await startApp(project, 'test-app', {
+    ...env,
+    REGISTER_TWICE: '1',
+    E2E_CHECKOUT: 'eager',
+    E2E_POOL_MAX: '1',
+    E2E_ACQUIRE_TIMEOUT_MS: '300',
+  });
+  try {
+    for (let i = 0; i < 3; i++) {
+      const reply = await fetchReply(`${app.url}/users/1`);
+      assert.equal(reply.status, 200, `registered twice: ${reply.status} ${reply.body}`);
+    }
+    await assertReleased(app, 'registered twice');
+  } finally {
+    await stopApp(app);
+  }
+}
+
+/** PostgreSQL down: the client gets a 503 that shows nothing of the server; the log has it. */
+async function unreachable(project: Project): Promise<void> {
+  const url = `postgres://app:${secret}@127.0.0.1:1/app`;
+  // In production mode, as deployed: Express shows every error's stack to clients otherwise.
+  const env = { DATABASE_URL: url, E2E_SKIP_SETUP: '1', NODE_ENV: 'production' };
+  const app = await startApp(project, 'test-app', env);
+  try {
+    const reply = await fetchReply(`${app.url}/users/1`);
+    assert.equal(reply.status, 503, reply.body);
+    for (const internal of ['127.0.0.1', 'ECONNREFUSED', 'DATABASE_URL', 'runtime', secret]) {
+      assert.ok(!reply.body.includes(internal), `the client saw ${internal}: ${reply.body}`);
+    }
+    assert.match(app.output(), /ECONNREFUSED/, 'the detail did not reach the log');
+  } finally {
+    await stopApp(app);
+  }
+}
+
 async function exhaustion(project: Project, env: Record<string, string>): Promise<void> {
   const app = await startApp(project, 'test-app', {
     ...env,
@@ -315,9 +463,14 @@ async function runCase(c: Case): Promise<void> {
 
     const app = await startApp(project, 'test-app', env);
     phase('start');
+    // The adapters' code is the same in every language variant: the real-app scenarios run once
+    // per target and database.
+    const realAppCase = c.variant === 'ts' && !c.recipe;
     try {
       await scenarios(c, app, env);
       phase('scenarios');
+      if (realAppCase) await realApps(c, app, env);
+      phase('real apps');
     } finally {
       await stopApp(app);
       phase('stop');
@@ -326,6 +479,14 @@ async function runCase(c: Case): Promise<void> {
 
     await exhaustion(project, env);
     phase('exhaustion');
+    if (realAppCase) {
+      await longLived(project, env);
+      if (c.target === 'express' || c.target === 'koa' || c.target === 'hono') {
+        await registeredTwice(project, env);
+      }
+      if (c.database === 'postgres') await unreachable(project);
+      phase('long-lived, registered twice, unreachable');
+    }
     passed = true;
   } finally {
     // A failed case keeps its directory under .tmp for a look.

@@ -1,6 +1,7 @@
 // A small HTTP client over node:http, one connection per request, so a test can hang up in the
 // middle of a request (destroy the socket) as a real client would.
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 
 export interface Reply {
   status: number;
@@ -67,4 +68,29 @@ export async function getJson<T>(url: string): Promise<T> {
   const reply = await fetchReply(url);
   if (reply.status !== 200) throw new Error(`GET ${url}: ${reply.status} ${reply.body}`);
   return JSON.parse(reply.body) as T;
+}
+
+/**
+ * A hostile HTTP/1.1 client: writes `paths` as pipelined GET requests on one raw socket without
+ * waiting for answers, then destroys the socket once `hangUpWhen` resolves.
+ */
+export async function pipelineThenHangUp(
+  url: string,
+  paths: string[],
+  hangUpWhen: Promise<unknown>,
+): Promise<void> {
+  const { hostname, port } = new URL(url);
+  const socket = connect(Number(port), hostname);
+  socket.on('error', () => {}); // the reset we cause
+  socket.on('data', () => {}); // answers, if any arrive first, are not read
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  socket.write(paths.map((path) => `GET ${path} HTTP/1.1\r\nHost: ${hostname}\r\n\r\n`).join(''));
+  try {
+    await hangUpWhen;
+  } finally {
+    socket.destroy();
+  }
 }

@@ -38,7 +38,7 @@ app.get('/stream', (event) => {
   });
 });
 
-const server = createServer(requestScope(toNodeHandler(app), s.database));
+const server = createServer(requestScope(toNodeHandler(app), { database: s.database }));
 s.setup()
   .then(() => {
     server.listen(Number(process.env.PORT ?? 0), '127.0.0.1', () => s.listening(server));

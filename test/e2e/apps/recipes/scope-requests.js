@@ -5,5 +5,5 @@ import { database } from './scenarios.js';
 export function scopeRequests(server) {
   const listeners = server.listeners('request');
   server.removeAllListeners('request');
-  for (const listener of listeners) server.on('request', requestScope(listener, database));
+  for (const listener of listeners) server.on('request', requestScope(listener, { database }));
 }
