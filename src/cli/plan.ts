@@ -12,6 +12,7 @@ import {
   findTarget,
   newAppDependencies,
   type TargetId,
+  typeScriptDependencies,
 } from './targets.js';
 
 export type FileStatus = 'created' | 'updated' | 'unchanged' | 'skipped';
@@ -53,6 +54,8 @@ export interface Plan {
   dependencies: Dependency[];
   /** The same, for devDependencies: type packages, only for TypeScript. */
   devDependencies: Dependency[];
+  /** Frameworks the targets import that the project lacks; installed only with consent. */
+  frameworks: MissingFramework[];
   /** Set when the database differs from the manifest's: index is regenerated. */
   databaseChange?: { from: string; to: string };
   /** The project's .gitignore as it is now, for the Next steps about what to keep out of git. */
@@ -76,6 +79,36 @@ export function appEntryPath(answers: Pick<Answers, 'language' | 'moduleFormat'>
   return `src/app${sourceExtension(answers)}`;
 }
 
+/** A framework an adapter imports that the project does not have (e.g. -f koa in an Express app). */
+export interface MissingFramework {
+  target: TargetId;
+  /** The framework, and its types for TypeScript. */
+  dependencies: Dependency[];
+}
+
+/**
+ * The frameworks an existing project lacks for its targets. Without them the adapter cannot load
+ * and tsc fails, so the run installs them (with consent in a terminal) or says what to install.
+ */
+export function missingFrameworks(
+  answers: Answers,
+  installed: ReadonlySet<string>,
+): MissingFramework[] {
+  if (answers.newApp) return []; // its package.json lists them already
+  const out: MissingFramework[] = [];
+  for (const id of answers.targets) {
+    const target = findTarget(id)!;
+    const detectedBy: readonly string[] = target.detectedBy;
+    // node-http, fetch and hooks import nothing but Node: there is no framework to lack.
+    if (detectedBy.length === 0 || detectedBy.some((name) => installed.has(name))) continue;
+    const dependencies = (target.frameworkDependencies as readonly Dependency[]).filter(
+      (dep) => !installed.has(dep.name) && (!dep.typesOnly || answers.language === 'ts'),
+    );
+    if (dependencies.length > 0) out.push({ target: id, dependencies });
+  }
+  return out;
+}
+
 /** Everything the chosen targets and database need, for this language; a new app adds more. */
 export function requiredDependencies(answers: Answers): Dependency[] {
   const wanted: Dependency[] = [...findDatabase(answers.database)!.dependencies];
@@ -85,6 +118,7 @@ export function requiredDependencies(answers: Answers): Dependency[] {
     if (answers.newApp) wanted.push(...target.frameworkDependencies);
   }
   if (answers.newApp) wanted.push(...newAppDependencies[answers.language]);
+  else if (answers.language === 'ts') wanted.push(...typeScriptDependencies);
   const seen = new Set<string>();
   return wanted.filter((dep) => {
     if (dep.typesOnly && answers.language !== 'ts') return false;
@@ -270,6 +304,7 @@ export function buildPlan(input: PlanInput): Plan {
     manifest,
     dependencies,
     devDependencies,
+    frameworks: missingFrameworks(answers, facts.installed),
     gitignore: current.get('.gitignore'),
     ...(previous !== undefined &&
       previous !== answers.database && {

@@ -5,10 +5,11 @@ import { basename, relative } from 'node:path';
 import type { Draft } from './answers.js';
 import type { PackageManager, ProjectFacts } from './detect.js';
 import { oneOf } from './errors.js';
-import { formatCommand, type InstallCommand } from './install.js';
+import { formatCommand, type InstallCommand, installCommands } from './install.js';
 import type { ModuleFormat } from './language.js';
 import {
   type FileStatus,
+  type MissingFramework,
   missingIgnores,
   type Plan,
   type PlannedFile,
@@ -144,6 +145,8 @@ export interface ReportInput {
   packageManager: PackageManager;
   /** Commands still to run by hand (--no-install, or the install failed). */
   pendingInstall: readonly InstallCommand[];
+  /** Frameworks the targets need that the user chose not to install now. */
+  declinedFrameworks?: readonly MissingFramework[];
   /** The directory the user ran us from, to print `cd` for a new app made elsewhere. */
   invokedFrom: string;
 }
@@ -153,6 +156,7 @@ export function finalReport({
   plan,
   packageManager,
   pendingInstall,
+  declinedFrameworks = [],
   invokedFrom,
 }: ReportInput): string {
   const out: string[] = [];
@@ -194,6 +198,19 @@ export function finalReport({
     steps.push('curl http://127.0.0.1:3000/users/1   (the app reads PORT, 3000 by default)');
   } else {
     for (const command of pendingInstall) steps.push(formatCommand(command));
+    for (const { target, dependencies } of declinedFrameworks) {
+      const adapter = plan.files.find((file) => file.kind === 'adapter' && file.target === target);
+      const commands = installCommands(
+        packageManager,
+        dependencies.filter((d) => !d.typesOnly),
+        dependencies.filter((d) => d.typesOnly),
+        false,
+      );
+      steps.push(
+        `${findTarget(target)!.name} is not installed: ${adapter?.path ?? target} cannot load${answers.language === 'ts' ? ' and tsc fails' : ''} until you run`,
+        ...commands.map((command) => `    ${formatCommand(command)}`),
+      );
+    }
     const added = plan.files.filter((file) => file.kind === 'adapter' && file.status === 'created');
     const base = answers.dir.startsWith('src/') ? 'a file in src/' : 'the project root';
     for (const file of added) {

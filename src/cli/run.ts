@@ -3,12 +3,13 @@
 // main.ts so --help, --version and --list stay instant.
 import { type Answers, type CliOptions, draftAnswers, finishAnswers } from './answers.js';
 import { detectProject, findProjectRoot, isEmptyFolder, type ProjectFacts } from './detect.js';
-import { UsageError } from './errors.js';
+import { oneOf, UsageError } from './errors.js';
 import { formatCommand, type InstallCommand, installCommands, runInstall } from './install.js';
 import { isNewerVersion, MANIFEST_FILE } from './manifest.js';
-import { appEntryPath, buildPlan, filesToWrite, type Plan } from './plan.js';
+import { appEntryPath, buildPlan, filesToWrite, type MissingFramework, type Plan } from './plan.js';
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from './render.js';
 import { dryRunText, finalReport, planLines, projectSummary } from './report.js';
+import { findTarget } from './targets.js';
 import { assertWritable, readIfExists, writeFilesAtomically } from './write.js';
 
 export interface RunIo {
@@ -112,10 +113,24 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
 
   const plan = await makePlan(facts, answers, options.force === true, version);
   for (const file of filesToWrite(plan)) assertWritable(facts.root, file.path);
+
+  // A target whose framework the project lacks (koa in an Express app): its adapter would not
+  // load and tsc would fail. Install the framework, asking first in a terminal; a "no" is told
+  // exactly what to install in the Next steps.
+  let declined: MissingFramework[] = [];
+  if (prompts && plan.frameworks.length > 0 && options.install && !options.dryRun) {
+    const names = plan.frameworks.map((f) => findTarget(f.target)!.name);
+    const packages = plan.frameworks.flatMap((f) => f.dependencies.map((d) => d.name));
+    const question = `${oneOf(names).replace(' or ', ' and ')} ${names.length === 1 ? 'is' : 'are'} not in package.json: install ${packages.join(', ')}?`;
+    if (!(await prompts.ask(question, true))) declined = plan.frameworks;
+  }
+  const frameworkDependencies = plan.frameworks
+    .filter((f) => !declined.includes(f))
+    .flatMap((f) => f.dependencies);
   const commands: InstallCommand[] = installCommands(
     facts.packageManager,
-    plan.dependencies,
-    plan.devDependencies,
+    [...plan.dependencies, ...frameworkDependencies.filter((d) => !d.typesOnly)],
+    [...plan.devDependencies, ...frameworkDependencies.filter((d) => d.typesOnly)],
     answers.newApp,
   );
 
@@ -158,6 +173,7 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
     plan,
     packageManager: facts.packageManager,
     pendingInstall: pending,
+    declinedFrameworks: declined,
     invokedFrom: io.cwd,
   });
   io.stdout(report);

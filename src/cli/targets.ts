@@ -165,6 +165,11 @@ export const newAppDependencies = {
   js: [],
 } as const satisfies Record<'ts' | 'js', readonly Dependency[]>;
 
+/** Every TypeScript project needs Node's types: the runtime imports node:async_hooks. */
+export const typeScriptDependencies = [
+  { name: '@types/node', version: '^20.19.0', typesOnly: true },
+] as const satisfies readonly Dependency[];
+
 export const targetIds: readonly TargetId[] = targets.map((target) => target.id);
 export const databaseIds: readonly DatabaseId[] = databases.map((database) => database.id);
 

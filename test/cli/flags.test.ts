@@ -346,7 +346,10 @@ describe('generating', () => {
     assert.match(result.stdout, /app\.use\(dbHooks\(\)\)/);
     // --no-install prints the exact commands.
     assert.match(result.stdout, /npm install better-sqlite3@\^12\.6\.2\n/);
-    assert.match(result.stdout, /npm install -D @types\/better-sqlite3@\^7\.6\.13\n/);
+    assert.match(
+      result.stdout,
+      /npm install -D @types\/better-sqlite3@\^7\.6\.13 @types\/node@\^20\.19\.0\n/,
+    );
   });
 
   test('JavaScript CommonJS project: .js files in db/ written as CommonJS', async () => {
@@ -417,7 +420,11 @@ describe('generating', () => {
     assert.match(result.stdout, /^ {2}create {2}src\/db\/express\.js$/m);
     assert.match(result.stdout, /^--- \/dev\/null$/m);
     assert.match(result.stdout, /^\+\+\+ b\/src\/db\/index\.js$/m);
-    assert.match(result.stdout, /^Would run:\n {2}npm install better-sqlite3@\^12\.6\.2$/m);
+    // express is not in package.json: the adapter needs it, so it is installed too.
+    assert.match(
+      result.stdout,
+      /^Would run:\n {2}npm install better-sqlite3@\^12\.6\.2 express@\^5\.1\.0$/m,
+    );
   });
 
   test('--dry-run on a re-run shows the diff of an updated file', async () => {
@@ -571,7 +578,7 @@ describe('installing', () => {
       : root;
     assert.deepEqual(
       pm.calls().map((line) => line.replace(/^\S+ /, '')),
-      ['pnpm add fastify-plugin@^5.0.1', 'pnpm add -D @types/pg@^8.15.0'],
+      ['pnpm add fastify-plugin@^5.0.1', 'pnpm add -D @types/pg@^8.15.0 @types/node@^20.19.0'],
     );
     assert.ok(pm.calls()[0]!.startsWith(real.replace(/^\/private/, '')));
     assert.doesNotMatch(result.stdout, /Next steps\n {2}pnpm add/);
@@ -583,14 +590,47 @@ describe('installing', () => {
     const result = await runCli(['-C', root, '-f', 'express', '-y'], { env: pm.env });
     assert.equal(result.code, 1);
     assert.match(result.stderr, /installing dependencies failed/);
-    assert.match(result.stdout, /^ {2}yarn add better-sqlite3@\^12\.6\.2$/m);
+    assert.match(result.stdout, /^ {2}yarn add better-sqlite3@\^12\.6\.2 express@\^5\.1\.0$/m);
     assert.ok(existsSync(join(root, 'db/express.js')), 'the files are written before installing');
+  });
+
+  test('a target whose framework the project lacks: the framework and its types are installed', async () => {
+    const root = makeProject(
+      { 'tsconfig.json': '{}', 'src/app.ts': '' },
+      {
+        name: 'x',
+        type: 'module',
+        dependencies: { express: '^5', 'better-sqlite3': '^12' },
+        devDependencies: {
+          '@types/express': '^5',
+          '@types/better-sqlite3': '^7',
+          '@types/node': '^22',
+        },
+      },
+    );
+    const pm = fakePackageManager('npm');
+    const result = await runCli(['-C', root, 'koa', 'node-http', '-y'], { env: pm.env });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(
+      pm.calls().map((line) => line.replace(/^\S+ /, '')),
+      ['npm install koa@^3.0.0', 'npm install -D @types/koa@^2.15.0'],
+    );
+    // --no-install: the same commands, printed.
+    const other = makeProject(
+      { 'tsconfig.json': '{}' },
+      { name: 'x', dependencies: { express: '^5' } },
+    );
+    const printed = await runCli(['-C', other, 'fastify', '-y', '--no-install']);
+    assert.match(
+      printed.stdout,
+      /^ {2}npm install better-sqlite3@\^12\.6\.2 fastify-plugin@\^5\.0\.1 fastify@\^5\.4\.0$/m,
+    );
   });
 
   test('nothing missing: no install at all', async () => {
     const root = makeProject({}, { name: 'x', dependencies: { 'better-sqlite3': '^12' } });
     const pm = fakePackageManager('npm');
-    const result = await runCli(['-C', root, '-f', 'koa', '-y'], { env: pm.env });
+    const result = await runCli(['-C', root, '-f', 'hooks', '-y'], { env: pm.env });
     assert.equal(result.code, 0, result.stderr);
     assert.deepEqual(pm.calls(), []);
   });

@@ -34,10 +34,15 @@ after(() => {
 const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 /** Starts the CLI in a fresh tmux session; returns helpers to read the screen and type. */
-function start(name: string, args: string[], { stdoutTo }: { stdoutTo?: string } = {}) {
+function start(
+  name: string,
+  args: string[],
+  { stdoutTo, path }: { stdoutTo?: string; path?: string } = {},
+) {
   const codeFile = join(tempDir('cdh-tmux-'), 'code');
   const redirect = stdoutTo ? ` > ${quote(stdoutTo)}` : '';
-  const command = `${[process.execPath, binPath(), ...args].map(quote).join(' ')}${redirect}; echo $? > ${quote(codeFile)}`;
+  const env = path ? `PATH=${quote(path)} ` : '';
+  const command = `${env}${[process.execPath, binPath(), ...args].map(quote).join(' ')}${redirect}; echo $? > ${quote(codeFile)}`;
   tmux('new-session', '-d', '-s', name, '-x', '120', '-y', '40', `sh -c ${quote(command)}`);
   const screen = () => {
     try {
@@ -209,6 +214,36 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     assert.ok(done);
     assert.equal(await cli.exitCode(), 0);
     assert.deepEqual(readJson(join(root, 'db-hooks.json')).targets, ['express']);
+  });
+
+  test('a framework the project lacks: asks to install it; no → Next steps say what to run', async () => {
+    const root = makeProject(
+      { 'tsconfig.json': '{}', 'src/app.ts': '' },
+      {
+        name: 'x',
+        type: 'module',
+        dependencies: { express: '^5.1.0', 'better-sqlite3': '^12' },
+        devDependencies: { '@types/better-sqlite3': '^7', '@types/node': '^22' },
+      },
+    );
+    const bin = tempDir('cdh-bin-');
+    const log = join(bin, 'calls.log');
+    writeFileSync(join(bin, 'npm'), `#!/bin/sh\necho "npm $*" >> '${log}'\n`, { mode: 0o755 });
+    const report = join(tempDir('cdh-out-'), 'report.txt');
+    const cli = start('framework', ['-C', root, 'koa', '-d', 'sqlite'], {
+      path: `${bin}:${process.env.PATH}`,
+      stdoutTo: report,
+    });
+    await cli.waitFor('Koa is not in package.json: install koa, @types/koa? (Y/n)');
+    cli.keys('n', 'Enter');
+    await cli.waitFor(/Write \d+ files\?/);
+    cli.keys('Enter');
+    assert.equal(await cli.exitCode(), 0);
+    assert.match(
+      readFileSync(report, 'utf8'),
+      /Koa is not installed: src\/db\/koa\.ts cannot load and tsc fails until you run\n +npm install koa@\^3\.0\.0\n +npm install -D @types\/koa@\^2\.15\.0\n/,
+    );
+    assert.ok(!existsSync(log), 'nothing installed');
   });
 
   for (const [where, args, prompt] of [

@@ -239,11 +239,11 @@ describe('buildPlan', () => {
       filesToWrite(plan).map((f) => f.path),
       ['src/db/runtime.ts', 'src/db/koa.ts', 'db-hooks.json'],
     );
-    // better-sqlite3 is there; its types are not, and koa/express need no glue package.
+    // better-sqlite3 is there; its types and Node's are not, and koa/express need no glue package.
     assert.deepEqual(plan.dependencies, []);
     assert.deepEqual(
       plan.devDependencies.map((d) => d.name),
-      ['@types/better-sqlite3'],
+      ['@types/better-sqlite3', '@types/node'],
     );
     assert.equal(plan.databaseChange, undefined);
   });
