@@ -227,6 +227,8 @@ async function scenarios(c: Case, app: RunningApp, env: Record<string, string>):
     const bareCut = await waitForEvent(app, 'bare-cut');
     assert.ok(Number(bareCut.sent) < 100, 'the stream went on after it was cancelled');
     await assertReleased(app, 'hono without @hono/node-server');
+    const aborted = await getJson<{ before: number; after: number }>(`${url}/__without-node-abort`);
+    assert.deepEqual(aborted, { before: 1, after: 0 }, 'an aborted signal kept the connection');
   }
 
   // Concurrent requests: each on its own connection for its whole duration.
