@@ -27,6 +27,7 @@ export type PlannedFileKind =
   | GeneratedFileKind
   | 'package.json'
   | 'tsconfig'
+  | 'pnpm-workspace'
   | 'gitignore'
   | 'manifest';
 
@@ -72,6 +73,8 @@ export interface PlanInput {
   rendered: readonly GeneratedFile[];
   /** Current text of each rendered path and of the new app's files; absent or undefined = none. */
   current: ReadonlyMap<string, string | undefined>;
+  /** The package manager's version; undefined when unknown (it is not installed). */
+  packageManagerVersion?: string;
 }
 
 /** Where a new app's entry goes. */
@@ -140,6 +143,7 @@ export function newAppPackageJson(
   answers: Answers,
   dependencies: readonly Dependency[],
   devDependencies: readonly Dependency[],
+  pnpmAllowList = false,
 ): string {
   const entry = appEntryPath(answers);
   const scripted = dependencies.filter((dep) => dep.installScript);
@@ -159,8 +163,17 @@ export function newAppPackageJson(
     ...(scripted.length > 0 && {
       allowScripts: Object.fromEntries(scripted.map((dep) => [dep.name, true])),
     }),
+    // pnpm 10 reads its build allow-list here (pnpm 11 from pnpm-workspace.yaml).
+    ...(scripted.length > 0 &&
+      pnpmAllowList && { pnpm: { onlyBuiltDependencies: scripted.map((dep) => dep.name) } }),
   };
   return `${JSON.stringify(pkg, null, 2)}\n`;
+}
+
+/** pnpm-workspace.yaml of a new pnpm app: pnpm 11 and later read build permissions only here. */
+export function newAppPnpmWorkspace(dependencies: readonly Dependency[]): string {
+  const builds = dependencies.filter((dep) => dep.installScript).map((dep) => dep.name);
+  return `allowBuilds:\n${builds.map((name) => `  ${name}: true\n`).join('')}`;
 }
 
 /** tsconfig.json of a new TypeScript app: strict, Node's own module resolution. */
@@ -245,11 +258,25 @@ export function buildPlan(input: PlanInput): Plan {
   const dependencies = missing.filter((d) => !d.typesOnly);
   const devDependencies = missing.filter((d) => d.typesOnly);
   if (answers.newApp) {
+    // pnpm allows build scripts in package.json up to 10 and in pnpm-workspace.yaml from 11;
+    // when its version is unknown (not installed yet), both.
+    const pnpmMajor = Number.parseInt(input.packageManagerVersion ?? '', 10);
+    const pnpm = facts.packageManager === 'pnpm';
+    const scripted = dependencies.some((dep) => dep.installScript);
     add(
       'package.json',
       'package.json',
-      newAppPackageJson(facts.name, answers, dependencies, devDependencies),
+      newAppPackageJson(
+        facts.name,
+        answers,
+        dependencies,
+        devDependencies,
+        pnpm && !(pnpmMajor >= 11),
+      ),
     );
+    if (pnpm && scripted && !(pnpmMajor <= 10)) {
+      add('pnpm-workspace.yaml', 'pnpm-workspace', newAppPnpmWorkspace(dependencies));
+    }
     if (answers.language === 'ts') add('tsconfig.json', 'tsconfig', newAppTsconfig());
     // Merged, not replaced: a fresh repository may have a .gitignore of its own.
     const gitignore = current.get('.gitignore');
@@ -268,7 +295,9 @@ export function buildPlan(input: PlanInput): Plan {
   // hash, so it still reads as edited next time.
   const hashes: Record<string, string> = { ...recorded };
   for (const file of files) {
-    if (['app', 'package.json', 'tsconfig', 'gitignore'].includes(file.kind)) continue;
+    if (['app', 'package.json', 'tsconfig', 'pnpm-workspace', 'gitignore'].includes(file.kind)) {
+      continue;
+    }
     if (file.status === 'skipped') continue;
     hashes[file.path] = hashContent(file.content);
   }

@@ -145,6 +145,8 @@ export interface ReportInput {
   packageManager: PackageManager;
   /** Commands still to run by hand (--no-install, or the install failed). */
   pendingInstall: readonly InstallCommand[];
+  /** Commands that make an installed driver load (its build script did not run). */
+  fixes?: readonly string[];
   /** Frameworks the targets need that the user chose not to install now. */
   declinedFrameworks?: readonly MissingFramework[];
   /** The directory the user ran us from, to print `cd` for a new app made elsewhere. */
@@ -157,6 +159,7 @@ export function finalReport({
   packageManager,
   pendingInstall,
   declinedFrameworks = [],
+  fixes = [],
   invokedFrom,
 }: ReportInput): string {
   const out: string[] = [];
@@ -188,6 +191,7 @@ export function finalReport({
     const where = rel.startsWith('..') ? plan.root : rel;
     if (where !== '') steps.push(`cd ${/\s/.test(where) ? `'${where}'` : where}`);
     for (const command of pendingInstall) steps.push(formatCommand(command));
+    steps.push(...fixes);
     if (answers.database === 'postgres') {
       // The app cannot start without a server to connect to.
       steps.push(
@@ -198,6 +202,7 @@ export function finalReport({
     steps.push('curl http://127.0.0.1:3000/users/1   (the app reads PORT, 3000 by default)');
   } else {
     for (const command of pendingInstall) steps.push(formatCommand(command));
+    steps.push(...fixes);
     for (const { target, dependencies } of declinedFrameworks) {
       const adapter = plan.files.find((file) => file.kind === 'adapter' && file.target === target);
       const commands = installCommands(

@@ -4,12 +4,21 @@
 import { type Answers, type CliOptions, draftAnswers, finishAnswers } from './answers.js';
 import { detectProject, findProjectRoot, isEmptyFolder, type ProjectFacts } from './detect.js';
 import { oneOf, UsageError } from './errors.js';
-import { formatCommand, type InstallCommand, installCommands, runInstall } from './install.js';
+import {
+  checkDriver,
+  driverFix,
+  formatCommand,
+  howToGet,
+  type InstallCommand,
+  installCommands,
+  packageManagerVersion,
+  runInstall,
+} from './install.js';
 import { isNewerVersion, MANIFEST_FILE } from './manifest.js';
 import { appEntryPath, buildPlan, filesToWrite, type MissingFramework, type Plan } from './plan.js';
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from './render.js';
 import { dryRunText, finalReport, planLines, projectSummary } from './report.js';
-import { findTarget } from './targets.js';
+import { type Dependency, findDatabase, findTarget } from './targets.js';
 import { assertWritable, readIfExists, writeFilesAtomically } from './write.js';
 
 export interface RunIo {
@@ -27,6 +36,7 @@ export async function makePlan(
   answers: Answers,
   force: boolean,
   version: string,
+  packageManagerVersion?: string,
 ): Promise<Plan> {
   const request = {
     targets: answers.targets,
@@ -45,11 +55,12 @@ export async function makePlan(
     ...rendered.map((file) => file.path),
     'package.json',
     'tsconfig.json',
+    'pnpm-workspace.yaml',
     '.gitignore',
     MANIFEST_FILE,
   ];
   const current = new Map(paths.map((path) => [path, readIfExists(facts.root, path)]));
-  return buildPlan({ facts, answers, force, version, rendered, current });
+  return buildPlan({ facts, answers, force, version, rendered, current, packageManagerVersion });
 }
 
 /** `n thing` or `n things`. */
@@ -111,7 +122,12 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
     if (!(await prompts.ask(question, false))) answers = { ...answers, database: previous };
   }
 
-  const plan = await makePlan(facts, answers, options.force === true, version);
+  // pnpm's version decides how it is told to build better-sqlite3 (see install.ts).
+  const pmVersion =
+    facts.packageManager === 'pnpm'
+      ? await packageManagerVersion(facts.packageManager, facts.root)
+      : undefined;
+  const plan = await makePlan(facts, answers, options.force === true, version, pmVersion);
   for (const file of filesToWrite(plan)) assertWritable(facts.root, file.path);
 
   // A target whose framework the project lacks (koa in an Express app): its adapter would not
@@ -132,6 +148,7 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
     [...plan.dependencies, ...frameworkDependencies.filter((d) => !d.typesOnly)],
     [...plan.devDependencies, ...frameworkDependencies.filter((d) => d.typesOnly)],
     answers.newApp,
+    pmVersion,
   );
 
   if (options.dryRun) {
@@ -157,10 +174,33 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
 
   let pending: InstallCommand[] = commands;
   let failed = false;
+  const fixes: string[] = [];
+  const pm = facts.packageManager;
   if (options.install && commands.length > 0) {
-    io.stdout(`Installing dependencies with ${facts.packageManager}…\n`);
-    if (await runInstall(facts.root, commands)) {
+    io.stdout(`Installing dependencies with ${pm}…\n`);
+    const result = await runInstall(facts.root, commands);
+    if (result === 'ok') {
       pending = [];
+      // "Installed" is not "works": pnpm 10 skips better-sqlite3's build script and says so
+      // only in a box; the app then fails at its first query. Load the driver to be sure.
+      const driver = (findDatabase(answers.database)!.dependencies as readonly Dependency[]).find(
+        (d) => !d.typesOnly,
+      )!;
+      const installed = answers.newApp || plan.dependencies.includes(driver);
+      const problem = installed ? await checkDriver(facts.root, driver.name) : undefined;
+      if (problem) {
+        failed = true;
+        const fix = driverFix(pm, pmVersion, driver);
+        fixes.push(fix);
+        io.stderr(
+          `create-db-hooks: ${driver.name} was installed but does not load (${problem}); its build script did not run or failed: run \`${fix}\` in ${facts.root}\n`,
+        );
+      }
+    } else if (result === 'missing') {
+      failed = true;
+      io.stderr(
+        `create-db-hooks: ${pm} is not installed, and this project uses it: ${howToGet(pm)}; then run the commands under Next steps.\n`,
+      );
     } else {
       failed = true;
       io.stderr(
@@ -174,6 +214,7 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
     packageManager: facts.packageManager,
     pendingInstall: pending,
     declinedFrameworks: declined,
+    fixes,
     invokedFrom: io.cwd,
   });
   io.stdout(report);

@@ -10,7 +10,7 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { databaseIds, targets } from '../../src/cli/targets.ts';
 import {
@@ -548,15 +548,29 @@ describe('new app in a directory with no package.json', () => {
 
 describe('installing', () => {
   /** A fake package manager on PATH that records how it was called. */
+  /**
+   * A fake package manager on PATH that records how it was called and "installs" stand-ins for
+   * the drivers (`driver`: a module body), so the check that the driver loads has something.
+   */
   function fakePackageManager(
     name: string,
     exitCode = 0,
+    driver = 'module.exports = () => ({ close() {} });',
   ): { env: NodeJS.ProcessEnv; calls: () => string[] } {
     const bin = tempDir('cdh-bin-');
     const log = join(bin, 'calls.log');
+    writeFileSync(join(bin, 'driver.js'), driver);
     writeFileSync(
       join(bin, name),
-      `#!/bin/sh\necho "$(pwd) ${name} $*" >> '${log}'\nexit ${exitCode}\n`,
+      [
+        '#!/bin/sh',
+        `if [ "$1" = --version ]; then echo 10.34.9; exit 0; fi`,
+        `echo "$(pwd) ${name} $*" >> '${log}'`,
+        'for d in better-sqlite3 pg; do mkdir -p node_modules/$d;',
+        `  cp '${join(bin, 'driver.js')}' node_modules/$d/index.js; done`,
+        `exit ${exitCode}`,
+        '',
+      ].join('\n'),
     );
     chmodSync(join(bin, name), 0o755);
     return {
@@ -624,6 +638,70 @@ describe('installing', () => {
     assert.match(
       printed.stdout,
       /^ {2}npm install better-sqlite3@\^12\.6\.2 fastify-plugin@\^5\.0\.1 fastify@\^5\.4\.0$/m,
+    );
+  });
+
+  test('pnpm 10 is told to build better-sqlite3; a driver that does not load is reported with the fix', async () => {
+    const root = makeProject({ 'pnpm-lock.yaml': '' }, { name: 'x', dependencies: { koa: '^3' } });
+    const pm = fakePackageManager(
+      'pnpm',
+      0,
+      "throw new Error('Could not locate the bindings file. Tried: ...');",
+    );
+    const result = await runCli(['-C', root, '-y'], { env: pm.env });
+    assert.deepEqual(
+      pm.calls().map((line) => line.replace(/^\S+ /, '')),
+      ['pnpm add --allow-build=better-sqlite3 better-sqlite3@^12.6.2'],
+    );
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stderr,
+      /better-sqlite3 was installed but does not load \(Error: Could not locate the bindings file\. Tried: \.\.\.\); its build script did not run or failed: run `pnpm add --allow-build=better-sqlite3 better-sqlite3@\^12\.6\.2` in /,
+    );
+    assert.match(
+      result.stdout,
+      /^Next steps\n {2}pnpm add --allow-build=better-sqlite3 better-sqlite3@\^12\.6\.2$/m,
+    );
+  });
+
+  test('a package manager that is not installed: says so, and how to get it', async () => {
+    const root = makeProject({ 'pnpm-lock.yaml': '' }, { name: 'x', dependencies: { koa: '^3' } });
+    // A PATH with node's own folder only: no pnpm there.
+    const result = await runCli(['-C', root, '-y'], { env: { PATH: dirname(process.execPath) } });
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stderr,
+      /^create-db-hooks: pnpm is not installed, and this project uses it: enable it with `corepack enable pnpm`/m,
+    );
+    assert.match(
+      result.stdout,
+      /^ {2}pnpm add --allow-build=better-sqlite3 better-sqlite3@\^12\.6\.2$/m,
+    );
+    assert.ok(existsSync(join(root, 'db/koa.js')));
+  });
+
+  test('a new pnpm app allows better-sqlite3 to build: package.json for pnpm 10, else pnpm-workspace.yaml too', async () => {
+    const pm = fakePackageManager('pnpm');
+    const agent = { npm_config_user_agent: 'pnpm/10.34.9 npm/? node/v20' };
+    const ten = join(tempDir(), 'app');
+    const result = await runCli(['-C', ten, 'express', '-y', '--no-install'], {
+      env: { ...pm.env, ...agent },
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(readJson(join(ten, 'package.json')).pnpm, {
+      onlyBuiltDependencies: ['better-sqlite3'],
+    });
+    assert.ok(!existsSync(join(ten, 'pnpm-workspace.yaml')));
+    // pnpm not installed yet (corepack will bring the latest): both places.
+    const unknown = join(tempDir(), 'app');
+    const other = await runCli(['-C', unknown, 'express', '-y', '--no-install'], {
+      env: { PATH: dirname(process.execPath), ...agent },
+    });
+    assert.equal(other.code, 0, other.stderr);
+    assert.ok(readJson(join(unknown, 'package.json')).pnpm);
+    assert.equal(
+      readFileSync(join(unknown, 'pnpm-workspace.yaml'), 'utf8'),
+      'allowBuilds:\n  better-sqlite3: true\n',
     );
   });
 
