@@ -4,16 +4,15 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Database } from '../../src/runtime/runtime.ts';
+import type { Database, PoolOptions as RuntimePoolOptions } from '../../src/runtime/runtime.ts';
 import { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
 import { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
 import { createTestDatabase } from '../support/postgres.ts';
 
-export interface PoolOptions {
-  max?: number;
-  acquireTimeoutMillis?: number;
-  closeTimeoutMillis?: number;
-}
+export type PoolOptions = Pick<
+  RuntimePoolOptions,
+  'max' | 'acquireTimeoutMillis' | 'closeTimeoutMillis' | 'leakDetectionThresholdMillis' | 'logger'
+>;
 
 export interface Opened<Db extends Database<any> = Database<any>> {
   db: Db;
@@ -92,4 +91,65 @@ export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMi
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMillis} ms`);
     await sleep(5);
   }
+}
+
+/** A logger that keeps what it is given, for tests that check what the operator is told. */
+export interface CapturingLogger {
+  warn(...args: unknown[]): void;
+  error(...args: unknown[]): void;
+  warnings: string[];
+  errors: string[];
+}
+
+export function capturingLogger(): CapturingLogger {
+  const text = (args: unknown[]) =>
+    args.map((a) => (a instanceof Error ? `${a.message}\n${a.stack}` : String(a))).join(' ');
+  const logger: CapturingLogger = {
+    warnings: [],
+    errors: [],
+    warn: (...args) => logger.warnings.push(text(args)),
+    error: (...args) => logger.errors.push(text(args)),
+  };
+  return logger;
+}
+
+/**
+ * Counts connections handed back to the driver (the protected releaseConnection), to prove
+ * "exactly once".
+ */
+export function countReleases(db: Database<any>): { count: number; discarded: number } {
+  const counter = { count: 0, discarded: 0 };
+  const target = db as any;
+  const original = target.releaseConnection.bind(db);
+  target.releaseConnection = (conn: unknown, discard: boolean) => {
+    counter.count++;
+    if (discard) counter.discarded++;
+    return original(conn, discard);
+  };
+  return counter;
+}
+
+/** Records the connections the driver hands out (the protected acquireConnection). */
+export function recordAcquires<Conn = unknown>(db: Database<any>): Conn[] {
+  const acquired: Conn[] = [];
+  const target = db as any;
+  const original = target.acquireConnection.bind(db);
+  target.acquireConnection = async () => {
+    const conn = (await original()) as Conn;
+    acquired.push(conn);
+    return conn;
+  };
+  return acquired;
+}
+
+/** Records which connection object ran each statement (the protected execute). */
+export function recordStatements(db: Database<any>): Array<{ sql: string; conn: unknown }> {
+  const ran: Array<{ sql: string; conn: unknown }> = [];
+  const target = db as any;
+  const original = target.execute.bind(db);
+  target.execute = (conn: unknown, mode: string, sql: string, params: unknown) => {
+    ran.push({ sql, conn });
+    return original(conn, mode, sql, params);
+  };
+  return ran;
 }

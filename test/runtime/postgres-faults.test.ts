@@ -2,13 +2,27 @@
 // process, broken connections are dropped and replaced, ordinary SQL errors keep the connection,
 // and a forced closePool() really closes the server connections. Plus PgBouncer's transaction mode.
 import assert from 'node:assert/strict';
+import { createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import pg from 'pg';
-import { DbHooksError } from '../../src/runtime/runtime.ts';
+import {
+  DatabaseUnavailableError,
+  DbHooksError,
+  PoolClosedError,
+  PoolTimeoutError,
+  ServiceUnavailableError,
+} from '../../src/runtime/runtime.ts';
 import { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
 import { pgbouncerPath, startPgBouncer } from '../support/pgbouncer.ts';
-import { createTestDatabase } from '../support/postgres.ts';
-import { openPostgres, sleep, waitFor } from './databases.ts';
+import { createTestDatabase, freePort } from '../support/postgres.ts';
+import {
+  capturingLogger,
+  countReleases,
+  openPostgres,
+  recordAcquires,
+  sleep,
+  waitFor,
+} from './databases.ts';
 
 async function admin<T>(url: string, use: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: url });
@@ -79,7 +93,7 @@ test('killing every backend mid-run does not crash the process; later requests s
 
     // Kill the now-idle connections too; the pool notices and drops them.
     const idleBefore = db.stats().idle;
-    assert.ok(idleBefore >= 1);
+    assert.ok(idleBefore >= 1, `${idleBefore} idle`);
     await terminateAll(url!);
     await waitFor(() => db.stats().total === 0);
 
@@ -127,9 +141,11 @@ test('an error event on a checked-out client is caught, and that client is not r
   try {
     const pid = async () => (await db.get<{ pid: number }>('SELECT pg_backend_pid() AS pid'))!.pid;
     const first = await pid();
+    const acquired = recordAcquires<pg.PoolClient>(db);
     const scope = db.createScope();
     await scope.connect();
-    const [client] = [...((db as any).checkedOut as Set<pg.PoolClient>)];
+    const [client] = acquired;
+    assert.equal(acquired.length, 1);
     // What a socket error does while a request holds the client. With no listener this throws.
     client!.emit('error', new Error('simulated socket error'));
     await scope.release();
@@ -151,14 +167,180 @@ test('closePool() past its timeout closes connections still in use on the server
     assert.equal((await backends(url!)).length, 2);
     const started = Date.now();
     await db.closePool();
-    assert.ok(Date.now() - started < 2000);
-    await assert.rejects(inFlight, 'the statement on a closed connection fails');
+    assert.ok(Date.now() - started < 2000, `closePool took ${Date.now() - started} ms`);
+    // The statement cut off by the forced close says the server is shutting down.
+    await assert.rejects(inFlight, (error: unknown) => {
+      assert.ok(error instanceof PoolClosedError, `got ${String(error)}`);
+      assert.match(error.message, /shutting down/);
+      assert.doesNotMatch(error.message, /retried/);
+      return true;
+    });
     await Promise.all(scopes.map((s) => s.release()));
     // The server ends a backend when it next reads from its socket: the idle one at once, the
     // busy one when its statement finishes.
     await waitFor(async () => (await backends(url!)).length === 0, 3000);
   } finally {
     await cleanup();
+  }
+});
+
+/** What a client may see: no host, port, driver text or operator advice. */
+function assertClientSafe(message: string, port?: number): void {
+  for (const secret of [/127\.0\.0\.1/, /localhost/, /ECONN/, /DATABASE_URL/, /connect/i, /postgres/i]) {
+    assert.doesNotMatch(message, secret);
+  }
+  if (port !== undefined) assert.doesNotMatch(message, new RegExp(String(port)));
+}
+
+for (const inTransaction of [true, false]) {
+  const where = inTransaction ? 'inside db.atomic()' : 'in a request';
+  test(`a backend terminated between two statements ${where}: 503, the client is discarded, the pool serves again`, async () => {
+    const logger = capturingLogger();
+    const { db, url, cleanup } = await openPostgres({ max: 1, logger });
+    const crashes: unknown[] = [];
+    const onCrash = (error: unknown) => crashes.push(error);
+    process.on('uncaughtException', onCrash);
+    try {
+      await db.run('CREATE TABLE t (v integer)');
+      const releases = countReleases(db);
+      const scope = db.createScope('POST /t');
+      let pid: number | undefined;
+      let resume!: () => void;
+      const paused = new Promise<void>((resolve) => {
+        resume = resolve;
+      });
+      const handler = async () => {
+        await db.run('INSERT INTO t (v) VALUES (1)');
+        pid = (await db.get<{ pid: number }>('SELECT pg_backend_pid() AS pid'))!.pid;
+        await paused; // e.g. a call to another service, while the database restarts
+        await db.run('INSERT INTO t (v) VALUES (2)');
+      };
+      const outcome = scope.run(() => (inTransaction ? db.atomic(handler) : handler()));
+      outcome.catch(() => {});
+      await waitFor(() => pid !== undefined);
+      await admin(url!, (client) => client.query('SELECT pg_terminate_backend($1)', [pid]));
+      await waitFor(async () => !(await backends(url!)).some((b) => b.pid === pid));
+      await sleep(50); // the client reads the server's goodbye
+      resume();
+      await assert.rejects(outcome, (error: unknown) => {
+        assert.ok(error instanceof DatabaseUnavailableError, `got ${String(error)}`);
+        assert.ok(error instanceof ServiceUnavailableError, 'a 503 for every framework');
+        assert.deepEqual([error.status, error.statusCode, error.expose], [503, 503, true]);
+        assertClientSafe(error.message);
+        return true;
+      });
+      assert.ok(
+        logger.errors.some((line) => /lost the PostgreSQL connection/.test(line)),
+        `logged: ${JSON.stringify(logger.errors)}`,
+      );
+      await scope.release();
+      assert.deepEqual([releases.count, releases.discarded], [1, 1], 'the broken client is discarded');
+      assert.equal(db.stats().inUse, 0);
+
+      // The pool serves the next request on a new connection.
+      const next = db.createScope('GET /t');
+      const rows = await next.run(async () => {
+        const row = await db.get<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+        assert.notEqual(row!.pid, pid);
+        return db.query<{ v: number }>('SELECT v FROM t ORDER BY v');
+      });
+      await next.release();
+      assert.deepEqual(rows, inTransaction ? [] : [{ v: 1 }], 'the transaction was rolled back');
+      assert.equal(db.stats().inUse, 0);
+      assert.deepEqual(crashes, []);
+    } finally {
+      process.off('uncaughtException', onCrash);
+      await cleanup();
+    }
+  });
+}
+
+test("the pool timeout is the runtime's own deadline, not pg-pool's", async () => {
+  const logger = capturingLogger();
+  const { db, cleanup } = await openPostgres({ max: 1, acquireTimeoutMillis: 300, logger });
+  try {
+    const acquired = recordAcquires(db);
+    const holder = db.createScope();
+    await holder.connect();
+    const started = performance.now();
+    await assert.rejects(db.createScope().connect(), (error: unknown) => {
+      assert.ok(error instanceof PoolTimeoutError, `got ${String(error)}`);
+      assert.equal(error.status, 503);
+      return true;
+    });
+    const ms = performance.now() - started;
+    assert.ok(ms >= 298 && ms < 1300, `timed out after ${ms} ms`);
+    // The second checkout never reached pg's pool: the timeout cannot depend on pg's wording.
+    assert.equal(acquired.length, 1);
+    assert.equal(logger.errors.length, 1);
+    await holder.release();
+    assert.deepEqual(await db.get('SELECT 1 AS one'), { one: 1 });
+  } finally {
+    await cleanup();
+  }
+});
+
+test('an unreachable server: DatabaseUnavailableError, safe for the client; the detail is logged', async () => {
+  const port = await freePort(); // nothing listens there
+  const logger = capturingLogger();
+  const db = new PostgresDatabase({
+    connectionString: `postgres://postgres:secret@127.0.0.1:${port}/app`,
+    max: 2,
+    acquireTimeoutMillis: 1000,
+    logger,
+  });
+  try {
+    for (const attempt of [() => db.get('SELECT 1'), () => db.createScope().connect()]) {
+      await assert.rejects(attempt(), (error: unknown) => {
+        assert.ok(error instanceof DatabaseUnavailableError, `got ${String(error)}`);
+        assert.deepEqual([error.status, error.statusCode, error.expose], [503, 503, true]);
+        assertClientSafe(error.message, port);
+        assert.doesNotMatch(error.message, /secret/);
+        assert.equal(error.getResponse().status, 503);
+        return true;
+      });
+    }
+    assert.equal(logger.errors.length, 2);
+    for (const line of logger.errors) {
+      assert.match(line, /ECONNREFUSED/);
+      assert.match(line, new RegExp(String(port)));
+      assert.match(line, /DATABASE_URL/);
+    }
+    assert.deepEqual(db.stats(), { total: 0, idle: 0, inUse: 0, waiting: 0 });
+  } finally {
+    await db.closePool();
+  }
+});
+
+test('a server that accepts but never answers: DatabaseUnavailableError at the deadline, no hang', async () => {
+  const sockets = new Set<Socket>();
+  const silent = createServer((socket) => {
+    sockets.add(socket);
+  });
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const { port } = silent.address() as { port: number };
+  const logger = capturingLogger();
+  const db = new PostgresDatabase({
+    connectionString: `postgres://postgres@127.0.0.1:${port}/app`,
+    max: 1,
+    acquireTimeoutMillis: 300,
+    logger,
+  });
+  try {
+    const started = performance.now();
+    await assert.rejects(db.get('SELECT 1'), (error: unknown) => {
+      assert.ok(error instanceof ServiceUnavailableError, `got ${String(error)}`);
+      assertClientSafe(error.message, port);
+      return true;
+    });
+    const ms = performance.now() - started;
+    assert.ok(ms >= 290 && ms < 1300, `failed after ${ms} ms`);
+    assert.equal(logger.errors.length, 1);
+    assert.deepEqual(db.stats(), { total: 0, idle: 0, inUse: 0, waiting: 0 });
+  } finally {
+    await db.closePool();
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => silent.close(resolve));
   }
 });
 
@@ -199,7 +381,7 @@ test('pgbouncer: transactions with SET LOCAL work; session-level SET is refused'
     // SET LOCAL did not leak out of its transaction.
     assert.deepEqual(await db.get('SHOW statement_timeout'), { statement_timeout: '0' });
     await assert.rejects(db.run("SET statement_timeout = '1s'"), (error: unknown) => {
-      assert.ok(error instanceof DbHooksError);
+      assert.ok(error instanceof DbHooksError, `got ${String(error)}`);
       assert.equal(error.code, 'SESSION_STATE');
       assert.match(error.message, /SET LOCAL/);
       return true;

@@ -2,27 +2,21 @@
 // is idempotent, and returns the connection exactly once, whenever it is called.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { PoolTimeoutError, ScopeReleasedError } from '../../src/runtime/runtime.ts';
-import type { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
-import type { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
-import { kinds, openPostgres, openSqlite, sleep, withDatabase } from './databases.ts';
-
-/** Counts connections handed back to the pool, to prove "exactly once". */
-function countReleases(db: SqliteDatabase | PostgresDatabase): { count: number } {
-  const counter = { count: 0 };
-  const original = (db as any).releaseConnection.bind(db);
-  (db as any).releaseConnection = (conn: unknown, inTransaction: boolean) => {
-    counter.count++;
-    return original(conn, inTransaction);
-  };
-  return counter;
-}
-
+import { ScopeReleasedError } from '../../src/runtime/runtime.ts';
+import {
+  capturingLogger,
+  countReleases,
+  kinds,
+  openPostgres,
+  openSqlite,
+  sleep,
+  withDatabase,
+} from './databases.ts';
 for (const kind of kinds) {
   describe(`${kind.name}: RequestScope`, () => {
     test('release is idempotent, refuses later calls, and returns the connection once', async () => {
       await withDatabase(kind, { max: 1 }, async ({ db }) => {
-        const releases = countReleases(db as SqliteDatabase);
+        const releases = countReleases(db);
         const scope = db.createScope();
         await scope.connect();
         await scope.connect(); // eager connect twice is harmless
@@ -136,140 +130,52 @@ for (const kind of kinds) {
       });
     });
 
-    test('release while connect() waits for the pool gives the connection straight back', async () => {
-      await withDatabase(kind, { max: 1 }, async ({ db }) => {
-        const releases = countReleases(db as SqliteDatabase);
+    test('release while connect() waits for the pool cancels the wait at once', async () => {
+      await withDatabase(kind, { max: 1, acquireTimeoutMillis: 5000 }, async ({ db }) => {
+        const releases = countReleases(db);
         const holder = db.createScope();
         await holder.connect();
         const late = db.createScope();
         const connecting = late.connect();
+        connecting.catch(() => {});
         await sleep(10);
         assert.equal(db.stats().waiting, 1);
-        const released = late.release(); // the client went away while waiting
-        await holder.release();
-        await assert.rejects(connecting, ScopeReleasedError);
+        const started = performance.now();
+        const released = late.release('client-gone'); // the client went away while waiting
+        assert.equal(db.stats().waiting, 0, 'the cancelled checkout leaves the queue at once');
+        await assert.rejects(connecting, (error: unknown) => {
+          assert.ok(error instanceof ScopeReleasedError, `got ${String(error)}`);
+          assert.equal(error.reason, 'client-gone');
+          return true;
+        });
         await released;
-        assert.equal(releases.count, 2);
+        assert.ok(performance.now() - started < 500, 'cancelled, not timed out');
+        assert.equal(releases.count, 0, 'the cancelled checkout never got a connection');
+        assert.equal(db.stats().inUse, 1);
+        await holder.release();
+        assert.equal(releases.count, 1);
         assert.deepEqual(db.stats(), { total: 1, idle: 1, inUse: 0, waiting: 0 });
-      });
-    });
-
-    test('connect(callback) calls back with the connection, or with the typed error', async () => {
-      await withDatabase(kind, { max: 1, acquireTimeoutMillis: 100 }, async ({ db }) => {
-        const holder = db.createScope();
-        const connected = await new Promise<unknown>((resolve) =>
-          holder.run(() => holder.connect(resolve)),
-        );
-        assert.equal(connected, undefined);
-        assert.equal(db.stats().inUse, 1);
-        // The callback runs inside the caller's scope.run(): what it starts sees the connection.
-        const row = await new Promise((resolve, reject) =>
-          holder.run(() => holder.connect(() => db.get('SELECT 1 AS one').then(resolve, reject))),
-        );
-        assert.deepEqual(row, { one: 1 });
-
-        const waiting = db.createScope();
-        const failure = await new Promise<unknown>((resolve) => waiting.connect(resolve));
-        assert.ok(failure instanceof PoolTimeoutError, `got ${String(failure)}`);
-        waiting.release();
-
-        await holder.release();
-        const late = await new Promise<unknown>((resolve) => holder.connect(resolve));
-        assert.ok(late instanceof ScopeReleasedError);
-        assert.equal(db.stats().inUse, 0);
-      });
-    });
-
-    test('runConnected runs fn in the scope once connected, or settles with the typed error', async () => {
-      await withDatabase(kind, { max: 1, acquireTimeoutMillis: 100 }, async ({ db }) => {
-        const holder = db.createScope();
-        // What fn starts sees the request's connection, whether it ran at once or later.
-        const row = await holder.runConnected(() => db.get('SELECT 1 AS one'));
-        assert.deepEqual(row, { one: 1 });
-        assert.equal(db.stats().inUse, 1);
-        assert.equal(await holder.runConnected(() => 'again'), 'again');
-
-        // No connection within the acquire timeout: fn is not called, onError decides.
-        const waiting = db.createScope();
-        let called = false;
-        const failed = waiting.runConnected(
-          () => {
-            called = true;
-          },
-          (error) => {
-            throw new Error(`mapped: ${error.name}`);
-          },
-        );
-        await assert.rejects(Promise.resolve(failed), /mapped: PoolTimeoutError/);
-        assert.equal(called, false);
-        await assert.rejects(
-          Promise.resolve(db.createScope().runConnected(() => 'unreachable')),
-          PoolTimeoutError,
-        );
-        await waiting.release();
-
-        await holder.release();
-        await assert.rejects(
-          Promise.resolve(holder.runConnected(() => 'after release')),
-          ScopeReleasedError,
-        );
-        assert.equal(db.stats().inUse, 0);
       });
     });
   });
 }
 
-test("sqlite: with a free connection, runConnected returns fn's own result at once", async () => {
-  const { db, cleanup } = await openSqlite();
-  try {
-    await db.connectionContext(() => db.get('SELECT 1')); // one idle connection in the pool
-    const scope = db.createScope();
-    const own = Promise.resolve('own');
-    assert.equal(
-      scope.runConnected(() => own),
-      own,
-    );
-    assert.equal(db.stats().inUse, 1);
-    await scope.release();
-  } finally {
-    await cleanup();
-  }
-});
-
-test('sqlite: with a free connection, connect(callback) calls back before it returns', async () => {
-  const { db, cleanup } = await openSqlite();
-  try {
-    await db.connectionContext(() => db.get('SELECT 1')); // one idle connection in the pool
-    const scope = db.createScope();
-    const order: string[] = [];
-    scope.run(() => scope.connect(() => order.push('callback')));
-    order.push('returned');
-    assert.deepEqual(order, ['callback', 'returned']);
-    assert.equal(db.stats().inUse, 1);
-    await scope.release();
-    assert.equal(db.stats().inUse, 0);
-  } finally {
-    await cleanup();
-  }
-});
-
-test('release() resolves even when returning the connection fails, and reports it', async () => {
+test('release() resolves even when returning the connection fails, and logs it', async () => {
   // The connection never goes back, so closing the pool waits only briefly for it.
-  const { db, cleanup } = await openSqlite({ closeTimeoutMillis: 50 });
-  const logged: unknown[][] = [];
-  const consoleError = console.error;
-  console.error = (...args: unknown[]) => logged.push(args);
+  const logger = capturingLogger();
+  const { db, cleanup } = await openSqlite({ closeTimeoutMillis: 50, logger });
   try {
     const scope = db.createScope();
     await scope.connect();
     const failure = new Error('release failed');
-    (db as any).releaseConnection = () => Promise.reject(failure);
+    (db as any).releaseConnection = () => {
+      throw failure;
+    };
     await scope.release(); // must not reject
-    assert.equal(logged.length, 1);
-    assert.match(String(logged[0]![0]), /could not return the connection/);
-    assert.equal(logged[0]![1], failure);
+    assert.equal(logger.errors.length, 1);
+    assert.match(logger.errors[0]!, /could not return a connection/);
+    assert.match(logger.errors[0]!, /release failed/);
   } finally {
-    console.error = consoleError;
     await cleanup();
   }
 });

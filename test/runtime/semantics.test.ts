@@ -4,25 +4,40 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
   ConnectionStateError,
+  DatabaseUnavailableError,
   DbHooksError,
   PoolClosedError,
   PoolTimeoutError,
   ScopeReleasedError,
+  ServiceUnavailableError,
 } from '../../src/runtime/runtime.ts';
-import { kinds, withDatabase } from './databases.ts';
+import { kinds, recordAcquires, recordStatements, withDatabase } from './databases.ts';
 
 test('errors are typed, carry a code, and pool errors map to HTTP 503', () => {
-  const timeout = new PoolTimeoutError('full');
+  const timeout = new PoolTimeoutError(300);
   assert.ok(timeout instanceof DbHooksError && timeout instanceof Error);
+  assert.ok(timeout instanceof ServiceUnavailableError);
   assert.equal(timeout.code, 'POOL_TIMEOUT');
   assert.equal(timeout.name, 'PoolTimeoutError');
   assert.deepEqual([timeout.status, timeout.statusCode, timeout.expose], [503, 503, true]);
+  assert.match(timeout.message, /within 300 ms/);
+  assert.equal(timeout.getResponse().status, 503);
+  assert.equal(timeout.getResponse().headers.get('retry-after'), '1');
   const closed = new PoolClosedError();
   assert.equal(closed.code, 'POOL_CLOSED');
   assert.equal(closed.status, 503);
-  assert.match(closed.message, /closePool/);
+  assert.match(closed.message, /shutting down/);
+  const unavailable = new DatabaseUnavailableError();
+  assert.equal(unavailable.code, 'DATABASE_UNAVAILABLE');
+  assert.ok(unavailable instanceof ServiceUnavailableError);
   assert.equal(new ConnectionStateError('x').code, 'CONNECTION_STATE');
-  assert.equal(new ScopeReleasedError().code, 'SCOPE_RELEASED');
+  const done = new ScopeReleasedError('done');
+  assert.equal(done.code, 'SCOPE_RELEASED');
+  assert.deepEqual([done.reason, done.status, done.statusCode, done.expose], ['done', 500, 500, false]);
+  assert.match(done.message, /db\.detached\(/, 'says what to use for work after the response');
+  const gone = new ScopeReleasedError('client-gone');
+  assert.deepEqual([gone.reason, gone.status, gone.statusCode, gone.expose], ['client-gone', 499, 499, true]);
+  assert.match(gone.message, /client went away/);
 });
 
 for (const kind of kinds) {
@@ -252,21 +267,55 @@ for (const kind of kinds) {
       });
     });
 
-    test('a request with no open connection borrows per statement and per transaction', async () => {
+    test('a request checks out at its first statement and keeps that connection (lazy)', async () => {
+      await withDatabase(kind, { max: 2 }, async ({ db, sql }) => {
+        await db.run('CREATE TABLE t (v integer)');
+        const acquired = recordAcquires(db);
+        const ran = recordStatements(db);
+        const scope = db.createScope();
+        await scope.run(async () => {
+          assert.equal(db.isClosed(), true, 'no connection before the first statement');
+          assert.equal(db.stats().inUse, 0);
+          await db.run(sql('INSERT INTO t (v) VALUES (?)'), [1]);
+          assert.equal(db.isClosed(), false, 'the first statement checked one out');
+          assert.equal(db.stats().inUse, 1);
+          await db.atomic(async () => {
+            await db.run(sql('INSERT INTO t (v) VALUES (?)'), [2]);
+          });
+          await db.get('SELECT 1 AS one');
+          assert.equal(db.stats().inUse, 1);
+        });
+        assert.equal(db.stats().inUse, 1, 'held until the scope is released');
+        await scope.release();
+        assert.equal(db.stats().inUse, 0);
+        assert.equal(acquired.length, 1, 'one checkout for the whole request');
+        assert.ok(ran.length >= 3, `${ran.length} statements recorded`);
+        assert.ok(ran.every((r) => r.conn === acquired[0]), 'every statement on that connection');
+        assert.equal((await db.query('SELECT v FROM t')).length, 2);
+      });
+    });
+
+    test('after db.close() a request borrows per statement and per transaction', async () => {
       await withDatabase(kind, { max: 2 }, async ({ db, sql }) => {
         await db.run('CREATE TABLE t (v integer)');
         const scope = db.createScope();
         await scope.run(async () => {
-          await db.run(sql('INSERT INTO t (v) VALUES (?)'), [1]);
+          await db.get('SELECT 1 AS one');
+          assert.equal(await db.close(), true);
           assert.equal(db.stats().inUse, 0);
+          await db.run(sql('INSERT INTO t (v) VALUES (?)'), [1]);
+          assert.equal(db.stats().inUse, 0, 'the statement returned its connection');
+          assert.equal(db.isClosed(), true);
           await db.atomic(async () => {
             assert.equal(db.isClosed(), false);
+            assert.equal(db.stats().inUse, 1);
             await db.run(sql('INSERT INTO t (v) VALUES (?)'), [2]);
           });
-          assert.equal(db.isClosed(), true);
-          assert.equal(db.stats().inUse, 0);
+          // atomic() binds a connection to the request again, as db.connect() would.
+          assert.equal(db.stats().inUse, 1);
         });
         await scope.release();
+        assert.equal(db.stats().inUse, 0);
         assert.equal((await db.query('SELECT v FROM t')).length, 2);
       });
     });
