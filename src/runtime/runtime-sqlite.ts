@@ -39,7 +39,8 @@ export interface SqliteConnection {
   handle: BetterSqlite3.Database;
   /** Prepared statements by SQL text: preparing costs more than running a simple query. */
   statements: Map<string, BetterSqlite3.Statement>;
-  holdsWriteLock: boolean;
+  /** Gives up the write lock this connection's transaction holds. */
+  unlock: (() => void) | undefined;
 }
 
 const STATEMENT_CACHE_SIZE = 200;
@@ -115,17 +116,21 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     if (statement.readonly || conn.handle.inTransaction || !this.#writeLocked) {
       return runStatement(statement, mode, params);
     }
-    await this.#lockForWriting();
+    const unlock = await this.#lockForWriting();
     try {
       return runStatement(statement, mode, params);
     } finally {
-      this.#unlockForWriting();
+      unlock();
     }
   }
 
-  protected async begin(conn: SqliteConnection): Promise<void> {
-    await this.#lockForWriting();
-    conn.holdsWriteLock = true;
+  /** A transaction waits for its turn to write before it takes a connection. */
+  protected transactionTurn(): Promise<() => void> {
+    return this.#lockForWriting();
+  }
+
+  protected async begin(conn: SqliteConnection, turn?: () => void): Promise<void> {
+    conn.unlock = turn ?? (await this.#lockForWriting());
     try {
       // IMMEDIATE takes SQLite's write lock now, not at the first write, so it cannot fail later.
       conn.handle.exec('BEGIN IMMEDIATE');
@@ -172,29 +177,30 @@ export class SqliteDatabase extends Database<SqliteConnection> {
   }
 
   #releaseWriteLock(conn: SqliteConnection): void {
-    if (!conn.holdsWriteLock) return;
-    conn.holdsWriteLock = false;
-    this.#unlockForWriting();
+    conn.unlock?.();
+    conn.unlock = undefined;
   }
 
-  async #lockForWriting(): Promise<void> {
-    if (!this.#writeLocked) {
-      this.#writeLocked = true;
-      return;
+  /** Waits for the write lock; resolves with the function that gives it up (once). */
+  async #lockForWriting(): Promise<() => void> {
+    if (this.#writeLocked) {
+      const timeout = this.#lockTimeoutMillis;
+      // Handed over by the holder's unlock, still locked.
+      await this.#waitingToWrite.wait(timeout, () => {
+        this.logger.error(
+          `db-hooks: waited ${timeout} ms for another request's SQLite write transaction to ` +
+            'finish. Keep db.atomic() blocks short (no slow awaits inside).',
+        );
+        return new PoolTimeoutError(timeout);
+      });
     }
-    const timeout = this.#lockTimeoutMillis;
-    // Handed over by #unlockForWriting() still locked.
-    await this.#waitingToWrite.wait(timeout, () => {
-      this.logger.error(
-        `db-hooks: waited ${timeout} ms for another request's SQLite write transaction to ` +
-          'finish. Keep db.atomic() blocks short (no slow awaits inside).',
-      );
-      return new PoolTimeoutError(timeout);
-    });
-  }
-
-  #unlockForWriting(): void {
-    if (!this.#waitingToWrite.handOff()) this.#writeLocked = false;
+    this.#writeLocked = true;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      if (!this.#waitingToWrite.handOff()) this.#writeLocked = false;
+    };
   }
 
   #prepare(conn: SqliteConnection, sql: string): BetterSqlite3.Statement {
@@ -218,7 +224,7 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     // WAL: readers do not block the writer and the writer does not block readers.
     handle.pragma('journal_mode = WAL');
     handle.pragma(`synchronous = ${this.#synchronous}`);
-    const conn: SqliteConnection = { handle, statements: new Map(), holdsWriteLock: false };
+    const conn: SqliteConnection = { handle, statements: new Map(), unlock: undefined };
     this.#all.add(conn);
     return conn;
   }

@@ -200,8 +200,8 @@ class Scope<Conn> {
   whenIdle: (() => void)[] = [];
   released: ReleaseReason | undefined = undefined;
   releasing: Promise<void> | undefined = undefined;
-  /** Ends a checkout still waiting in the pool's queue. */
-  cancelWait: ((error: Error) => void) | undefined = undefined;
+  /** End the checkouts still waiting in the pool's queue (several after db.close()). */
+  readonly cancelWaits = new Set<(error: Error) => void>();
   /** For leak detection: where the connection was checked out, and the pending warning. */
   checkedOutAt: Error | undefined = undefined;
   leakTimer: ReturnType<typeof setTimeout> | undefined = undefined;
@@ -337,8 +337,17 @@ export abstract class Database<Conn = unknown> {
   /** Driver: connections open and idle. */
   protected abstract poolSize(): { total: number; idle: number };
 
+  /**
+   * Driver, optional: waits for what a transaction needs before its connection is checked out
+   * (SQLite: its turn to write), so that a request queued behind another's transaction holds no
+   * connection meanwhile. Returns a function that gives the turn up; begin() takes it over.
+   */
+  protected async transactionTurn(): Promise<(() => void) | undefined> {
+    return undefined;
+  }
+
   /** Driver, optional: how a transaction starts, commits and rolls back. */
-  protected async begin(conn: Conn): Promise<void> {
+  protected async begin(conn: Conn, _turn?: () => void): Promise<void> {
     await this.execute(conn, 'run', 'BEGIN', undefined);
   }
 
@@ -537,8 +546,14 @@ export abstract class Database<Conn = unknown> {
     scope.depth = 1; // at once, so that a concurrent atomic() sees it
     try {
       await this.#track(scope, async () => {
-        const conn = await this.#connection(scope);
-        await this.#run(conn, () => this.begin(conn));
+        const turn = scope.conn === undefined ? await this.transactionTurn() : undefined;
+        try {
+          const conn = await this.#connection(scope);
+          await this.#run(conn, () => this.begin(conn, turn));
+        } catch (error) {
+          turn?.(); // never reached begin(), or begin() failed and gave it up already
+          throw error;
+        }
       });
     } catch (error) {
       scope.depth = 0;
@@ -644,7 +659,7 @@ export abstract class Database<Conn = unknown> {
   #release(scope: Scope<Conn>, reason: ReleaseReason): Promise<void> {
     if (scope.releasing === undefined) {
       scope.released = reason;
-      scope.cancelWait?.(new ScopeReleasedError(reason));
+      for (const cancel of scope.cancelWaits) cancel(new ScopeReleasedError(reason));
       scope.releasing = this.#detach(scope).then(
         () => {},
         (error: unknown) => {
@@ -679,22 +694,27 @@ export abstract class Database<Conn = unknown> {
       this.#slotsTaken++;
     } else {
       // The slot is handed over by #freeSlot(), already counted.
-      await this.#queue.wait(
-        this.#acquireTimeoutMillis,
-        () => {
-          this.logger.error(
-            `db-hooks: no connection became free within ${this.#acquireTimeoutMillis} ms: all ` +
-              `${this.#max} are in use. Make sure every request releases its connection, or ` +
-              'raise max or acquireTimeoutMillis.',
-          );
-          return new PoolTimeoutError(this.#acquireTimeoutMillis);
-        },
-        scope &&
-          ((cancel) => {
-            scope.cancelWait = cancel;
-          }),
-      );
-      if (scope) scope.cancelWait = undefined;
+      const cancels = new Set<(error: Error) => void>();
+      try {
+        await this.#queue.wait(
+          this.#acquireTimeoutMillis,
+          () => {
+            this.logger.error(
+              `db-hooks: no connection became free within ${this.#acquireTimeoutMillis} ms: all ` +
+                `${this.#max} are in use. Make sure every request releases its connection, or ` +
+                'raise max or acquireTimeoutMillis.',
+            );
+            return new PoolTimeoutError(this.#acquireTimeoutMillis);
+          },
+          scope &&
+            ((cancel) => {
+              cancels.add(cancel);
+              scope.cancelWaits.add(cancel);
+            }),
+        );
+      } finally {
+        for (const cancel of cancels) scope?.cancelWaits.delete(cancel);
+      }
     }
     let conn: Conn;
     try {
