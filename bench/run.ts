@@ -1,7 +1,6 @@
-// `npm run bench`: every benchmark, one after another, each printing its own results. The HTTP
-// benchmark needs its frameworks: `npm ci --prefix bench/http` once.
+// `npm run bench`: every benchmark, one after another, each printing its own results. Everything
+// they run on is installed by `npm install`.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 
 // Arguments given to `npm run bench -- …` (e.g. --rounds) go to the timed benchmarks; the async
 // resource count is exact and takes none.
@@ -12,12 +11,6 @@ const benchmarks = [
   { script: 'bench/http/async-resources.ts', takesArguments: false },
 ];
 
-if (!existsSync('bench/http/node_modules')) {
-  console.log('Installing the HTTP benchmark frameworks (npm ci --prefix bench/http)...');
-  spawnSync('npm', ['ci', '--prefix', 'bench/http', '--no-audit', '--no-fund'], {
-    stdio: 'inherit',
-  });
-}
 for (const { script, takesArguments } of benchmarks) {
   console.log(`\n=== ${script}\n`);
   const args = takesArguments ? process.argv.slice(2) : [];

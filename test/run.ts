@@ -1,10 +1,30 @@
 // `npm test`: starts one throwaway PostgreSQL for the whole run (unless DATABASE_URL is set),
 // runs every test/*/*.test.ts (or the files given) with node's test runner, then removes the
 // server. Nothing is printed after the runner's summary.
+//
+// Whatever the tests do, the run leaves nothing behind:
+// - the run gets a temporary folder of its own (TMPDIR for the tests, so os.tmpdir() points
+//   there), removed at the end;
+// - the runner and everything it starts run in a process group of their own, killed at the end;
+// - a PostgreSQL a test started and never stopped (pg_ctl puts it outside that group) is found
+//   by its postmaster.pid under the run's folder and stopped;
+// - every test has a deadline, and the whole run one too.
 import { spawn } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startPostgres } from './support/postgres.ts';
+
+const testMillis = 10 * 60_000;
+const runMillis = Number(process.env.TEST_RUN_MINUTES ?? 80) * 60_000;
 
 function testFiles(): string[] {
   const files: string[] = [];
@@ -18,17 +38,79 @@ function testFiles(): string[] {
   return files;
 }
 
-const files = process.argv.length > 2 ? process.argv.slice(2) : testFiles();
-const server = process.env.DATABASE_URL ? undefined : await startPostgres();
-const env = { ...process.env, ...(server && { DATABASE_URL: server.url }) };
+/** Stops every PostgreSQL whose data folder is somewhere under `dir` (SIGQUIT: immediate). */
+function stopStrayPostgres(dir: string): void {
+  const visit = (path: string, depth: number) => {
+    if (depth > 3 || !existsSync(path)) return;
+    const pidFile = join(path, 'postmaster.pid');
+    if (existsSync(pidFile)) {
+      const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+      try {
+        process.kill(pid, 'SIGQUIT');
+      } catch {
+        // Already gone.
+      }
+      return;
+    }
+    for (const entry of readdirSync(path, { withFileTypes: true })) {
+      if (entry.isDirectory()) visit(join(path, entry.name), depth + 1);
+    }
+  };
+  visit(dir, 0);
+}
 
-const runner = spawn(
-  process.execPath,
-  ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=1', ...files],
-  { stdio: 'inherit', env },
-);
-const code: number = await new Promise((resolve) => {
-  runner.on('exit', (status, signal) => resolve(status ?? (signal ? 1 : 0)));
-});
-await server?.stop();
+const files = process.argv.length > 2 ? process.argv.slice(2) : testFiles();
+// Sticky and world-writable like /tmp: PostgreSQL and PgBouncer run as another user when we are root.
+const runDir = mkdtempSync(join(tmpdir(), 'cdh-run-'));
+chmodSync(runDir, 0o1777);
+process.env.TMPDIR = runDir;
+
+let server: Awaited<ReturnType<typeof startPostgres>> | undefined;
+let code = 1;
+try {
+  if (!process.env.DATABASE_URL) {
+    server = await startPostgres();
+    console.log(`PostgreSQL for the tests: ${server.binaries.source} (${server.binaries.initdb})`);
+  }
+  const env = { ...process.env, ...(server && { DATABASE_URL: server.url }) };
+  const runner = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--test',
+      '--test-reporter=spec',
+      '--test-concurrency=1',
+      `--test-timeout=${testMillis}`,
+      // A test file whose tests are done exits even if something still holds its event loop.
+      '--test-force-exit',
+      ...files,
+    ],
+    { stdio: ['ignore', 'inherit', 'inherit'], env, detached: true },
+  );
+  const killGroup = (signal: NodeJS.Signals) => {
+    try {
+      process.kill(-runner.pid!, signal);
+    } catch {
+      // The group is empty.
+    }
+  };
+  const forward = (signal: NodeJS.Signals) => () => killGroup(signal);
+  process.on('SIGINT', forward('SIGINT'));
+  process.on('SIGTERM', forward('SIGTERM'));
+  const deadline = setTimeout(() => {
+    console.error(`test/run.ts: the run took longer than ${runMillis / 60_000} min; stopping it`);
+    killGroup('SIGKILL');
+  }, runMillis);
+  code = await new Promise((resolve) => {
+    runner.on('exit', (status, signal) => resolve(status ?? (signal ? 1 : 0)));
+  });
+  clearTimeout(deadline);
+  // Servers, PgBouncers, CLIs: whatever a test started and left running.
+  killGroup('SIGKILL');
+} finally {
+  await server?.stop();
+  stopStrayPostgres(runDir);
+  rmSync(runDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+}
 process.exit(code);

@@ -5,7 +5,7 @@
 //
 //   node --import tsx bench/http/async-resources.ts [--only koa] [--requests 1000]
 //
-// Method. Each server (bench/http/servers/<framework>.mjs, unchanged) starts with a preload that
+// Method. Each server (test/support/servers/<framework>.mjs, unchanged) starts with a preload that
 // counts async_hooks init events by type. The script sends --requests warm-up requests, one at a
 // time on one keep-alive connection, waits for the server to go idle (its 'close' handlers have
 // run), takes a snapshot of the counts over IPC, sends --requests more the same way, waits again,
@@ -18,18 +18,18 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type { DatabaseId } from '../../src/cli/targets.ts';
+import { generate, prepareDatabase } from '../../test/support/apps.ts';
 import { startPostgres } from '../../test/support/postgres.ts';
 import {
   benchDir,
   type Framework,
-  generate,
+  generatedDir,
   getUser,
   type Mode,
-  prepareDatabase,
   type RunningServer,
   resultsSuffix,
   serverNodeVersion,
-  startServer,
+  startBenchServer,
 } from './harness.ts';
 
 const { values } = parseArgs({
@@ -133,7 +133,7 @@ try {
       database,
       database === 'postgres'
         ? (process.env.DATABASE_URL ?? postgres!.url)
-        : join(benchDir, '.generated', 'async-resources.db'),
+        : join(generatedDir, 'async-resources.db'),
     );
   }
   console.log(
@@ -142,7 +142,7 @@ try {
   for (const comparison of comparisons) {
     const measured: Counts[] = [];
     for (const mode of ['generated', comparison.baseline] as Mode[]) {
-      const server = await startServer(
+      const server = await startBenchServer(
         comparison.framework,
         mode,
         comparison.database,

@@ -1,17 +1,21 @@
-// Shared by the HTTP benchmarks and the soak tests: generate the adapters into a folder the
-// servers import, prepare the sample tables, start a server process and wait until it listens;
-// pin processes to CPUs and read a process's CPU time (Linux).
-import { type ChildProcess, execFileSync, fork, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+// What the HTTP benchmarks add to the load tests' servers (test/support/apps.ts): the servers on
+// another Node.js (BENCH_NODE), CPU pinning and a process's CPU time (Linux), one checked request,
+// and the machine's description for the results.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { type Agent, request } from 'node:http';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import BetterSqlite3 from 'better-sqlite3';
-import pg from 'pg';
-import { renderGeneratedFiles } from '../../src/cli/render.ts';
-import { type DatabaseId, targetIds } from '../../src/cli/targets.ts';
-import { freePort } from '../../test/support/postgres.ts';
+import type { DatabaseId } from '../../src/cli/targets.ts';
+import {
+  type Framework,
+  type Mode,
+  type RunningServer,
+  startServer,
+} from '../../test/support/apps.ts';
+
+export type { Framework, Mode, RunningServer };
 
 export const benchDir = dirname(fileURLToPath(import.meta.url));
 
@@ -35,147 +39,22 @@ export const resultsSuffix =
   serverNodeVersion.split('.')[0] === process.version.split('.')[0]
     ? ''
     : `-node${serverNodeVersion.split('.')[0]!.slice(1)}`;
-export type Framework = 'express' | 'fastify' | 'koa' | 'hono' | 'node-http' | 'fetch' | 'hooks';
-export type Mode = 'generated' | 'baseline' | 'fastify-postgres';
+/** The generated files, databases and results of the HTTP benchmarks. */
+export const generatedDir = join(benchDir, '.generated');
 
 /**
- * Renders every target for `database` as JavaScript ESM into bench/http/.generated/<database>.
- * Each file is replaced by a rename, and the folder is never emptied, so a server starting
- * meanwhile (a benchmark and the load tests may run at once) reads old or new files, never none.
+ * startServer() on the servers' node (BENCH_NODE), with BENCH_NODE_OPTIONS added to its flags,
+ * e.g. '--cpu-prof' for profiling.
  */
-export async function generate(database: DatabaseId): Promise<string> {
-  const dir = join(benchDir, '.generated', database);
-  const files = await renderGeneratedFiles({
-    targets: targetIds,
-    database,
-    style: { language: 'js', moduleFormat: 'esm' },
-    dir: '.',
-    version: 'bench',
-  });
-  for (const file of files) {
-    const path = join(dir, file.path);
-    mkdirSync(dirname(path), { recursive: true });
-    const temporary = `${path}.${process.pid}.tmp`;
-    writeFileSync(temporary, file.content);
-    renameSync(temporary, path);
-  }
-  return dir;
-}
-
-const usersCount = 1000;
-
-/** Creates users (1..1000) and two accounts; returns how to reach the database. */
-export async function prepareDatabase(
-  database: DatabaseId,
-  location: string,
-): Promise<Record<string, string>> {
-  if (database === 'postgres') {
-    const client = new pg.Client({ connectionString: location });
-    await client.connect();
-    await client.query(`
-      DROP TABLE IF EXISTS users, accounts;
-      CREATE TABLE users (id integer PRIMARY KEY, name text NOT NULL);
-      CREATE TABLE accounts (id integer PRIMARY KEY, balance integer NOT NULL);
-      INSERT INTO users SELECT i, 'user ' || i FROM generate_series(1, ${usersCount}) AS i;
-      INSERT INTO accounts VALUES (1, 1000000), (2, 1000000);
-    `);
-    await client.end();
-    return { DATABASE_URL: location };
-  }
-  rmSync(location, { force: true });
-  const connection = new BetterSqlite3(location);
-  connection.pragma('journal_mode = WAL');
-  connection.exec(`
-    CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
-    CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL);
-    INSERT INTO accounts VALUES (1, 1000000), (2, 1000000);
-  `);
-  const insert = connection.prepare('INSERT INTO users VALUES (?, ?)');
-  connection.transaction(() => {
-    for (let i = 1; i <= usersCount; i++) insert.run(i, `user ${i}`);
-  })();
-  connection.close();
-  return { SQLITE_PATH: location };
-}
-
-export interface RunningServer {
-  url: string;
-  child: ChildProcess;
-  stop(): Promise<void>;
-}
-
-/** The environment a server script reads (see servers/common.mjs). */
-export function serverEnv(
+export function startBenchServer(
   framework: Framework,
   mode: Mode,
   database: DatabaseId,
   env: Record<string, string>,
-  port: number,
-  workers = 1,
-): NodeJS.ProcessEnv {
-  return {
-    ...process.env,
-    ...env,
-    MODE: mode,
-    DB: database,
-    PORT: String(port),
-    GENERATED_DIR: join(benchDir, '.generated', database),
-    FRAMEWORK: framework,
-    WORKERS: String(workers),
-  };
-}
-
-export async function startServer(
-  framework: Framework,
-  mode: Mode,
-  database: DatabaseId,
-  env: Record<string, string>,
-  /** Run this many processes sharing the port (node:cluster) instead of one. */
-  workers?: number,
 ): Promise<RunningServer> {
-  const port = await freePort();
-  const script = workers ? 'cluster.mjs' : `${framework}.mjs`;
-  const child = fork(join(benchDir, 'servers', script), [], {
-    cwd: benchDir,
-    execPath: serverNode,
-    // BENCH_NODE_OPTIONS adds flags to the server's node, e.g. '--cpu-prof' for profiling.
-    execArgv: [
-      '--expose-gc',
-      ...(process.env.BENCH_NODE_OPTIONS?.split(' ').filter(Boolean) ?? []),
-    ],
-    env: serverEnv(framework, mode, database, env, port, workers ?? 1),
-    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-  });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${framework} did not start`)), 20_000);
-    child.once('message', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`${framework} server exited with ${code}`)));
-  });
-  return {
-    url: `http://127.0.0.1:${port}`,
-    child,
-    async stop() {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
-/** Every cluster worker's pool numbers, asked over IPC (a request would reach only one worker). */
-export async function clusterStats(server: RunningServer): Promise<{ pool: { inUse: number } }[]> {
-  return new Promise((resolve) => {
-    const onMessage = (message: { stats?: { pool: { inUse: number } }[] }) => {
-      if (!message?.stats) return;
-      server.child.off('message', onMessage);
-      resolve(message.stats);
-    };
-    server.child.on('message', onMessage);
-    server.child.send('stats');
+  return startServer(framework, mode, database, env, {
+    node: serverNode,
+    nodeOptions: process.env.BENCH_NODE_OPTIONS?.split(' ').filter(Boolean) ?? [],
   });
 }
 

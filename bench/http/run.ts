@@ -18,11 +18,13 @@
 // least noisy number here, since it does not depend on how much CPU the server got.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import type { DatabaseId } from '../../src/cli/targets.ts';
+import { generate, prepareDatabase } from '../../test/support/apps.ts';
 import { startPostgres } from '../../test/support/postgres.ts';
 import { ratioChart } from './chart.ts';
 import {
@@ -32,15 +34,14 @@ import {
   cpuPlan,
   cpuTimes,
   type Framework,
-  generate,
+  generatedDir,
   type Mode,
   machineInfo,
   parentPid,
   pin,
-  prepareDatabase,
   type RunningServer,
   resultsSuffix,
-  startServer,
+  startBenchServer,
 } from './harness.ts';
 
 const { values } = parseArgs({
@@ -191,7 +192,7 @@ function runWrk(url: string, duration: number): Measured {
 }
 
 function runAutocannon(url: string, duration: number): Measured {
-  const bin = join(benchDir, 'node_modules', 'autocannon', 'autocannon.js');
+  const bin = createRequire(import.meta.url).resolve('autocannon');
   const [cmd, argv] = pinnedCommand([
     process.execPath,
     bin,
@@ -378,10 +379,10 @@ try {
     pinned.push(`each server → CPU ${plan.server}, alone`);
     console.log(`pinning:\n  ${pinned.join('\n  ')}`);
   }
-  const sqlitePath = join(benchDir, '.generated', 'bench.db');
+  const sqlitePath = join(generatedDir, 'bench.db');
   await generate('postgres');
   await generate('sqlite');
-  mkdirSync(join(benchDir, '.generated'), { recursive: true });
+  mkdirSync(generatedDir, { recursive: true });
 
   const estimate =
     comparisons.length * 3 * (rounds * (seconds + 0.2) + warmupSeconds + 1) + comparisons.length;
@@ -399,10 +400,15 @@ try {
     const servers: RunningServer[] = [];
     try {
       for (const variant of variants) {
-        const server = await startServer(comparison.framework, variant.mode, comparison.database, {
-          ...env,
-          ALS: variant.als ? '1' : '0',
-        });
+        const server = await startBenchServer(
+          comparison.framework,
+          variant.mode,
+          comparison.database,
+          {
+            ...env,
+            ALS: variant.als ? '1' : '0',
+          },
+        );
         servers.push(server);
         if (plan) pin(server.child.pid!, plan.server);
       }

@@ -1,10 +1,11 @@
 // Faults under load, against generated apps: PostgreSQL restarted mid-run, a pool exhausted by
 // slow requests, and SQLite writers holding transactions across awaits.
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import BetterSqlite3 from 'better-sqlite3';
-import { generate, prepareDatabase, startServer } from '../../bench/http/harness.ts';
+import { appsDir, generate, prepareDatabase, removeSqlite, startServer } from '../support/apps.ts';
 import { type RunningPostgres, startPostgres } from '../support/postgres.ts';
 
 interface Outcome {
@@ -148,8 +149,9 @@ describe('pool exhaustion', () => {
 describe('SQLite writers', () => {
   before(() => generate('sqlite'));
 
-  test('concurrent transactions with awaits inside: no SQLITE_BUSY, no event-loop stall', async () => {
-    const path = `${process.env.TMPDIR ?? '/tmp'}/cdh-writers-${process.pid}.db`;
+  test('concurrent transactions with awaits inside: no SQLITE_BUSY, no event-loop stall', async (t) => {
+    const path = join(appsDir, `writers-${process.pid}.db`);
+    t.after(() => removeSqlite(path));
     const env = await prepareDatabase('sqlite', path);
     const app = await startServer('express', 'generated', 'sqlite', { ...env, POOL_MAX: '8' });
     try {

@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
-import { clusterStats, generate, prepareDatabase, startServer } from '../../bench/http/harness.ts';
+import { clusterStats, generate, prepareDatabase, startServer } from '../support/apps.ts';
+import { cleanup } from '../support/cleanup.ts';
 import { pgbouncerPath, startPgBouncer } from '../support/pgbouncer.ts';
 import { createTestDatabase } from '../support/postgres.ts';
 
@@ -14,9 +15,12 @@ const bouncerPoolSize = 4;
 
 test(`${processes} processes × pool ${poolMaxPerProcess} through PgBouncer (pool ${bouncerPoolSize}, transaction mode)`, {
   skip: pgbouncerPath() ? false : 'pgbouncer is not installed (Debian: apt-get install pgbouncer)',
-}, async () => {
+}, async (t) => {
+  const defer = cleanup(t);
   const database = await createTestDatabase();
+  defer(() => database.drop());
   const bouncer = await startPgBouncer(database.url, { poolSize: bouncerPoolSize });
+  defer(() => bouncer.stop());
   await generate('postgres');
   await prepareDatabase('postgres', database.url);
   const app = await startServer(
@@ -28,10 +32,12 @@ test(`${processes} processes × pool ${poolMaxPerProcess} through PgBouncer (poo
       PGBOUNCER: 'true',
       POOL_MAX: String(poolMaxPerProcess),
     },
-    processes,
+    { workers: processes },
   );
+  defer(() => app.stop());
   const monitor = new pg.Client({ connectionString: database.url });
   await monitor.connect();
+  defer(() => monitor.end());
   const dbName = new URL(database.url).pathname.slice(1);
   const serverConnections = async () => {
     const { rows } = await monitor.query<{ total: number; idle_in_tx: number }>(
@@ -42,62 +48,55 @@ test(`${processes} processes × pool ${poolMaxPerProcess} through PgBouncer (poo
     );
     return rows[0]!;
   };
-  try {
-    let transfers = 0;
-    let reads = 0;
-    const failures: string[] = [];
-    let maxServerConnections = 0;
-    const deadline = Date.now() + 4000;
-    const sampler = (async () => {
-      while (Date.now() < deadline) {
-        maxServerConnections = Math.max(maxServerConnections, (await serverConnections()).total);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-    })();
-    const workers = Array.from({ length: 24 }, async (_, worker) => {
-      for (let i = 0; Date.now() < deadline; i++) {
-        const transfer = (worker + i) % 3 === 0;
-        const res = await fetch(
-          transfer ? `${app.url}/transfer` : `${app.url}/users/${1 + ((worker * 37 + i) % 1000)}`,
-          { method: transfer ? 'POST' : 'GET' },
-        );
-        const body = (await res.json()) as { id?: number; ok?: boolean; error?: string };
-        if (res.status !== 200) failures.push(`${res.status} ${body.error}`);
-        else if (transfer) transfers++;
-        else reads++;
-      }
-    });
-    await Promise.all([sampler, ...workers]);
+  let transfers = 0;
+  let reads = 0;
+  const failures: string[] = [];
+  let maxServerConnections = 0;
+  const deadline = Date.now() + 4000;
+  const sampler = (async () => {
+    while (Date.now() < deadline) {
+      maxServerConnections = Math.max(maxServerConnections, (await serverConnections()).total);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  })();
+  const workers = Array.from({ length: 24 }, async (_, worker) => {
+    for (let i = 0; Date.now() < deadline; i++) {
+      const transfer = (worker + i) % 3 === 0;
+      const res = await fetch(
+        transfer ? `${app.url}/transfer` : `${app.url}/users/${1 + ((worker * 37 + i) % 1000)}`,
+        { method: transfer ? 'POST' : 'GET', signal: AbortSignal.timeout(10_000) },
+      );
+      const body = (await res.json()) as { id?: number; ok?: boolean; error?: string };
+      if (res.status !== 200) failures.push(`${res.status} ${body.error}`);
+      else if (transfer) transfers++;
+      else reads++;
+    }
+  });
+  await Promise.all([sampler, ...workers]);
 
-    assert.deepEqual(failures.slice(0, 5), []);
-    assert.ok(
-      transfers > 50 && reads > 100,
-      `too little load: ${transfers} transfers, ${reads} reads`,
-    );
-    const { rows } = await monitor.query<{ id: number; balance: number }>(
-      'SELECT id, balance FROM accounts ORDER BY id',
-    );
-    assert.deepEqual(
-      rows.map((row) => row.balance),
-      [1_000_000 - transfers, 1_000_000 + transfers],
-      'a transfer was applied partly or lost',
-    );
-    const stats = await clusterStats(app);
-    assert.equal(stats.length, processes);
-    assert.deepEqual(
-      stats.map((worker) => worker.pool.inUse),
-      Array(processes).fill(0),
-    );
-    const after = await serverConnections();
-    assert.equal(after.idle_in_tx, 0);
-    assert.ok(
-      maxServerConnections <= bouncerPoolSize,
-      `PostgreSQL saw ${maxServerConnections} connections behind a PgBouncer pool of ${bouncerPoolSize}`,
-    );
-  } finally {
-    await monitor.end();
-    await app.stop();
-    await bouncer.stop();
-    await database.drop();
-  }
+  assert.deepEqual(failures.slice(0, 5), []);
+  assert.ok(
+    transfers > 50 && reads > 100,
+    `too little load: ${transfers} transfers, ${reads} reads`,
+  );
+  const { rows } = await monitor.query<{ id: number; balance: number }>(
+    'SELECT id, balance FROM accounts ORDER BY id',
+  );
+  assert.deepEqual(
+    rows.map((row) => row.balance),
+    [1_000_000 - transfers, 1_000_000 + transfers],
+    'a transfer was applied partly or lost',
+  );
+  const stats = await clusterStats(app);
+  assert.equal(stats.length, processes);
+  assert.deepEqual(
+    stats.map((worker) => worker.pool.inUse),
+    Array(processes).fill(0),
+  );
+  const after = await serverConnections();
+  assert.equal(after.idle_in_tx, 0);
+  assert.ok(
+    maxServerConnections <= bouncerPoolSize,
+    `PostgreSQL saw ${maxServerConnections} connections behind a PgBouncer pool of ${bouncerPoolSize}`,
+  );
 });

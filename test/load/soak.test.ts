@@ -1,11 +1,11 @@
-// The short CI version of bench/http/soak.ts: every target on both databases under a mixed load
+// The short version of test/support/soak.ts (`npm run soak` runs it longer): every target on both databases under a mixed load
 // (successes, handler errors, client aborts mid-handler, transactions with an await inside, 404s)
 // for a few seconds each, then no leaks of any kind.
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
-import { type Framework, generate } from '../../bench/http/harness.ts';
-import { formatReport, soak } from '../../bench/http/soak.ts';
 import type { DatabaseId } from '../../src/cli/targets.ts';
+import { type Framework, generate } from '../support/apps.ts';
+import { formatReport, soak } from '../support/soak.ts';
 
 const frameworks: Framework[] = [
   'express',

@@ -62,17 +62,29 @@ export async function startPgBouncer(
   writeFileSync(join(dir, 'users.txt'), `"${decodeURIComponent(upstream.username)}" ""\n`);
   const args = user ? ['-u', user.name, config] : [config];
   const child: ChildProcess = spawn(bin, args, { stdio: 'ignore' });
-  await waitForPort(port, 10_000);
+  // Killed when this process exits, even if stop() is never reached.
+  const onExit = () => child.kill('SIGKILL');
+  process.once('exit', onExit);
+  const stop = async () => {
+    process.off('exit', onExit);
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitForPort(port, 10_000);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
   const url = new URL(upstreamUrl);
   url.port = String(port);
-  return {
-    url: url.toString(),
-    async stop() {
-      child.kill('SIGTERM');
-      await new Promise((resolve) => child.once('exit', resolve));
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return { url: url.toString(), stop };
 }
 
 async function waitForPort(port: number, timeoutMillis: number): Promise<void> {

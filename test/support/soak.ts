@@ -3,14 +3,23 @@
 // leaked: the pool's inUse is 0, PostgreSQL has no connection idle in transaction and never more
 // connections than the pool's max, no request hung, and the heap is flat.
 //
-//   node --import tsx bench/http/soak.ts [--seconds 30] [--targets express,koa] [--databases sqlite]
+// test/load/soak.test.ts runs a few seconds of it per target; the long soak, by hand:
+//   npm run soak -- [--seconds 60] [--targets express,koa] [--databases sqlite]
 //     [--concurrency 32] [--pool-max 10]
 import { Agent, request } from 'node:http';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import type { DatabaseId } from '../../src/cli/targets.ts';
-import { createTestDatabase } from '../../test/support/postgres.ts';
-import { type Framework, generate, prepareDatabase, startServer } from './harness.ts';
+import {
+  appsDir,
+  type Framework,
+  generate,
+  prepareDatabase,
+  removeSqlite,
+  startServer,
+} from './apps.ts';
+import { createTestDatabase, startPostgres } from './postgres.ts';
 
 export type RequestKind = 'ok' | 'error' | 'abort' | 'transaction' | 'notFound';
 
@@ -114,29 +123,54 @@ export async function soak(options: SoakOptions): Promise<SoakReport> {
   const { framework, database, seconds } = options;
   const concurrency = options.concurrency ?? 32;
   const poolMax = options.poolMax ?? 10;
-  const pgDatabase = database === 'postgres' ? await createTestDatabase() : undefined;
-  const location =
-    pgDatabase?.url ?? `${process.env.TMPDIR ?? '/tmp'}/cdh-soak-${framework}-${process.pid}.db`;
-  const env = await prepareDatabase(database, location);
-  const server = await startServer(framework, 'generated', database, {
-    ...env,
-    POOL_MAX: String(poolMax),
-    DB_POOL_MAX: String(poolMax),
-  });
-  const monitor = pgDatabase ? new pg.Client({ connectionString: pgDatabase.url }) : undefined;
-  await monitor?.connect();
-  const dbName = pgDatabase ? new URL(pgDatabase.url).pathname.slice(1) : '';
-  const connectionsNow = async (): Promise<{ total: number; idleInTransaction: number }> => {
-    if (!monitor) return { total: 0, idleInTransaction: 0 };
-    const { rows } = await monitor.query<{ total: number; idle_in_tx: number }>(
-      `SELECT count(*)::int AS total,
-              count(*) FILTER (WHERE state LIKE 'idle in transaction%')::int AS idle_in_tx
-         FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
-      [dbName],
+  // Everything started is stopped in the finally below, in reverse order, whatever failed.
+  const cleanups: (() => unknown)[] = [];
+  try {
+    const pgDatabase = database === 'postgres' ? await createTestDatabase() : undefined;
+    if (pgDatabase) cleanups.push(() => pgDatabase.drop());
+    const location = pgDatabase?.url ?? join(appsDir, `soak-${framework}-${process.pid}.db`);
+    if (!pgDatabase) cleanups.push(() => removeSqlite(location));
+    const env = await prepareDatabase(database, location);
+    const server = await startServer(framework, 'generated', database, {
+      ...env,
+      POOL_MAX: String(poolMax),
+      DB_POOL_MAX: String(poolMax),
+    });
+    cleanups.push(() => server.stop());
+    const monitor = pgDatabase ? new pg.Client({ connectionString: pgDatabase.url }) : undefined;
+    if (monitor) {
+      await monitor.connect();
+      cleanups.push(() => monitor.end());
+    }
+    const dbName = pgDatabase ? new URL(pgDatabase.url).pathname.slice(1) : '';
+    const connectionsNow = async (): Promise<{ total: number; idleInTransaction: number }> => {
+      if (!monitor) return { total: 0, idleInTransaction: 0 };
+      const { rows } = await monitor.query<{ total: number; idle_in_tx: number }>(
+        `SELECT count(*)::int AS total,
+                count(*) FILTER (WHERE state LIKE 'idle in transaction%')::int AS idle_in_tx
+           FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
+        [dbName],
+      );
+      return { total: rows[0]!.total, idleInTransaction: rows[0]!.idle_in_tx };
+    };
+    return await drive(
+      { framework, database, seconds, concurrency, poolMax },
+      server.url,
+      connectionsNow,
     );
-    return { total: rows[0]!.total, idleInTransaction: rows[0]!.idle_in_tx };
-  };
+  } finally {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+  }
+}
 
+/** The load itself, then the leak checks, against a server that is up. */
+async function drive(
+  options: Required<SoakOptions>,
+  url: string,
+  connectionsNow: () => Promise<{ total: number; idleInTransaction: number }>,
+): Promise<SoakReport> {
+  const { framework, database, seconds, concurrency, poolMax } = options;
+  const server = { url };
   const report: SoakReport = {
     framework,
     database,
@@ -204,9 +238,6 @@ export async function soak(options: SoakOptions): Promise<SoakReport> {
   report.heap.lastThirdMB = mean(samples.slice(-third));
   report.heap.growth = report.heap.lastThirdMB / report.heap.firstThirdMB - 1;
 
-  await monitor?.end();
-  await server.stop();
-  await pgDatabase?.drop();
   return report;
 }
 
@@ -225,6 +256,8 @@ export function formatReport(r: SoakReport): string {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
+  // A server of its own unless DATABASE_URL is set, stopped on exit (see postgres.ts).
+  if (!process.env.DATABASE_URL) process.env.DATABASE_URL = (await startPostgres()).url;
   const { values } = parseArgs({
     options: {
       seconds: { type: 'string', default: '30' },

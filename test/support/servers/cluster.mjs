@@ -30,10 +30,13 @@ if (cluster.isPrimary) {
     );
     process.send?.({ stats: all });
   });
-  process.on('SIGTERM', () => {
+  const stop = () => {
     for (const worker of Object.values(cluster.workers)) worker.kill('SIGTERM');
     process.exit(0);
-  });
+  };
+  process.on('SIGTERM', stop);
+  // The parent went away without stopping us (killed, crashed): take the workers down too.
+  process.once('disconnect', stop);
 } else {
   await import(`./${framework}.mjs`);
 }

@@ -1,4 +1,4 @@
-// What every benchmark/soak server shares: the mode it runs in, the SQL for its database, the
+// What every load-test and benchmark server shares: the mode it runs in, the SQL for its database, the
 // generated code (for MODE=generated) or the hand-written baseline's pool (for MODE=baseline).
 //
 // Environment: MODE (generated | baseline | fastify-postgres), DB (postgres | sqlite), PORT,
@@ -15,6 +15,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 // baseline+ALS against baseline is Node's AsyncLocalStorage cost, and generated against
 // baseline+ALS is the adapter's own.
 export const als = process.env.ALS === '1';
+
+// A server never outlives the process that started it: when the test or benchmark (or the
+// cluster primary) goes away, its IPC channel closes and the server exits.
+process.once('disconnect', () => process.exit(0));
 if (als) new AsyncLocalStorage().enterWith({});
 
 export const mode = process.env.MODE ?? 'generated';

@@ -15,7 +15,7 @@ app.use(express.json());
 
 if (mode === 'generated') {
   const { adapter, db } = await loadGenerated('express');
-  app.use(adapter.dbHooks(db));
+  app.use(adapter.dbHooks({ database: db }));
   app.get('/users/:id', async (req, res) =>
     res.json(await db.get(sql.user, [Number(req.params.id)])),
   );

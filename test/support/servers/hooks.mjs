@@ -16,4 +16,4 @@ const app = async (req, res) => {
   await handle(req, res);
 };
 
-listening(createServer(adapter.requestScope(app, db)).listen(port, '127.0.0.1'));
+listening(createServer(adapter.requestScope(app, { database: db })).listen(port, '127.0.0.1'));

@@ -27,7 +27,7 @@ app.use(async (ctx, next) => {
 
 if (mode === 'generated') {
   const { adapter, db } = await loadGenerated('koa');
-  app.use(adapter.dbHooks(db));
+  app.use(adapter.dbHooks({ database: db }));
   app.use(route('GET', /^\/users\/(\d+)$/, (_ctx, m) => db.get(sql.user, [Number(m[1])])));
   app.use(route('GET', /^\/fail$/, () => work.fail()));
   app.use(route('GET', /^\/slow$/, (ctx) => work.slow(db, Number(ctx.query.ms ?? 50))));

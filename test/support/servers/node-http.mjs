@@ -51,7 +51,7 @@ if (process.argv[1] === new URL(import.meta.url).pathname) {
   let listener;
   if (mode === 'generated') {
     const { adapter, db } = await loadGenerated('node-http');
-    listener = adapter.withDatabase(routes(db), db);
+    listener = adapter.withDatabase(routes(db), { database: db });
   } else {
     const driver = await baselineDriver();
     listener =
