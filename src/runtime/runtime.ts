@@ -630,6 +630,11 @@ export abstract class Database<Conn = unknown> {
   /** The scope's connection, checked out on first use. Concurrent callers share one checkout. */
   #connection(scope: Scope<Conn>): Promise<Conn> {
     if (scope.conn !== undefined) return Promise.resolve(scope.conn);
+    if (scope.connecting === undefined && this.#leakThresholdMillis > 0) {
+      // For leak detection, taken now: once the checkout completes, a handler that is not an
+      // async function has left no frame on the stack.
+      scope.checkedOutAt = new Error('checked out here');
+    }
     scope.connecting ??= this.#acquire(scope).then(
       (conn) => {
         scope.connecting = undefined;
@@ -800,7 +805,6 @@ export abstract class Database<Conn = unknown> {
   #watchForLeak(scope: Scope<Conn>): void {
     const threshold = this.#leakThresholdMillis;
     if (threshold <= 0) return;
-    scope.checkedOutAt = new Error('checked out here');
     scope.leakReported = 0;
     scope.leakTimer = setTimeout(() => {
       scope.leakReported = Date.now();
