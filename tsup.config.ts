@@ -14,8 +14,9 @@ const here = dirname(fileURLToPath(import.meta.url));
 //   a Node process a noticeable share of its startup; commander, our code and the templates
 //   (compiled at build time) are in this one file.
 // - dist/vendor/*.js: the libraries only some runs need — the prompts (a terminal without
-//   --yes), sucrase + prettier (JavaScript projects), diff (--dry-run), EJS (only if a template
-//   was not compiled at build time) — as ES modules that cli.cjs imports on first use.
+//   --yes), sucrase + prettier (JavaScript projects; Prettier's TypeScript parser for projects
+//   with a style of their own), diff (--dry-run), EJS (only if a template was not compiled at
+//   build time) — as ES modules that cli.cjs imports on first use.
 
 /** Bare specifier → file under dist/vendor/ (without extension). */
 const vendor: Record<string, string> = {
@@ -26,6 +27,8 @@ const vendor: Record<string, string> = {
   'prettier/standalone': 'prettier-standalone',
   'prettier/plugins/babel': 'prettier-plugins-babel',
   'prettier/plugins/estree': 'prettier-plugins-estree',
+  // Only for projects with a Prettier, Biome or .editorconfig style and no formatter installed.
+  'prettier/plugins/typescript': 'prettier-plugins-typescript',
 };
 
 /** In cli.cjs, the vendor libraries stay dynamic imports of their own files. */

@@ -24,12 +24,58 @@ export interface Manifest {
 }
 
 /**
- * `sha256-<hex>` of a file's text. Line endings are normalised first, so a checkout that turned
- * LF into CRLF (git's autocrlf on Windows) does not make every file look edited.
+ * The code with its layout taken out: whitespace, semicolons, the quote style, trailing commas
+ * and brackets around a lone arrow parameter — what Prettier, Biome and editors change when they
+ * format. Two texts that differ only in formatting give the same string.
+ */
+export function withoutLayout(content: string): string {
+  const flat = content
+    .replace(/\s+/g, '')
+    .replace(/;/g, '')
+    .replace(/"/g, "'")
+    .replace(/,(?=[)\]}])/g, '')
+    .replace(/\((\w+)\)=>/g, '$1=>');
+  return dropArrowBodyBrackets(flat);
+}
+
+/** `=>(a?b:c)` → `=>a?b:c`: formatters disagree on brackets around an arrow's body. */
+function dropArrowBodyBrackets(code: string): string {
+  const drop = new Set<number>();
+  for (let at = code.indexOf('=>('); at !== -1; at = code.indexOf('=>(', at + 1)) {
+    let depth = 0;
+    for (let i = at + 2; i < code.length; i++) {
+      if (code[i] === '(') depth++;
+      else if (code[i] === ')' && --depth === 0) {
+        drop.add(at + 2).add(i);
+        break;
+      }
+    }
+  }
+  return drop.size === 0 ? code : [...code].filter((_c, i) => !drop.has(i)).join('');
+}
+
+/** True when two texts differ at most in formatting. */
+export function sameCode(a: string, b: string): boolean {
+  return a === b || withoutLayout(a) === withoutLayout(b);
+}
+
+/**
+ * `sha256-<hex>` of a file's code without its layout, so a file the user (or their formatter)
+ * only reformatted still reads as generated, never as edited.
  */
 export function hashContent(content: string): string {
-  const normalised = content.replace(/\r\n/g, '\n');
-  return `sha256-${createHash('sha256').update(normalised).digest('hex')}`;
+  return `sha256-${createHash('sha256').update(withoutLayout(content)).digest('hex')}`;
+}
+
+/**
+ * Whether `content` is what a manifest recorded. Manifests of 0.1.0 hashed the text itself
+ * (line endings normalised); they still match until the next run rewrites them.
+ */
+export function hashMatches(recorded: string | undefined, content: string): boolean {
+  if (recorded === undefined) return false;
+  if (recorded === hashContent(content)) return true;
+  const exact = createHash('sha256').update(content.replace(/\r\n/g, '\n')).digest('hex');
+  return recorded === `sha256-${exact}`;
 }
 
 /** Deterministic text: same manifest, same bytes, so an identical re-run writes nothing. */

@@ -4,7 +4,14 @@
 import type { Answers } from './answers.js';
 import type { ProjectFacts } from './detect.js';
 import { sourceExtension } from './language.js';
-import { hashContent, MANIFEST_FILE, type Manifest, serializeManifest } from './manifest.js';
+import {
+  hashContent,
+  hashMatches,
+  MANIFEST_FILE,
+  type Manifest,
+  sameCode,
+  serializeManifest,
+} from './manifest.js';
 import type { GeneratedFile, GeneratedFileKind } from './render.js';
 import {
   type Dependency,
@@ -75,6 +82,8 @@ export interface PlanInput {
   current: ReadonlyMap<string, string | undefined>;
   /** The package manager's version; undefined when unknown (it is not installed). */
   packageManagerVersion?: string;
+  /** Edited files the user chose to replace, one by one (--force replaces them all). */
+  overwrite?: ReadonlySet<string>;
 }
 
 /** Where a new app's entry goes. */
@@ -233,10 +242,9 @@ export function fileStatus(
   force: boolean,
 ): { status: FileStatus; reason?: SkipReason } {
   if (current === undefined) return { status: 'created' };
-  if (current === content) return { status: 'unchanged' };
-  if (recordedHash !== undefined && hashContent(current) === recordedHash) {
-    return { status: 'updated' };
-  }
+  // Only the layout differs (the user ran their formatter): nothing to write.
+  if (sameCode(current, content)) return { status: 'unchanged' };
+  if (hashMatches(recordedHash, current)) return { status: 'updated' };
   if (force) return { status: 'updated' };
   return { status: 'skipped', reason: recordedHash === undefined ? 'exists' : 'edited' };
 }
@@ -247,7 +255,7 @@ export function buildPlan(input: PlanInput): Plan {
   const files: PlannedFile[] = [];
   const add = (path: string, kind: PlannedFileKind, content: string, target?: TargetId) => {
     const now = current.get(path);
-    const status = fileStatus(content, now, recorded[path], force);
+    const status = fileStatus(content, now, recorded[path], force || !!input.overwrite?.has(path));
     files.push({ path, kind, content, current: now, ...status, ...(target && { target }) });
   };
 

@@ -15,9 +15,10 @@ import {
   runInstall,
 } from './install.js';
 import { isNewerVersion, MANIFEST_FILE } from './manifest.js';
-import { appEntryPath, buildPlan, filesToWrite, type MissingFramework, type Plan } from './plan.js';
+import { appEntryPath, buildPlan, filesToWrite, type MissingFramework } from './plan.js';
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from './render.js';
 import { dryRunText, finalReport, planLines, projectSummary } from './report.js';
+import { projectFormatter } from './style.js';
 import { type Dependency, findDatabase, findTarget } from './targets.js';
 import { assertWritable, readIfExists, writeFilesAtomically } from './write.js';
 
@@ -30,14 +31,21 @@ export interface RunIo {
   env: NodeJS.ProcessEnv;
 }
 
-/** Renders the files and reads what is on disk now, then plans. */
-export async function makePlan(
+/** What planning needs from disk and templates: the rendered files and what is there now. */
+export interface PlanSources {
+  rendered: GeneratedFile[];
+  current: Map<string, string | undefined>;
+}
+
+/**
+ * Renders the files in the project's own style (its formatter, when it has one) and reads what
+ * is on disk now. Done once; the plan is then built from it, again after per-file answers.
+ */
+export async function planSources(
   facts: ProjectFacts,
   answers: Answers,
-  force: boolean,
   version: string,
-  packageManagerVersion?: string,
-): Promise<Plan> {
+): Promise<PlanSources> {
   const request = {
     targets: answers.targets,
     database: answers.database,
@@ -51,6 +59,10 @@ export async function makePlan(
       await renderAppFile({ ...request, target: answers.targets[0]!, path: appEntryPath(answers) }),
     );
   }
+  const format = projectFormatter(facts.root, facts.packageJson);
+  if (format) {
+    for (const file of rendered) file.content = await format(file.path, file.content);
+  }
   const paths = [
     ...rendered.map((file) => file.path),
     'package.json',
@@ -60,7 +72,7 @@ export async function makePlan(
     MANIFEST_FILE,
   ];
   const current = new Map(paths.map((path) => [path, readIfExists(facts.root, path)]));
-  return buildPlan({ facts, answers, force, version, rendered, current, packageManagerVersion });
+  return { rendered, current };
 }
 
 /** `n thing` or `n things`. */
@@ -127,7 +139,26 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
     facts.packageManager === 'pnpm'
       ? await packageManagerVersion(facts.packageManager, facts.root)
       : undefined;
-  const plan = await makePlan(facts, answers, options.force === true, version, pmVersion);
+  const sources = await planSources(facts, answers, version);
+  const force = options.force === true;
+  const planInput = {
+    facts,
+    answers,
+    force,
+    version,
+    ...sources,
+    packageManagerVersion: pmVersion,
+  };
+  let plan = buildPlan(planInput);
+  // Per file, as shadcn asks: replacing one edited file must not cost the edits in another.
+  if (prompts && !force && !options.dryRun) {
+    const overwrite = new Set<string>();
+    for (const file of plan.files.filter((f) => f.reason === 'edited')) {
+      const question = `${file.path} was edited since it was generated. Replace it with the new version (your edits in it are lost)?`;
+      if (await prompts.ask(question, false)) overwrite.add(file.path);
+    }
+    if (overwrite.size > 0) plan = buildPlan({ ...planInput, overwrite });
+  }
   for (const file of filesToWrite(plan)) assertWritable(facts.root, file.path);
 
   // A target whose framework the project lacks (koa in an Express app): its adapter would not

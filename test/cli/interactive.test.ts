@@ -174,7 +174,8 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     const text = readFileSync(plan, 'utf8');
     assert.match(text, /^Dry run: nothing is written/);
     assert.match(text, /create {2}src\/db\/express\.ts/);
-    assert.doesNotMatch(text, /Which|Express 5 ·|\u001b/);
+    assert.doesNotMatch(text, /Which|Express 5 ·/);
+    assert.ok(!text.includes('\u001b'), 'no terminal escapes in the plan');
   });
 
   test('a new app asks TypeScript or JavaScript', async () => {
@@ -244,6 +245,29 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
       /Koa is not installed: src\/db\/koa\.ts cannot load and tsc fails until you run\n +npm install koa@\^3\.0\.0\n +npm install -D @types\/koa@\^2\.15\.0\n/,
     );
     assert.ok(!existsSync(log), 'nothing installed');
+  });
+
+  test('edited files: one question per file; yes replaces that one, no keeps the other', async () => {
+    const root = makeProject({}, { name: 'x', dependencies: { express: '^5', koa: '^3' } });
+    const setup = start('per-file-setup', ['-C', root, 'express', 'koa', '--yes', '--no-install']);
+    assert.equal(await setup.exitCode(), 0);
+    const express = join(root, 'db/express.js');
+    const koa = join(root, 'db/koa.js');
+    const generated = readFileSync(express, 'utf8');
+    writeFileSync(express, `${generated}// edit one\n`);
+    writeFileSync(koa, `${readFileSync(koa, 'utf8')}// edit two\n`);
+    const cli = start('per-file', ['-C', root, '-d', 'sqlite', '--no-install']);
+    await cli.waitFor('Which frameworks should get database hooks?');
+    cli.keys('Enter');
+    await cli.waitFor('db/express.js was edited since it was generated. Replace it');
+    cli.keys('y', 'Enter');
+    await cli.waitFor('db/koa.js was edited since it was generated. Replace it');
+    cli.keys('Enter'); // default: no
+    await cli.waitFor(/Write 1 file\?/); // express.js; the manifest already has its hash
+    cli.keys('Enter');
+    assert.equal(await cli.exitCode(), 0);
+    assert.equal(readFileSync(express, 'utf8'), generated);
+    assert.match(readFileSync(koa, 'utf8'), /\/\/ edit two\n$/);
   });
 
   for (const [where, args, prompt] of [

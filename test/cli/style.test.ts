@@ -1,0 +1,153 @@
+// The project's own code style: generated files follow its Prettier, Biome or .editorconfig
+// settings (with the project's own formatter when installed), a file the user only reformatted
+// counts as unchanged, and an edit in one file never makes another one lose its edits.
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { sameCode } from '../../src/cli/manifest.ts';
+import { biomeToPrettier, editorconfigToPrettier } from '../../src/cli/style.ts';
+import { makeProject, repoRoot, runCli, writeTree } from './helpers.ts';
+
+const typescriptProject = (files: Record<string, string | object> = {}) =>
+  makeProject({ 'tsconfig.json': '{}', ...files }, { name: 'x', type: 'module' });
+
+/** Statement lines ending in a semicolon, comments left out. */
+const semicolonLines = (text: string) =>
+  text.split('\n').filter((line) => !/^\s*(\/\/|\*|\/\*)/.test(line) && /;\s*$/.test(line));
+
+/** The repository's own copy of a package, linked into a project as if installed there. */
+function linkPackage(root: string, name: string) {
+  const target = join(root, 'node_modules', name);
+  writeTree(root, { [`node_modules/.keep-${name.replace('/', '-')}`]: '' });
+  if (name.includes('/')) writeTree(root, { [`node_modules/${name.split('/')[0]}/.keep`]: '' });
+  symlinkSync(join(repoRoot, 'node_modules', name), target);
+}
+
+describe("the project's own style", () => {
+  test('.prettierrc without Prettier installed: our bundled Prettier with its settings', async () => {
+    const root = typescriptProject({ '.prettierrc': '{ "semi": false, "singleQuote": true }\n' });
+    const result = await runCli(['-C', root, 'express', '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    const adapter = readFileSync(join(root, 'db/express.ts'), 'utf8');
+    assert.match(adapter, /^import type \{ RequestHandler \} from 'express'$/m);
+    for (const file of ['express.ts', 'index.ts', 'runtime.ts', 'runtime-sqlite.ts']) {
+      assert.deepEqual(semicolonLines(readFileSync(join(root, 'db', file), 'utf8')), [], file);
+    }
+  });
+
+  test("the project's own Prettier, config and .editorconfig as it reads them", async () => {
+    const root = typescriptProject({
+      '.prettierrc.json': '{ "semi": false }\n',
+      '.editorconfig': 'root = true\n[*]\nindent_style = tab\n',
+    });
+    linkPackage(root, 'prettier');
+    const result = await runCli(['-C', root, 'koa', '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    const adapter = readFileSync(join(root, 'db/koa.ts'), 'utf8');
+    assert.match(adapter, /^import type \{ Middleware \} from "koa"$/m);
+    assert.match(adapter, /^\t\S/m, 'indented with tabs');
+    assert.deepEqual(semicolonLines(adapter), []);
+  });
+
+  test("biome.json: the project's own Biome when installed, else its settings", async () => {
+    const biome = {
+      javascript: { formatter: { semicolons: 'asNeeded', quoteStyle: 'single' } },
+    };
+    const bundled = typescriptProject({ 'biome.json': biome });
+    assert.equal((await runCli(['-C', bundled, 'hono', '-y', '--no-install'])).code, 0);
+    const own = typescriptProject({ 'biome.json': biome });
+    linkPackage(own, '@biomejs/biome');
+    linkPackage(own, '@biomejs/cli-linux-x64');
+    assert.equal((await runCli(['-C', own, 'hono', '-y', '--no-install'])).code, 0);
+    for (const root of [bundled, own]) {
+      const adapter = readFileSync(join(root, 'db/hono.ts'), 'utf8');
+      assert.match(adapter, /^import type \{ [^}]+ \} from 'hono'$/m);
+      assert.match(adapter, /^\t\S/m, "Biome's default: tabs");
+      assert.deepEqual(semicolonLines(adapter), []);
+    }
+  });
+
+  test('.editorconfig alone: 4 spaces', async () => {
+    const root = typescriptProject({ '.editorconfig': '[*.{js,ts}]\nindent_size = 4\n' });
+    assert.equal((await runCli(['-C', root, 'express', '-y', '--no-install'])).code, 0);
+    const adapter = readFileSync(join(root, 'db/express.ts'), 'utf8');
+    assert.match(adapter, /^ {4}\S/m);
+    assert.doesNotMatch(adapter, /^ {2}\S/m);
+  });
+
+  test('settings read as Prettier would', () => {
+    assert.deepEqual(editorconfigToPrettier('[*]\nindent_style = tab\n[*.md]\nindent_size = 4\n'), {
+      useTabs: true,
+    });
+    assert.deepEqual(biomeToPrettier({ formatter: { indentStyle: 'space', lineWidth: 120 } }), {
+      useTabs: false,
+      tabWidth: 2,
+      printWidth: 120,
+      singleQuote: false,
+      semi: true,
+      trailingComma: 'all',
+      arrowParens: 'always',
+      bracketSpacing: true,
+    });
+    assert.equal(biomeToPrettier({ formatter: { enabled: false } }), undefined);
+  });
+});
+
+describe('re-runs after the user formatted or edited', () => {
+  test('a file only reformatted counts as unchanged; an edit in another stays', async () => {
+    const root = typescriptProject();
+    assert.equal((await runCli(['-C', root, 'express', 'koa', '-y', '--no-install'])).code, 0);
+    const prettier = await import('prettier');
+    // The user formats every generated file their way, and edits one of them.
+    for (const file of ['express.ts', 'koa.ts', 'index.ts', 'runtime.ts', 'runtime-sqlite.ts']) {
+      const path = join(root, 'db', file);
+      const text = readFileSync(path, 'utf8');
+      writeFileSync(
+        path,
+        await prettier.format(text, { parser: 'typescript', semi: false, useTabs: true }),
+      );
+    }
+    const koa = join(root, 'db/koa.ts');
+    writeFileSync(koa, `${readFileSync(koa, 'utf8')}// my change\n`);
+    const before = readFileSync(join(root, 'db/express.ts'), 'utf8');
+
+    const again = await runCli(['-C', root, '-y', '--no-install']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /^Skipped \(edited; --force overwrites\)\n {2}db\/koa\.ts\n\n/m);
+    assert.match(again.stdout, /^Unchanged\n(?: {2}\S+\n)*? {2}db\/express\.ts\n/m);
+    assert.equal(readFileSync(join(root, 'db/express.ts'), 'utf8'), before, 'formatting kept');
+    assert.match(readFileSync(koa, 'utf8'), /\/\/ my change\n$/);
+  });
+
+  test('formatting-only differences: whitespace, semicolons, quotes, trailing commas, arrow parens', () => {
+    assert.ok(sameCode("const a = f((x) => x, 'y');\n", 'const a = f(x => x, "y")\n'));
+    assert.ok(sameCode('call(\n  a,\n  b,\n);\n', 'call(a, b)'));
+    assert.ok(!sameCode('const a = 1;\n', 'const a = 2;\n'));
+    assert.ok(!sameCode("f('x')", "f('y')"));
+  });
+
+  test('a manifest from 0.1.0 (hash of the exact text) still recognises its files', async () => {
+    const root = typescriptProject();
+    assert.equal((await runCli(['-C', root, 'express', '-y', '--no-install'])).code, 0);
+    const manifestPath = join(root, 'db-hooks.json');
+    const manifest = JSON.parse(readFileSync(manifestPath, 'utf8'));
+    const { createHash } = await import('node:crypto');
+    // Rewrite it as 0.1.0 wrote it, with one file older than what this version generates.
+    const older = readFileSync(join(root, 'db/index.ts'), 'utf8').replace(
+      'Generated by',
+      'Made by',
+    );
+    writeFileSync(join(root, 'db/index.ts'), older);
+    for (const path of Object.keys(manifest.files)) {
+      const text = readFileSync(join(root, path), 'utf8');
+      manifest.files[path] = `sha256-${createHash('sha256').update(text).digest('hex')}`;
+    }
+    writeFileSync(manifestPath, JSON.stringify(manifest));
+    const result = await runCli(['-C', root, '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^Updated\n {2}db\/index\.ts\n/m);
+    assert.doesNotMatch(result.stdout, /Skipped/);
+    assert.ok(existsSync(join(root, 'db/express.ts')));
+  });
+});
