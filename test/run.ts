@@ -2,6 +2,9 @@
 // runs every test/*/*.test.ts (or the files given) with node's test runner, then removes the
 // server. Nothing is printed after the runner's summary.
 //
+// `npm run test:quick` (--quick): the CLI and SQLite runtime tests only, two files at a time, no
+// server of any kind (no PostgreSQL, PgBouncer, tmux, HTTP apps, npm installs).
+//
 // Whatever the tests do, the run leaves nothing behind:
 // - the run gets a temporary folder of its own (TMPDIR for the tests, so os.tmpdir() points
 //   there), removed at the end;
@@ -59,7 +62,20 @@ function stopStrayPostgres(dir: string): void {
   visit(dir, 0);
 }
 
-const files = process.argv.length > 2 ? process.argv.slice(2) : testFiles();
+/** The quick tier: tests that start no server; the whole list takes under a minute. */
+const quickFiles = [
+  'test/cli/detect.test.ts',
+  'test/cli/flags.test.ts',
+  'test/cli/plan.test.ts',
+  'test/cli/render.test.ts',
+  'test/cli/write.test.ts',
+  'test/runtime/sqlite.test.ts',
+];
+
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+const named = args.filter((arg) => arg !== '--quick');
+const files = quick ? quickFiles : named.length > 0 ? named : testFiles();
 // Sticky and world-writable like /tmp: PostgreSQL and PgBouncer run as another user when we are root.
 const runDir = mkdtempSync(join(tmpdir(), 'cdh-run-'));
 chmodSync(runDir, 0o1777);
@@ -68,7 +84,7 @@ process.env.TMPDIR = runDir;
 let server: Awaited<ReturnType<typeof startPostgres>> | undefined;
 let code = 1;
 try {
-  if (!process.env.DATABASE_URL) {
+  if (!quick && !process.env.DATABASE_URL) {
     server = await startPostgres();
     console.log(`PostgreSQL for the tests: ${server.binaries.source} (${server.binaries.initdb})`);
   }
@@ -80,7 +96,8 @@ try {
       'tsx',
       '--test',
       '--test-reporter=spec',
-      '--test-concurrency=1',
+      // One file at a time: the load tests measure, and CI has two cores.
+      `--test-concurrency=${quick ? 2 : 1}`,
       `--test-timeout=${testMillis}`,
       // A test file whose tests are done exits even if something still holds its event loop.
       '--test-force-exit',
