@@ -7,8 +7,8 @@ import { describe, test } from 'node:test';
 import { type Database, ScopeReleasedError } from '../../src/runtime/runtime.ts';
 import {
   countReleases,
+  identify,
   kinds,
-  type Opened,
   recordAcquires,
   recordStatements,
   sleep,
@@ -16,24 +16,9 @@ import {
   withDatabase,
 } from './databases.ts';
 
-/**
- * Which connection the current scope's statements run on: PostgreSQL's backend pid, or the
- * SQLite connection object the driver was handed (seen through a wrapped execute()).
- */
-function identify(opened: Opened): () => Promise<unknown> {
-  const { db } = opened;
-  if (opened.url) {
-    return async () => (await db.get<{ pid: number }>('SELECT pg_backend_pid() AS pid'))!.pid;
-  }
-  const ran = recordStatements(db);
-  return async () => {
-    await db.get('SELECT 1 AS whoami');
-    return ran.findLast((r) => r.sql === 'SELECT 1 AS whoami')!.conn;
-  };
-}
-
 /** A statement that only works on the connection that created the TEMP table `mine`. */
-const readMine = (db: Database<any>) => db.get<{ n: number | string }>('SELECT count(*) AS n FROM mine');
+const readMine = (db: Database<any>) =>
+  db.get<{ n: number | string }>('SELECT count(*) AS n FROM mine');
 
 for (const kind of kinds) {
   describe(`${kind.name}: lazy and eager checkout`, () => {
@@ -71,13 +56,20 @@ for (const kind of kinds) {
           const first = await whoami();
           await db.run('INSERT INTO mine (v) VALUES (1)');
           await db.atomic(() => db.run('INSERT INTO mine (v) VALUES (2)'));
-          assert.equal(Number((await readMine(db))!.n), 2, 'the TEMP table is visible: same connection');
+          assert.equal(
+            Number((await readMine(db))!.n),
+            2,
+            'the TEMP table is visible: same connection',
+          );
           assert.equal(await whoami(), first);
           t.diagnostic(`${kind.name} connection ${typeof first === 'number' ? first : 'object'}`);
           // Another request, meanwhile, gets a connection of its own.
           const theirs = await other.run(() => whoami());
           assert.notEqual(theirs, first);
-          await assert.rejects(other.run(() => readMine(db)), /mine/);
+          await assert.rejects(
+            other.run(() => readMine(db)),
+            /mine/,
+          );
           assert.equal(await whoami(), first);
         });
         assert.equal(acquired.length, 2, 'one checkout per request');
@@ -124,7 +116,10 @@ for (const kind of kinds) {
         await scope.connect();
         assert.equal(db.stats().inUse, 1);
         assert.equal(acquired.length, 1);
-        assert.equal(scope.run(() => db.isClosed()), false);
+        assert.equal(
+          scope.run(() => db.isClosed()),
+          false,
+        );
         await scope.run(async () => {
           await db.get('SELECT 1 AS one');
           await db.get('SELECT 2 AS two');
@@ -178,7 +173,11 @@ for (const kind of kinds) {
         assert.equal(inUseDuringBoth, 2, 'the request and the detached work, one connection each');
         await scope.release(); // the response is sent
         assert.equal(jobDone, false, 'the detached work is still running');
-        assert.equal(db.stats().inUse, 1, 'the request gave its connection back; the job keeps its own');
+        assert.equal(
+          db.stats().inUse,
+          1,
+          'the request gave its connection back; the job keeps its own',
+        );
         // The request itself is over: its later calls are refused, pointing at db.detached().
         await assert.rejects(
           scope.run(() => db.get('SELECT 1')),
@@ -217,7 +216,7 @@ for (const kind of kinds) {
   });
 
   describe(`${kind.name}: a released scope's waiting checkout is cancelled`, () => {
-    test("a lazy first statement waiting for the pool is refused at once when its scope is released", async () => {
+    test('a lazy first statement waiting for the pool is refused at once when its scope is released', async () => {
       await withDatabase(kind, { max: 1, acquireTimeoutMillis: 5000 }, async ({ db }) => {
         const holder = db.createScope();
         await holder.connect();

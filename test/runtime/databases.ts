@@ -153,3 +153,19 @@ export function recordStatements(db: Database<any>): Array<{ sql: string; conn: 
   };
   return ran;
 }
+
+/**
+ * Which connection the current scope's statements run on: PostgreSQL's backend pid, or the
+ * SQLite connection object the driver was handed (seen through a wrapped execute()).
+ */
+export function identify(opened: Opened): () => Promise<unknown> {
+  const { db } = opened;
+  if (opened.url) {
+    return async () => (await db.get<{ pid: number }>('SELECT pg_backend_pid() AS pid'))!.pid;
+  }
+  const ran = recordStatements(db);
+  return async () => {
+    await db.get('SELECT 1 AS whoami');
+    return ran.filter((r) => r.sql === 'SELECT 1 AS whoami').at(-1)!.conn;
+  };
+}

@@ -188,7 +188,10 @@ for (const kind of kinds) {
         await scope.release();
         assert.equal(releases.count, 1, 'no second release after the forced close');
         assert.deepEqual(db.stats(), { total: 0, idle: 0, inUse: 0, waiting: 0 });
-        await assert.rejects(scope.run(() => db.get('SELECT 1')), ScopeReleasedError);
+        await assert.rejects(
+          scope.run(() => db.get('SELECT 1')),
+          ScopeReleasedError,
+        );
       });
     });
   });

@@ -186,7 +186,14 @@ test('closePool() past its timeout closes connections still in use on the server
 
 /** What a client may see: no host, port, driver text or operator advice. */
 function assertClientSafe(message: string, port?: number): void {
-  for (const secret of [/127\.0\.0\.1/, /localhost/, /ECONN/, /DATABASE_URL/, /connect/i, /postgres/i]) {
+  for (const secret of [
+    /127\.0\.0\.1/,
+    /localhost/,
+    /ECONN/,
+    /DATABASE_URL/,
+    /connect/i,
+    /postgres/i,
+  ]) {
     assert.doesNotMatch(message, secret);
   }
   if (port !== undefined) assert.doesNotMatch(message, new RegExp(String(port)));
@@ -234,7 +241,11 @@ for (const inTransaction of [true, false]) {
         `logged: ${JSON.stringify(logger.errors)}`,
       );
       await scope.release();
-      assert.deepEqual([releases.count, releases.discarded], [1, 1], 'the broken client is discarded');
+      assert.deepEqual(
+        [releases.count, releases.discarded],
+        [1, 1],
+        'the broken client is discarded',
+      );
       assert.equal(db.stats().inUse, 0);
 
       // The pool serves the next request on a new connection.

@@ -12,6 +12,7 @@ import {
   sleep,
   withDatabase,
 } from './databases.ts';
+
 for (const kind of kinds) {
   describe(`${kind.name}: RequestScope`, () => {
     test('release is idempotent, refuses later calls, and returns the connection once', async () => {

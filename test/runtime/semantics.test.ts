@@ -33,10 +33,16 @@ test('errors are typed, carry a code, and pool errors map to HTTP 503', () => {
   assert.equal(new ConnectionStateError('x').code, 'CONNECTION_STATE');
   const done = new ScopeReleasedError('done');
   assert.equal(done.code, 'SCOPE_RELEASED');
-  assert.deepEqual([done.reason, done.status, done.statusCode, done.expose], ['done', 500, 500, false]);
+  assert.deepEqual(
+    [done.reason, done.status, done.statusCode, done.expose],
+    ['done', 500, 500, false],
+  );
   assert.match(done.message, /db\.detached\(/, 'says what to use for work after the response');
   const gone = new ScopeReleasedError('client-gone');
-  assert.deepEqual([gone.reason, gone.status, gone.statusCode, gone.expose], ['client-gone', 499, 499, true]);
+  assert.deepEqual(
+    [gone.reason, gone.status, gone.statusCode, gone.expose],
+    ['client-gone', 499, 499, true],
+  );
   assert.match(gone.message, /client went away/);
 });
 
@@ -290,7 +296,10 @@ for (const kind of kinds) {
         assert.equal(db.stats().inUse, 0);
         assert.equal(acquired.length, 1, 'one checkout for the whole request');
         assert.ok(ran.length >= 3, `${ran.length} statements recorded`);
-        assert.ok(ran.every((r) => r.conn === acquired[0]), 'every statement on that connection');
+        assert.ok(
+          ran.every((r) => r.conn === acquired[0]),
+          'every statement on that connection',
+        );
         assert.equal((await db.query('SELECT v FROM t')).length, 2);
       });
     });
