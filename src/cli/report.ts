@@ -223,7 +223,7 @@ export function finalReport({
       steps.push(
         `${target.name}: in your app (import path as seen from ${base}):`,
         `    ${importLine(plan, target.id)}`,
-        `    ${usageFor(target.id, answers.moduleFormat)}`,
+        `    ${usageFor(target.id, answers.moduleFormat)}${'placement' in target ? `   // ${target.placement}` : ''}`,
       );
     }
     if (added.length > 0 || plan.databaseChange) {

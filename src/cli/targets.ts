@@ -30,6 +30,8 @@ export interface TargetDefinition {
   exports: readonly string[];
   /** One line for --help: how a project uses the generated code. */
   usage: string;
+  /** Where that line goes in the app, for the Next steps; none when it wraps the whole server. */
+  placement?: string;
 }
 
 export const targets = [
@@ -45,6 +47,7 @@ export const targets = [
     ],
     exports: ['dbHooks'],
     usage: 'app.use(dbHooks())',
+    placement: 'before the routes that use the database',
   },
   {
     id: 'fastify',
@@ -55,6 +58,7 @@ export const targets = [
     frameworkDependencies: [{ name: 'fastify', version: '^5.4.0' }],
     exports: ['dbHooks'],
     usage: 'await app.register(dbHooks)',
+    placement: 'before the routes; its hooks apply to the whole app',
   },
   {
     id: 'koa',
@@ -68,6 +72,7 @@ export const targets = [
     ],
     exports: ['dbHooks'],
     usage: 'app.use(dbHooks())',
+    placement: 'first, so it wraps the middleware that use the database',
   },
   {
     id: 'hono',
@@ -81,6 +86,7 @@ export const targets = [
     ],
     exports: ['dbHooks'],
     usage: 'app.use(dbHooks())',
+    placement: 'before the routes that use the database',
   },
   {
     id: 'node-http',

@@ -343,7 +343,11 @@ describe('generating', () => {
     assert.match(manifest.files['src/db/index.ts'], /^sha256-[0-9a-f]{64}$/);
     assert.match(result.stdout, /^Created\n {2}src\/db\/runtime\.ts\n/m);
     assert.match(result.stdout, /import \{ dbHooks \} from '\.\/db\/express\.js';/);
-    assert.match(result.stdout, /app\.use\(dbHooks\(\)\)/);
+    // Where the line goes: requests that never reach a route that queries take no connection.
+    assert.match(
+      result.stdout,
+      /^ +app\.use\(dbHooks\(\)\) {3}\/\/ before the routes that use the database$/m,
+    );
     // --no-install prints the exact commands.
     assert.match(result.stdout, /npm install better-sqlite3@\^12\.6\.2\n/);
     assert.match(
@@ -819,11 +823,11 @@ describe('small things users meet', () => {
     const cjs = makeProject({}, { name: 'x', dependencies: { fastify: '^5' } });
     const result = await runCli(['-C', cjs, '-y', '--no-install']);
     assert.equal(result.code, 0, result.stderr);
-    assert.match(result.stdout, /^ +app\.register\(dbHooks\)$/m);
+    assert.match(result.stdout, /^ +app\.register\(dbHooks\) {3}\/\/ before the routes; /m);
     assert.doesNotMatch(result.stdout, /await/);
     const esm = makeProject({}, { name: 'x', type: 'module', dependencies: { fastify: '^5' } });
     const esmResult = await runCli(['-C', esm, '-y', '--no-install']);
-    assert.match(esmResult.stdout, /^ +await app\.register\(dbHooks\)$/m);
+    assert.match(esmResult.stdout, /^ +await app\.register\(dbHooks\) /m);
   });
 
   test('--dry-run names a skipped file in one pair of brackets', async () => {

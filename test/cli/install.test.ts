@@ -32,8 +32,15 @@ const tools = (() => {
     ),
     'node-gyp-bin',
   );
+  // Offline machines point node-gyp at local headers in npm's config (nodedir); npm passes it
+  // to build scripts, bun does not read it: hand it over.
+  const nodedir = spawnSync('npm', ['config', 'get', 'nodedir'], {
+    env: cleanEnv,
+    encoding: 'utf8',
+  }).stdout.trim();
   const env = {
     ...cleanEnv,
+    ...(nodedir && nodedir !== 'undefined' && { npm_config_nodedir: nodedir }),
     PATH: [
       join(prefix, 'node_modules', '.bin'),
       ...(existsSync(npmGyp) ? [npmGyp] : []),
