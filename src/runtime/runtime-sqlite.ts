@@ -79,7 +79,7 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     this.#lockTimeoutMillis = options.acquireTimeoutMillis ?? 5000;
   }
 
-  protected async acquireConnection(): Promise<SqliteConnection> {
+  protected acquireConnection(): SqliteConnection {
     return this.#idle.pop() ?? this.#open();
   }
 
@@ -140,7 +140,7 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     }
   }
 
-  protected async commit(conn: SqliteConnection): Promise<void> {
+  protected commit(conn: SqliteConnection): void {
     try {
       conn.handle.exec('COMMIT');
     } catch (error) {
@@ -151,7 +151,7 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     this.#releaseWriteLock(conn);
   }
 
-  protected async rollback(conn: SqliteConnection): Promise<void> {
+  protected rollback(conn: SqliteConnection): void {
     this.#rollbackNow(conn);
   }
 
@@ -159,7 +159,7 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     return { total: this.#all.size, idle: this.#idle.length };
   }
 
-  protected async closeConnections(): Promise<void> {
+  protected closeConnections(): void {
     for (const conn of this.#all) {
       this.#releaseWriteLock(conn);
       conn.handle.close(); // SQLite rolls back a transaction left open

@@ -287,8 +287,20 @@ export class WaitQueue {
 }
 
 /**
- * The database object handlers use. It owns the pool's accounting and every request's scope;
- * a driver subclass implements the protected methods marked "driver" below.
+ * The database object handlers use. It owns the pool's accounting and every request's scope; a
+ * driver subclass (runtime-postgres, runtime-sqlite) says how to handle one connection:
+ *
+ * - `acquireConnection()`: a connection, idle or newly opened. Called only while fewer than
+ *   `max` are checked out, so the driver never queues.
+ * - `releaseConnection(conn, discard)`: takes a connection back; `discard` closes it instead of
+ *   keeping it idle.
+ * - `execute(conn, mode, sql, params)`: runs one statement; 'all' → rows, 'get' → the first row
+ *   or undefined, 'run' → a RunResult.
+ * - `isBroken(conn)`: true when the connection can no longer be used (it is discarded).
+ * - `closeConnections()`: closes every connection, idle ones and any still checked out.
+ * - `poolSize()`: connections open, and how many of them are idle.
+ * - Optional: `begin`, `commit` and `rollback` (BEGIN, COMMIT, ROLLBACK by default), and
+ *   `transactionTurn()`, what a transaction waits for before it takes a connection.
  */
 export abstract class Database<Conn = unknown> {
   readonly #frames = new AsyncLocalStorage<Frame<Conn>>();
@@ -317,46 +329,41 @@ export abstract class Database<Conn = unknown> {
     this.logger = options.logger ?? console;
   }
 
-  // --- The driver contract -----------------------------------------------------------------
+  // --- The driver contract (see above) ----------------------------------------------------
 
-  /** Driver: a connection, idle or newly opened. Called only while fewer than `max` are out. */
-  protected abstract acquireConnection(): Promise<Conn>;
-  /** Driver: takes a connection back; `discard` closes it instead of keeping it idle. */
+  protected abstract acquireConnection(): Conn | Promise<Conn>;
   protected abstract releaseConnection(conn: Conn, discard: boolean): void;
-  /** Driver: runs one statement; 'all' → rows, 'get' → first row or undefined, 'run' → RunResult. */
   protected abstract execute(
     conn: Conn,
     mode: StatementMode,
     sql: string,
     params: Params | undefined,
   ): Promise<unknown>;
-  /** Driver: true when the connection can no longer be used (it is discarded on release). */
   protected abstract isBroken(conn: Conn): boolean;
-  /** Driver: closes every connection, idle ones and any still checked out. */
-  protected abstract closeConnections(): Promise<void>;
-  /** Driver: connections open and idle. */
+  protected abstract closeConnections(): void | Promise<void>;
   protected abstract poolSize(): { total: number; idle: number };
 
   /**
-   * Driver, optional: waits for what a transaction needs before its connection is checked out
-   * (SQLite: its turn to write), so that a request queued behind another's transaction holds no
-   * connection meanwhile. Returns a function that gives the turn up; begin() takes it over.
+   * Waits for what a transaction needs before its connection is checked out (SQLite: its turn to
+   * write), so that a request queued behind another's transaction holds no connection meanwhile.
+   * Returns a function that gives the turn up; begin() takes it over.
    */
-  protected async transactionTurn(): Promise<(() => void) | undefined> {
+  protected transactionTurn(): (() => void) | undefined | Promise<() => void> {
     return undefined;
   }
 
-  /** Driver, optional: how a transaction starts, commits and rolls back. */
-  protected async begin(conn: Conn, _turn?: () => void): Promise<void> {
-    await this.execute(conn, 'run', 'BEGIN', undefined);
+  /** How a transaction starts, commits and rolls back. A driver may answer synchronously. */
+  protected begin(conn: Conn, turn?: () => void): unknown {
+    turn?.(); // nothing here needs a turn held
+    return this.execute(conn, 'run', 'BEGIN', undefined);
   }
 
-  protected async commit(conn: Conn): Promise<void> {
-    await this.execute(conn, 'run', 'COMMIT', undefined);
+  protected commit(conn: Conn): unknown {
+    return this.execute(conn, 'run', 'COMMIT', undefined);
   }
 
-  protected async rollback(conn: Conn): Promise<void> {
-    await this.execute(conn, 'run', 'ROLLBACK', undefined);
+  protected rollback(conn: Conn): unknown {
+    return this.execute(conn, 'run', 'ROLLBACK', undefined);
   }
 
   // --- What handlers call ------------------------------------------------------------------
@@ -607,7 +614,7 @@ export abstract class Database<Conn = unknown> {
   }
 
   /** Runs use() on the connection the scope already holds (inside a transaction). */
-  #onConnection<R>(scope: Scope<Conn>, use: (conn: Conn) => Promise<R>): Promise<R> {
+  #onConnection<R>(scope: Scope<Conn>, use: (conn: Conn) => R | Promise<R>): Promise<R> {
     return this.#track(scope, () => {
       const conn = scope.conn;
       if (conn === undefined) throw new ScopeReleasedError(scope.released ?? 'done');
@@ -770,7 +777,7 @@ export abstract class Database<Conn = unknown> {
   }
 
   /** Runs a call on a connection; a failure because closePool() closed it says so. */
-  async #run<R>(conn: Conn, call: () => Promise<R>): Promise<R> {
+  async #run<R>(conn: Conn, call: () => R | Promise<R>): Promise<R> {
     try {
       return await call();
     } catch (error) {
