@@ -13,6 +13,7 @@ import {
   ScopeReleasedError,
 } from '../../src/runtime/runtime.ts';
 import {
+  capturingLogger,
   countReleases,
   identify,
   kinds,
@@ -330,6 +331,29 @@ for (const kind of kinds) {
           await server.close();
         }
       });
+    });
+  });
+
+  test(`${kind.name}: a leak warning names the request by method and path, not its query`, async () => {
+    const logger = capturingLogger();
+    const options = { leakDetectionThresholdMillis: 100, logger };
+    await withDatabase(kind, options, async ({ db }) => {
+      const server = await serve(
+        withScope(db, async (_req, res) => {
+          await db.get('SELECT 1 AS one');
+          await sleep(200);
+          res.end('ok');
+        }),
+      );
+      try {
+        assert.equal((await get(server.port, '/reports/7?token=secret')).status, 200);
+        await waitFor(() => logger.warnings.length === 2);
+        assert.match(logger.warnings[0]!, /GET \/reports\/7 has held a database connection/);
+        assert.match(logger.warnings[1]!, /GET \/reports\/7 returned its database connection/);
+        assert.doesNotMatch(logger.warnings.join('\n'), /secret/);
+      } finally {
+        await server.close();
+      }
     });
   });
 
