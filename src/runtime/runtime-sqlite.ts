@@ -125,8 +125,10 @@ export class SqliteDatabase extends Database<SqliteConnection> {
   }
 
   /** A transaction waits for its turn to write before it takes a connection. */
-  protected transactionTurn(): Promise<() => void> {
-    return this.#lockForWriting();
+  protected transactionTurn(
+    cancel?: (canceller: (error: Error) => void) => void,
+  ): Promise<() => void> {
+    return this.#lockForWriting(cancel);
   }
 
   protected async begin(conn: SqliteConnection, turn?: () => void): Promise<void> {
@@ -182,17 +184,18 @@ export class SqliteDatabase extends Database<SqliteConnection> {
   }
 
   /** Waits for the write lock; resolves with the function that gives it up (once). */
-  async #lockForWriting(): Promise<() => void> {
+  async #lockForWriting(cancel?: (canceller: (error: Error) => void) => void): Promise<() => void> {
     if (this.#writeLocked) {
       const timeout = this.#lockTimeoutMillis;
       // Handed over by the holder's unlock, still locked.
-      await this.#waitingToWrite.wait(timeout, () => {
+      const timedOut = () => {
         this.logger.error(
           `db-hooks: waited ${timeout} ms for another request's SQLite write transaction to ` +
             'finish. Keep db.atomic() blocks short (no slow awaits inside).',
         );
         return new PoolTimeoutError(timeout);
-      });
+      };
+      await this.#waitingToWrite.wait(timeout, timedOut, cancel);
     }
     this.#writeLocked = true;
     let held = true;

@@ -346,9 +346,12 @@ export abstract class Database<Conn = unknown> {
   /**
    * Waits for what a transaction needs before its connection is checked out (SQLite: its turn to
    * write), so that a request queued behind another's transaction holds no connection meanwhile.
-   * Returns a function that gives the turn up; begin() takes it over.
+   * Returns a function that gives the turn up; begin() takes it over. `cancel` receives what
+   * ends the wait (when the request's scope is released meanwhile), as WaitQueue.wait() does.
    */
-  protected transactionTurn(): (() => void) | undefined | Promise<() => void> {
+  protected transactionTurn(
+    _cancel?: (canceller: (error: Error) => void) => void,
+  ): (() => void) | undefined | Promise<() => void> {
     return undefined;
   }
 
@@ -553,7 +556,19 @@ export abstract class Database<Conn = unknown> {
     scope.depth = 1; // at once, so that a concurrent atomic() sees it
     try {
       await this.#track(scope, async () => {
-        const turn = scope.conn === undefined ? await this.transactionTurn() : undefined;
+        const cancels = new Set<(error: Error) => void>();
+        let turn: (() => void) | undefined;
+        try {
+          turn =
+            scope.conn === undefined
+              ? await this.transactionTurn((cancel) => {
+                  cancels.add(cancel);
+                  scope.cancelWaits.add(cancel);
+                })
+              : undefined;
+        } finally {
+          for (const cancel of cancels) scope.cancelWaits.delete(cancel);
+        }
         try {
           const conn = await this.#connection(scope);
           await this.#run(conn, () => this.begin(conn, turn));

@@ -275,11 +275,7 @@ for (const kind of kinds) {
   });
 }
 
-test('sqlite: a transaction waiting for its turn to write is cancelled when its scope is released', {
-  // TODO: the driver's wait for the write turn cannot be cancelled yet: release() waits for it
-  // until acquireTimeoutMillis, which then logs an error for a client that is gone.
-  todo: 'the write-turn wait is not cancelled on release yet',
-}, async () => {
+test('sqlite: a transaction waiting for its turn to write is cancelled when its scope is released', async () => {
   const logger = capturingLogger();
   const { db, cleanup } = await openSqlite({ max: 2, acquireTimeoutMillis: 3000, logger });
   try {
