@@ -219,7 +219,9 @@ for (const kind of kinds) {
 
   describe(`${kind.name}: a released scope's waiting checkout is cancelled`, () => {
     test('a lazy first statement waiting for the pool is refused at once when its scope is released', async () => {
-      await withDatabase(kind, { max: 1, acquireTimeoutMillis: 5000 }, async ({ db }) => {
+      const logger = capturingLogger();
+      const options = { max: 1, acquireTimeoutMillis: 5000, logger };
+      await withDatabase(kind, options, async ({ db }) => {
         const holder = db.createScope();
         await holder.connect();
         const scope = db.createScope('GET /slow');
@@ -241,6 +243,7 @@ for (const kind of kinds) {
         assert.equal(db.stats().inUse, 1);
         await holder.release();
         assert.deepEqual(db.stats(), { total: 1, idle: 1, inUse: 0, waiting: 0 });
+        assert.deepEqual(logger.errors, [], 'nothing logged for a client that left');
       });
     });
 

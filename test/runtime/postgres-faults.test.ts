@@ -14,7 +14,7 @@ import {
 } from '../../src/runtime/runtime.ts';
 import { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
 import { pgbouncerPath, startPgBouncer } from '../support/pgbouncer.ts';
-import { createTestDatabase, freePort } from '../support/postgres.ts';
+import { createTestDatabase, freePort, postgresUrl } from '../support/postgres.ts';
 import {
   capturingLogger,
   countReleases,
@@ -320,6 +320,33 @@ test('an unreachable server: DatabaseUnavailableError, safe for the client; the 
     assert.deepEqual(db.stats(), { total: 0, idle: 0, inUse: 0, waiting: 0 });
   } finally {
     await db.closePool();
+  }
+});
+
+test('a database or role that does not exist: DatabaseUnavailableError, the detail logged', async () => {
+  const server = new URL(await postgresUrl());
+  for (const [user, database, detail] of [
+    ['postgres', 'no_such_database', /database "no_such_database" does not exist/],
+    ['no_such_role', 'postgres', /role "no_such_role" does not exist/],
+  ] as const) {
+    const url = new URL(server);
+    url.username = user;
+    url.pathname = `/${database}`;
+    const logger = capturingLogger();
+    const db = new PostgresDatabase({ connectionString: url.toString(), max: 1, logger });
+    try {
+      await assert.rejects(db.get('SELECT 1'), (error: unknown) => {
+        assert.ok(error instanceof DatabaseUnavailableError, `got ${String(error)}`);
+        assertClientSafe(error.message, Number(url.port));
+        assert.doesNotMatch(error.message, /no_such/);
+        return true;
+      });
+      assert.equal(logger.errors.length, 1);
+      assert.match(logger.errors[0]!, detail);
+      assert.equal(db.stats().inUse, 0);
+    } finally {
+      await db.closePool();
+    }
   }
 });
 
