@@ -1,9 +1,12 @@
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ejs from 'ejs';
 import type { Plugin } from 'esbuild';
 import { defineConfig, type Options } from 'tsup';
+import { type ModuleFormat, prebuiltFile, recordConversions } from './src/cli/language.ts';
+import { renderAppFile, renderGeneratedFiles } from './src/cli/render.ts';
+import { databaseIds, targetIds } from './src/cli/targets.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -90,6 +93,36 @@ const precompiledTemplates: Plugin = {
   },
 };
 
+// The JavaScript a JavaScript project gets, made here from every source the package ships (each
+// runtime file, index, adapter and sample app, in both module formats) by the same code a run
+// would use, into dist/javascript/ by the hash of its TypeScript source. A run then reads it
+// instead of loading sucrase and Prettier (language.ts), which cost a JavaScript project most
+// of its start-up time.
+async function prebuildJavaScript(): Promise<void> {
+  const made = new Map<string, string>();
+  recordConversions((source, moduleFormat, code) =>
+    made.set(prebuiltFile(source, moduleFormat), code),
+  );
+  for (const database of databaseIds) {
+    for (const moduleFormat of ['esm', 'cjs'] satisfies ModuleFormat[]) {
+      const request = {
+        targets: targetIds,
+        database,
+        style: { language: 'js' as const, moduleFormat },
+        dir: 'src/db', // a new app's; generated files do not depend on it, the app entry does
+        version: '',
+      };
+      await renderGeneratedFiles(request);
+      for (const target of targetIds)
+        await renderAppFile({ ...request, target, path: 'src/app.js' });
+    }
+  }
+  for (const [file, code] of made) {
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, code);
+  }
+}
+
 export default defineConfig(() => {
   // Two builds write into dist/ side by side; clear it once, before both.
   rmSync(join(here, 'dist'), { recursive: true, force: true });
@@ -112,6 +145,7 @@ export default defineConfig(() => {
       // paths.ts finds the package from import.meta.url; tsup shims it in CommonJS.
       shims: true,
       esbuildPlugins: [vendorAsExternalFiles, lazyChildProcessForCommander, precompiledTemplates],
+      onSuccess: prebuildJavaScript,
     },
     {
       ...common,

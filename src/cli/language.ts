@@ -3,7 +3,14 @@
 // JavaScript CommonJS. Sucrase strips the types, keeping comments and blank lines; the ESM →
 // CommonJS step is a small rewrite that only has to understand the import/export forms our own
 // sources use; Prettier then lays the result out as a person would have (tests compile and run
-// every variant). Both are loaded only when a project wants JavaScript.
+// every variant). Both run at build time for every source the package ships (tsup.config.ts),
+// so a run for a JavaScript project reads the result from dist/javascript/ and loads neither;
+// they load at run time only for a source the build did not see (e.g. an app entry under a
+// custom --dir).
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from './paths.js';
 
 export type Language = 'ts' | 'js';
 export type ModuleFormat = 'esm' | 'cjs';
@@ -18,9 +25,38 @@ export function sourceExtension(style: OutputStyle): '.ts' | '.js' {
   return style.language === 'ts' ? '.ts' : '.js';
 }
 
+/** Where the build put the JavaScript made from `source`: named by its hash and module format. */
+export function prebuiltFile(source: string, moduleFormat: ModuleFormat): string {
+  const hash = createHash('sha256').update(source).digest('hex').slice(0, 24);
+  return join(packageRoot, 'dist', 'javascript', `${hash}.${moduleFormat}.js`);
+}
+
+let recorder: ((source: string, moduleFormat: ModuleFormat, code: string) => void) | undefined;
+
+/** The build's hook: told every source converted at run time, to store it in dist/javascript/. */
+export function recordConversions(
+  record: (source: string, moduleFormat: ModuleFormat, code: string) => void,
+): void {
+  recorder = record;
+}
+
 /** Converts TypeScript ESM source into the project's language and module format. */
 export async function toProjectLanguage(source: string, style: OutputStyle): Promise<string> {
   if (style.language === 'ts') return tidy(source);
+  let prebuilt: string | undefined;
+  try {
+    prebuilt = readFileSync(prebuiltFile(source, style.moduleFormat), 'utf8');
+  } catch {
+    // Not made at build time: convert now.
+  }
+  if (prebuilt !== undefined) return prebuilt;
+  const code = await convert(source, style.moduleFormat);
+  recorder?.(source, style.moduleFormat, code);
+  return code;
+}
+
+/** TypeScript → JavaScript in that module format, laid out by Prettier. */
+async function convert(source: string, moduleFormat: ModuleFormat): Promise<string> {
   const [sucrase, prettier, babel, estree] = await Promise.all([
     import('sucrase'),
     import('prettier/standalone'),
@@ -38,7 +74,7 @@ export async function toProjectLanguage(source: string, style: OutputStyle): Pro
       disableESTransforms: true,
       keepUnusedImports: false,
     }).code;
-  const code = style.moduleFormat === 'cjs' ? esmToCommonJs(esm) : esm;
+  const code = moduleFormat === 'cjs' ? esmToCommonJs(esm) : esm;
   const formatted = await prettier.format(code, {
     parser: 'babel',
     plugins: [babel, estree],

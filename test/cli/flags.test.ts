@@ -905,3 +905,54 @@ describe('what to keep out of git, and what a new PostgreSQL app needs', () => {
     assert.doesNotMatch(quiet.stdout, /\.gitignore/);
   });
 });
+
+describe('JavaScript made at build time', () => {
+  test('a JavaScript run loads neither sucrase nor Prettier: they can be missing', async () => {
+    const { cpSync, rmSync, readdirSync } = await import('node:fs');
+    const { builtPackage } = await import('./helpers.ts');
+    const stripped = join(tempDir('cdh-stripped-'), 'pkg');
+    cpSync(builtPackage(), stripped, { recursive: true });
+    for (const file of readdirSync(join(stripped, 'dist/vendor'))) {
+      if (/^(sucrase|prettier)/.test(file)) rmSync(join(stripped, 'dist/vendor', file));
+    }
+    const bin = join(stripped, 'bin/create-db-hooks.cjs');
+    const { spawnSync } = await import('node:child_process');
+    const all = targets.map((t) => t.id).join(',');
+    for (const type of ['module', 'commonjs']) {
+      for (const database of databaseIds) {
+        const root = makeProject({}, { name: 'x', type });
+        const result = spawnSync(
+          process.execPath,
+          [bin, '-C', root, '-f', all, '-d', database, '-y', '--no-install'],
+          { encoding: 'utf8' },
+        );
+        assert.equal(result.status, 0, result.stderr);
+      }
+      const app = join(tempDir(), 'app');
+      const made = spawnSync(
+        process.execPath,
+        [bin, '-C', app, 'fastify', '--lang', 'js', '-y', '--no-install'],
+        { encoding: 'utf8' },
+      );
+      assert.equal(made.status, 0, made.stderr);
+    }
+  });
+
+  test('a source the build did not see (an app under a custom --dir) is converted at run time', async () => {
+    const root = join(tempDir(), 'app');
+    const result = await runCli([
+      '-C',
+      root,
+      'express',
+      '--dir',
+      'server/database',
+      '-y',
+      '--no-install',
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      readFileSync(join(root, 'src/app.js'), 'utf8'),
+      /from '\.\.\/server\/database\/index\.js'/,
+    );
+  });
+});
