@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { test } from 'node:test';
+import { PoolClosedError } from '../../src/runtime/runtime.ts';
 import { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
 import { capturingLogger, openSqlite, sleep, tick } from './databases.ts';
 
@@ -135,5 +136,43 @@ test("sqlite: named parameters, RETURNING, and ':memory:' shares one connection"
     assert.deepEqual(db.stats(), { total: 1, idle: 1, inUse: 0, waiting: 0 });
   } finally {
     await db.closePool();
+  }
+});
+
+test('sqlite: a forced closePool() with writers queued behind a transaction: all get PoolClosedError', async () => {
+  const logger = capturingLogger();
+  const options = { max: 3, closeTimeoutMillis: 200, acquireTimeoutMillis: 3000, logger };
+  const { db, cleanup } = await openSqlite(options);
+  try {
+    await db.run('CREATE TABLE t (v integer)');
+    const [a, b, c] = [db.createScope('A'), db.createScope('B'), db.createScope('C')];
+    const transaction = a.run(() =>
+      db.atomic(async () => {
+        await db.run('INSERT INTO t (v) VALUES (1)');
+        await sleep(600); // still open when the pool is closed
+        await db.run('INSERT INTO t (v) VALUES (2)');
+      }),
+    );
+    await sleep(10);
+    await b.run(() => db.get('SELECT 1 AS one')); // b holds a connection
+    const write = b.run(() => db.run('INSERT INTO t (v) VALUES (3)')); // waits for the lock
+    const queued = c.run(() => db.atomic(() => db.run('INSERT INTO t (v) VALUES (4)'))); // its turn
+    for (const outcome of [transaction, write, queued]) outcome.catch(() => {});
+    await sleep(10);
+    const started = performance.now();
+    await db.closePool();
+    const ms = performance.now() - started;
+    assert.ok(ms >= 190 && ms < 1500, `closePool took ${ms} ms`);
+    for (const outcome of [transaction, write, queued]) {
+      await assert.rejects(outcome, (error: unknown) => {
+        assert.ok(error instanceof PoolClosedError, `got ${String(error)}`);
+        return true;
+      });
+    }
+    await Promise.all([a.release(), b.release(), c.release()]);
+    assert.deepEqual(db.stats(), { total: 0, idle: 0, inUse: 0, waiting: 0 });
+    assert.deepEqual(logger.errors, []);
+  } finally {
+    await cleanup();
   }
 });
