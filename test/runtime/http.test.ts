@@ -211,6 +211,40 @@ for (const kind of kinds) {
       });
     });
 
+    test('a client that hangs up while its first statement waits for the pool leaves the queue at once', async () => {
+      await withDatabase(kind, { max: 1, acquireTimeoutMillis: 5000 }, async ({ db }) => {
+        const holder = db.createScope();
+        await holder.connect(); // the pool is full
+        const refused = signal<{ error: unknown; ms: number }>();
+        let hungUpAt = 0;
+        const server = await serve(
+          withScope(db, async () => {
+            const error = await db.get('SELECT 1 AS one').then(
+              () => undefined,
+              (failure: unknown) => failure,
+            );
+            refused.resolve({ error, ms: performance.now() - hungUpAt });
+          }),
+        );
+        try {
+          const client = http.get({ host: '127.0.0.1', port: server.port, path: '/wait' });
+          client.on('error', () => {});
+          await waitFor(() => db.stats().waiting === 1);
+          hungUpAt = performance.now();
+          client.destroy();
+          const { error, ms } = await refused.promise;
+          assert.ok(error instanceof ScopeReleasedError, `got ${String(error)}`);
+          assert.equal(error.reason, 'client-gone');
+          assert.ok(ms < 1000, `refused ${ms} ms after the hang-up, not at the deadline`);
+          assert.equal(db.stats().waiting, 0);
+          await holder.release();
+          assert.equal(db.stats().inUse, 0);
+        } finally {
+          await server.close();
+        }
+      });
+    });
+
     test('three pipelined requests cut off by the client: every connection comes back', async () => {
       await withDatabase(kind, { max: 5, acquireTimeoutMillis: 2000 }, async ({ db }) => {
         const releases = countReleases(db);
