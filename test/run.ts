@@ -1,14 +1,18 @@
-// `npm test`: starts one throwaway PostgreSQL for the whole run (unless DATABASE_URL is set),
-// runs every test/*/*.test.ts (or the files given) with node's test runner, then removes the
-// server. Nothing is printed after the runner's summary.
+// `npm test`: the whole suite on every supported Node.js line (22, 24, 26): the runtime, CLI and
+// end-to-end tests on each, the rest (harness, load) once, on the newest. Each line's official
+// binary comes from the npm registry with a better-sqlite3 built for it (test/support/
+// node-lines.ts). One throwaway PostgreSQL serves the whole run (unless DATABASE_URL is set).
+// Nothing is printed after the last runner's summary; the lines before it are recapped above it.
 //
-// `npm run test:quick` (--quick): the CLI and SQLite runtime tests only, two files at a time, no
-// server of any kind (no PostgreSQL, PgBouncer, tmux, HTTP apps, npm installs).
+//   node --import tsx test/run.ts [files...]        those files, on this node
+//   node --import tsx test/run.ts --node 24 [files]  on one supported line
+//   npm run test:quick (--quick)  the CLI and SQLite runtime tests only, two files at a time, no
+//                                 server of any kind (no PostgreSQL, PgBouncer, tmux, HTTP apps)
 //
 // Whatever the tests do, the run leaves nothing behind:
 // - the run gets a temporary folder of its own (TMPDIR for the tests, so os.tmpdir() points
 //   there), removed at the end;
-// - the runner and everything it starts run in a process group of their own, killed at the end;
+// - each runner and everything it starts run in a process group of their own, killed at the end;
 // - a PostgreSQL a test started and never stopped (pg_ctl puts it outside that group) is found
 //   by its postmaster.pid under the run's folder and stopped;
 // - every test has a deadline, and the whole run one too.
@@ -24,6 +28,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type NodeLine, provisionNodeLine, supportedLines } from './support/node-lines.ts';
 import { startPostgres } from './support/postgres.ts';
 
 const testMillis = 10 * 60_000;
@@ -74,28 +79,75 @@ const quickFiles = [
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
-const named = args.filter((arg) => arg !== '--quick');
-const files = quick ? quickFiles : named.length > 0 ? named : testFiles();
+const lineFlag = args.indexOf('--node');
+const onlyLine = lineFlag === -1 ? undefined : Number(args[lineFlag + 1]);
+const named = args.filter((arg, i) => arg !== '--quick' && i !== lineFlag && i !== lineFlag + 1);
+
+/** Which files run on which node: one entry per runner, in order. */
+interface Run {
+  line?: number;
+  files: string[];
+}
+const lineDependent = (file: string) => /^test\/(runtime|cli|e2e)\//.test(file);
+let runs: Run[];
+if (quick) runs = [{ files: quickFiles }];
+else if (named.length > 0) runs = [{ line: onlyLine, files: named }];
+else if (onlyLine !== undefined) runs = [{ line: onlyLine, files: testFiles() }];
+else {
+  const all = testFiles();
+  const newest = supportedLines.at(-1)!;
+  runs = supportedLines.map((line) => ({
+    line,
+    files: line === newest ? all : all.filter(lineDependent),
+  }));
+}
+
 // Sticky and world-writable like /tmp: PostgreSQL and PgBouncer run as another user when we are root.
 const runDir = mkdtempSync(join(tmpdir(), 'cdh-run-'));
 chmodSync(runDir, 0o1777);
 process.env.TMPDIR = runDir;
 
 let server: Awaited<ReturnType<typeof startPostgres>> | undefined;
-let code = 1;
-try {
-  if (!quick && !process.env.DATABASE_URL) {
-    server = await startPostgres();
-    console.log(`PostgreSQL for the tests: ${server.binaries.source} (${server.binaries.initdb})`);
+let code = 0;
+let current: ReturnType<typeof spawn> | undefined;
+const killGroup = (signal: NodeJS.Signals) => {
+  try {
+    if (current?.pid) process.kill(-current.pid, signal);
+  } catch {
+    // The group is empty.
   }
-  const env = { ...process.env, ...(server && { DATABASE_URL: server.url }) };
-  const runner = spawn(
-    process.execPath,
+};
+let interrupted = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    interrupted = true;
+    killGroup(signal);
+  });
+}
+const deadline = setTimeout(() => {
+  console.error(`test/run.ts: the run took longer than ${runMillis / 60_000} min; stopping it`);
+  interrupted = true;
+  killGroup('SIGKILL');
+}, runMillis);
+
+/** Runs `files` in one runner on `line` (undefined: this node); resolves with its exit code. */
+async function runFiles(line: NodeLine | undefined, files: string[], tap: string): Promise<number> {
+  const env = {
+    ...process.env,
+    ...line?.env,
+    ...(server && { DATABASE_URL: server.url }),
+  };
+  current = spawn(
+    line?.node ?? process.execPath,
     [
       '--import',
       'tsx',
       '--test',
       '--test-reporter=spec',
+      '--test-reporter-destination=stdout',
+      // A second copy in TAP, for the recap of the lines that ran before the last.
+      '--test-reporter=tap',
+      `--test-reporter-destination=${tap}`,
       // One file at a time: the load tests measure, and CI has two cores.
       `--test-concurrency=${quick ? 2 : 1}`,
       `--test-timeout=${testMillis}`,
@@ -105,27 +157,57 @@ try {
     ],
     { stdio: ['ignore', 'inherit', 'inherit'], env, detached: true },
   );
-  const killGroup = (signal: NodeJS.Signals) => {
-    try {
-      process.kill(-runner.pid!, signal);
-    } catch {
-      // The group is empty.
-    }
-  };
-  const forward = (signal: NodeJS.Signals) => () => killGroup(signal);
-  process.on('SIGINT', forward('SIGINT'));
-  process.on('SIGTERM', forward('SIGTERM'));
-  const deadline = setTimeout(() => {
-    console.error(`test/run.ts: the run took longer than ${runMillis / 60_000} min; stopping it`);
-    killGroup('SIGKILL');
-  }, runMillis);
-  code = await new Promise((resolve) => {
-    runner.on('exit', (status, signal) => resolve(status ?? (signal ? 1 : 0)));
+  const status: number = await new Promise((resolve) => {
+    current!.on('exit', (exitCode, signal) => resolve(exitCode ?? (signal ? 1 : 0)));
   });
-  clearTimeout(deadline);
   // Servers, PgBouncers, CLIs: whatever a test started and left running.
   killGroup('SIGKILL');
+  return status;
+}
+
+/** "tests 250, pass 248, fail 2, skipped 0" from a TAP report's closing comments. */
+function tapSummary(tap: string): string {
+  if (!existsSync(tap)) return 'no report';
+  const text = readFileSync(tap, 'utf8');
+  const count = (name: string) => new RegExp(`^# ${name} (\\d+)$`, 'm').exec(text)?.[1] ?? '?';
+  return ['tests', 'pass', 'fail', 'skipped'].map((name) => `${name} ${count(name)}`).join(', ');
+}
+
+try {
+  // Every line is ready before the first test, so no build output lands between test reports.
+  const lines = new Map<number, NodeLine>();
+  for (const run of runs) {
+    if (run.line !== undefined && !lines.has(run.line)) {
+      lines.set(
+        run.line,
+        provisionNodeLine(run.line, (message) => console.log(message)),
+      );
+    }
+  }
+  if (!quick && !process.env.DATABASE_URL) {
+    server = await startPostgres();
+    console.log(`PostgreSQL for the tests: ${server.binaries.source} (${server.binaries.initdb})`);
+  }
+  const recap: string[] = [];
+  for (const [index, run] of runs.entries()) {
+    if (interrupted) break;
+    const line = run.line === undefined ? undefined : lines.get(run.line);
+    const label = line ? `Node ${line.version}` : `Node ${process.version} (this node)`;
+    if (index === runs.length - 1 && recap.length > 0) {
+      console.log(`\n${recap.join('\n')}`);
+    }
+    console.log(`\n=== ${label}: ${run.files.length} test files\n`);
+    const tap = join(runDir, `report-${index}.tap`);
+    const status = await runFiles(line, run.files, tap);
+    if (status !== 0) code = status;
+    recap.push(`${label}: ${tapSummary(tap)}${status === 0 ? '' : ` (exit ${status})`}`);
+  }
+  if (interrupted && code === 0) code = 1;
+} catch (error) {
+  console.error(error);
+  code = 1;
 } finally {
+  clearTimeout(deadline);
   await server?.stop();
   stopStrayPostgres(runDir);
   rmSync(runDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
