@@ -154,7 +154,10 @@ for (const kind of kinds) {
         // Only the peewee-style inserts (v = 2) were committed.
         const rows = await db.query<{ v: number }>('SELECT v FROM t');
         assert.equal(rows.length, 10);
-        assert.ok(rows.every((r) => r.v === 2));
+        assert.ok(
+          rows.every((r) => r.v === 2),
+          'rows.every((r) => r.v === 2)',
+        );
         if (url) {
           const admin = new pg.Client({ connectionString: url });
           await admin.connect();
@@ -167,7 +170,10 @@ for (const kind of kinds) {
             activity.filter((a) => a.state?.startsWith('idle in transaction')),
             [],
           );
-          assert.ok(activity.every((a) => a.state === 'idle'));
+          assert.ok(
+            activity.every((a) => a.state === 'idle'),
+            "activity.every((a) => a.state === 'idle')",
+          );
         }
       });
     });

@@ -67,7 +67,7 @@ test('the runtime stripped to JavaScript by sucrase loads as ESM and serves a re
     const postgres = await import(join(dir, 'runtime-postgres.js'));
     assert.equal(typeof postgres.PostgresDatabase, 'function');
     const db = new sqlite.SqliteDatabase({ path: join(dir, 'app.db') });
-    assert.ok(db instanceof core.Database);
+    assert.ok(db instanceof core.Database, 'db instanceof core.Database');
     const scope = db.createScope();
     await scope.connect();
     const row = await scope.run(() => db.atomic(() => db.get('SELECT 1 AS one')));

@@ -15,8 +15,14 @@ import { kinds, recordAcquires, recordStatements, withDatabase } from './databas
 
 test('errors are typed, carry a code, and pool errors map to HTTP 503', () => {
   const timeout = new PoolTimeoutError(300);
-  assert.ok(timeout instanceof DbHooksError && timeout instanceof Error);
-  assert.ok(timeout instanceof ServiceUnavailableError);
+  assert.ok(
+    timeout instanceof DbHooksError && timeout instanceof Error,
+    'timeout instanceof DbHooksError && timeout instanceof Error',
+  );
+  assert.ok(
+    timeout instanceof ServiceUnavailableError,
+    'timeout instanceof ServiceUnavailableError',
+  );
   assert.equal(timeout.code, 'POOL_TIMEOUT');
   assert.equal(timeout.name, 'PoolTimeoutError');
   assert.deepEqual([timeout.status, timeout.statusCode, timeout.expose], [503, 503, true]);
@@ -29,7 +35,10 @@ test('errors are typed, carry a code, and pool errors map to HTTP 503', () => {
   assert.match(closed.message, /shutting down/);
   const unavailable = new DatabaseUnavailableError();
   assert.equal(unavailable.code, 'DATABASE_UNAVAILABLE');
-  assert.ok(unavailable instanceof ServiceUnavailableError);
+  assert.ok(
+    unavailable instanceof ServiceUnavailableError,
+    'unavailable instanceof ServiceUnavailableError',
+  );
   assert.equal(new ConnectionStateError('x').code, 'CONNECTION_STATE');
   const done = new ScopeReleasedError('done');
   assert.equal(done.code, 'SCOPE_RELEASED');
@@ -57,7 +66,10 @@ for (const kind of kinds) {
           assert.equal(db.isClosed(), false);
           assert.equal(db.stats().inUse, 1);
           await assert.rejects(db.connect(), (error: unknown) => {
-            assert.ok(error instanceof ConnectionStateError);
+            assert.ok(
+              error instanceof ConnectionStateError,
+              'error instanceof ConnectionStateError',
+            );
             assert.match(error.message, /reuseIfOpen/);
             return true;
           });
@@ -76,7 +88,7 @@ for (const kind of kinds) {
     test('connect outside any request scope says what to do', async () => {
       await withDatabase(kind, {}, async ({ db }) => {
         await assert.rejects(db.connect(), (error: unknown) => {
-          assert.ok(error instanceof ConnectionStateError);
+          assert.ok(error instanceof ConnectionStateError, 'error instanceof ConnectionStateError');
           assert.match(error.message, /connectionContext/);
           return true;
         });
@@ -216,7 +228,10 @@ for (const kind of kinds) {
         );
         assert.equal(first.status, 'fulfilled');
         assert.equal(second.status, 'rejected');
-        assert.ok((second as PromiseRejectedResult).reason instanceof ConnectionStateError);
+        assert.ok(
+          (second as PromiseRejectedResult).reason instanceof ConnectionStateError,
+          '(second as PromiseRejectedResult).reason instanceof ConnectionStateError',
+        );
         assert.match((second as PromiseRejectedResult).reason.message, /one after another/);
         // One after another they work.
         await scope.run(async () => {
