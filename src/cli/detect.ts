@@ -24,8 +24,6 @@ export interface PackageJson {
 export interface ProjectFacts {
   /** Absolute path of the project, symlinks resolved as far as it exists. */
   root: string;
-  /** False when --cwd names a directory still to be made (a new app). */
-  exists: boolean;
   /** Undefined in a directory with no package.json: a new app will be made there. */
   packageJson: PackageJson | undefined;
   /** A valid package name for a new app, from the directory name. */
@@ -184,7 +182,6 @@ export function detectProject(cwd: string, env: NodeJS.ProcessEnv = process.env)
   const isDir = (path: string) => existsSync(path) && statSync(path).isDirectory();
   return {
     root,
-    exists,
     packageJson,
     name: packageName(root),
     language: existsSync(join(root, 'tsconfig.json')) ? 'ts' : 'js',

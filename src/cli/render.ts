@@ -28,8 +28,6 @@ export interface GeneratedFile {
   target?: TargetId;
 }
 
-export { packageRoot };
-
 /** Locals every template sees. */
 export interface TemplateLocals {
   database: DatabaseId;

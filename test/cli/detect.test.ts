@@ -102,7 +102,6 @@ describe('detectProject', () => {
     const parent = tempDir();
     const facts = detectProject(join(parent, 'My App!'), noAgent);
     assert.equal(facts.packageJson, undefined);
-    assert.equal(facts.exists, false);
     assert.equal(facts.moduleFormat, 'esm');
     assert.equal(facts.name, 'my-app');
   });

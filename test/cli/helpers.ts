@@ -1,5 +1,4 @@
-// Shared by the CLI tests: a copy of the built package whose templates are the real ones where
-// they exist and placeholders (test/cli/fixtures/templates) where they do not yet, temp project
+// Shared by the CLI tests: a copy of the built package as npm would ship it, temp project
 // directories, and a runner for the built bin.
 import { spawn } from 'node:child_process';
 import {
@@ -16,10 +15,8 @@ import {
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { databaseIds, targetIds } from '../../src/cli/targets.ts';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const fixtures = join(repoRoot, 'test', 'cli', 'fixtures', 'templates');
 
 const cleanup: string[] = [];
 process.on('exit', () => {
@@ -35,36 +32,15 @@ export function tempDir(prefix = 'cdh-'): string {
 
 let packageCopy: string | undefined;
 
-/**
- * The built package (bin, dist, package.json, src/runtime) copied to a temp dir with a full
- * templates/ folder: each template the real one when it exists, else the placeholder.
- */
+/** The built package as npm would ship it (bin, dist, package.json, templates, src/runtime), in a temp dir. */
 export function builtPackage(): string {
   if (packageCopy) return packageCopy;
   if (!existsSync(join(repoRoot, 'dist', 'cli.cjs'))) {
     throw new Error('dist/cli.cjs is missing: run `npm run build` first (npm test does).');
   }
   const root = tempDir('cdh-pkg-');
-  for (const part of ['bin', 'dist', 'package.json', 'src/runtime']) {
+  for (const part of ['bin', 'dist', 'package.json', 'templates', 'src/runtime']) {
     cpSync(join(repoRoot, part), join(root, part), { recursive: true });
-  }
-  const need: Array<[string, string]> = [
-    ...databaseIds.map((db): [string, string] => [`databases/${db}/index.ts.ejs`, 'index.ts.ejs']),
-    ...targetIds.flatMap(
-      (id): Array<[string, string]> => [
-        [`targets/${id}/adapter.ts.ejs`, 'adapter.ts.ejs'],
-        [`targets/${id}/app.ts.ejs`, 'app.ts.ejs'],
-      ],
-    ),
-  ];
-  const realTemplates = join(repoRoot, 'templates');
-  if (existsSync(realTemplates))
-    cpSync(realTemplates, join(root, 'templates'), { recursive: true });
-  for (const [path, fixture] of need) {
-    const target = join(root, 'templates', path);
-    if (existsSync(target)) continue;
-    mkdirSync(dirname(target), { recursive: true });
-    cpSync(join(fixtures, fixture), target);
   }
   packageCopy = root;
   return root;

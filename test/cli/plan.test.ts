@@ -19,7 +19,6 @@ import { finalReport } from '../../src/cli/report.ts';
 function facts(overrides: Partial<ProjectFacts> = {}): ProjectFacts {
   return {
     root: '/project',
-    exists: true,
     packageJson: { name: 'demo' },
     name: 'demo',
     language: 'ts',
