@@ -4,6 +4,7 @@
 // without --force).
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
+import * as v from 'valibot';
 import { oneOf, UsageError } from './errors.js';
 import type { Language, ModuleFormat } from './language.js';
 import { type DatabaseId, databaseIds, type TargetId, targetIds } from './targets.js';
@@ -115,6 +116,78 @@ export function isNewerVersion(a: string, b: string): boolean {
   return false;
 }
 
+/** A field that must be a non-empty string. */
+const text = (key: string) =>
+  v.pipe(
+    v.string(`"${key}" must be a non-empty string`),
+    v.nonEmpty(`"${key}" must be a non-empty string`),
+  );
+
+/** A field that must be one of `valid`; the message names the bad value and the valid ones. */
+const choice = <T extends string>(key: string, valid: readonly T[]) =>
+  v.pipe(
+    text(key),
+    v.picklist(
+      valid,
+      (issue) => `"${key}" is '${issue.input}', expected ${oneOf(valid.map((x) => `'${x}'`))}`,
+    ),
+  );
+
+/** A project-relative path, normalised; one that climbs out of the project is refused. */
+const projectPath = (describe: (path: string) => string) =>
+  v.pipe(
+    v.string(),
+    v.check(
+      (path) => normaliseProjectPath(path) !== undefined,
+      (issue) => describe(String(issue.input)),
+    ),
+    v.transform((path) => normaliseProjectPath(path)!),
+  );
+
+const manifestSchema = v.object({
+  version: text('version'),
+  language: choice('language', ['ts', 'js'] as const),
+  moduleFormat: choice('moduleFormat', ['esm', 'cjs'] as const),
+  database: choice('database', databaseIds),
+  dir: v.pipe(
+    text('dir'),
+    projectPath((dir) => `"dir" '${dir}' is outside the project`),
+  ),
+  targets: v.pipe(
+    v.array(
+      v.picklist(
+        targetIds,
+        (issue) =>
+          `unknown target '${String(issue.input)}' in "targets" (valid: ${targetIds.join(', ')})`,
+      ),
+      '"targets" must be an array of target ids',
+    ),
+    v.transform((ids) => [...new Set(ids)]),
+  ),
+  files: v.optional(
+    v.pipe(
+      v.record(v.string(), v.unknown(), '"files" must be an object of path → hash'),
+      v.rawTransform(({ dataset, addIssue, NEVER }) => {
+        const files: Record<string, string> = {};
+        for (const [path, hash] of Object.entries(dataset.value)) {
+          const normal = normaliseProjectPath(path);
+          if (normal === undefined || normal === '.') {
+            addIssue({ message: `file '${path}' is outside the project` });
+            return NEVER;
+          }
+          if (typeof hash !== 'string' || !/^sha256-[0-9a-f]{64}$/.test(hash)) {
+            addIssue({ message: `the hash of '${path}' is not sha256-<64 hex digits>` });
+            return NEVER;
+          }
+          files[normal] = hash;
+        }
+        return files;
+      }),
+    ),
+    {},
+  ),
+});
+
 /** Parses and checks db-hooks.json; any problem is a UsageError naming the field. */
 export function parseManifest(text: string): Manifest {
   const fail = (what: string): never => {
@@ -124,49 +197,9 @@ export function parseManifest(text: string): Manifest {
   try {
     data = JSON.parse(text);
   } catch (error) {
-    fail(`not valid JSON (${(error as Error).message.split('\n')[0]})`);
+    return fail(`not valid JSON (${(error as Error).message.split('\n')[0]})`);
   }
   if (typeof data !== 'object' || data === null || Array.isArray(data)) fail('not a JSON object');
-  const raw = data as Record<string, unknown>;
-  const text_ = (key: string): string => {
-    const value = raw[key];
-    if (typeof value !== 'string' || value === '') fail(`"${key}" must be a non-empty string`);
-    return value as string;
-  };
-  const choice = <T extends string>(key: string, valid: readonly T[]): T => {
-    const value = text_(key);
-    if (!valid.includes(value as T)) {
-      fail(`"${key}" is '${value}', expected ${oneOf(valid.map((v) => `'${v}'`))}`);
-    }
-    return value as T;
-  };
-  const version = text_('version');
-  const language = choice('language', ['ts', 'js'] as const);
-  const moduleFormat = choice('moduleFormat', ['esm', 'cjs'] as const);
-  const database = choice('database', databaseIds);
-  const dirValue = text_('dir');
-  const dir = normaliseProjectPath(dirValue);
-  if (dir === undefined) fail(`"dir" '${dirValue}' is outside the project`);
-  if (!Array.isArray(raw.targets)) fail('"targets" must be an array of target ids');
-  const targets: TargetId[] = [];
-  for (const id of raw.targets as unknown[]) {
-    if (typeof id !== 'string' || !targetIds.includes(id as TargetId)) {
-      fail(`unknown target '${String(id)}' in "targets" (valid: ${targetIds.join(', ')})`);
-    }
-    if (!targets.includes(id as TargetId)) targets.push(id as TargetId);
-  }
-  const filesValue = raw.files ?? {};
-  if (typeof filesValue !== 'object' || filesValue === null || Array.isArray(filesValue)) {
-    fail('"files" must be an object of path → hash');
-  }
-  const files: Record<string, string> = {};
-  for (const [path, hash] of Object.entries(filesValue as Record<string, unknown>)) {
-    const normal = normaliseProjectPath(path);
-    if (normal === undefined || normal === '.') fail(`file '${path}' is outside the project`);
-    if (typeof hash !== 'string' || !/^sha256-[0-9a-f]{64}$/.test(hash)) {
-      fail(`the hash of '${path}' is not sha256-<64 hex digits>`);
-    }
-    files[normal as string] = hash as string;
-  }
-  return { version, language, moduleFormat, database, dir: dir as string, targets, files };
+  const result = v.safeParse(manifestSchema, data, { abortEarly: true });
+  return result.success ? result.output : fail(result.issues[0].message);
 }
