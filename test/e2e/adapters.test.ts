@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
+import WebSocket from 'ws';
 import * as prettier from 'prettier';
 import type { OutputStyle } from '../../src/cli/language.ts';
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from '../../src/cli/render.ts';
@@ -298,6 +299,25 @@ async function realApps(c: Case, app: RunningApp, env: Record<string, string>): 
     assert.equal(body.inScope, true, "the body's 'end' listener ran outside the request scope");
     assert.equal(body.before, body.inEnd, 'the end listener used another connection');
     await assertReleased(app, 'body events');
+  }
+
+  if (c.target === 'hono') {
+    // WebSocket handlers run outside the upgrade request's (finished) scope.
+    const socket = new WebSocket(`${url.replace('http', 'ws')}/ws`);
+    const messages: unknown[] = [];
+    socket.on('message', (data: Buffer) => messages.push(JSON.parse(data.toString())));
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    for (const deadline = Date.now() + 5000; messages.length < 1 && Date.now() < deadline; ) {
+      await sleep(20);
+    }
+    socket.send('hello');
+    for (const deadline = Date.now() + 5000; messages.length < 2 && Date.now() < deadline; ) {
+      await sleep(20);
+    }
+    socket.close();
+    await closed;
+    assert.deepEqual(messages, [{ open: 'ok' }, { message: 'ok' }]);
+    await assertReleased(app, 'WebSocket');
   }
 
   if (c.target === 'express') {
