@@ -1,7 +1,6 @@
 // Entry of the bundled CLI (bin/create-db-hooks.cjs requires it). Static imports stay minimal —
 // commander and the table — so --help, --version and --list answer at once; a real run loads
 // run.ts, and prompts/sucrase/prettier load only when that run needs them.
-import { writeSync } from 'node:fs';
 import { CommanderError } from 'commander';
 import type { CliOptions } from './answers.js';
 import { CancelledError, UsageError } from './errors.js';
@@ -10,43 +9,22 @@ import { createProgram, listText } from './program.js';
 
 const name = 'create-db-hooks';
 
-/**
- * Writes straight to the file descriptor: process.stdout and process.stderr are streams whose
- * setup costs milliseconds of startup. Falls back to the stream when the descriptor is
- * non-blocking and full (EAGAIN); a closed pipe (EPIPE, e.g. `| head`) ends the output quietly.
- */
-let viaStream = false;
+// A reader that goes away early (`--help | head -1`) ends the output quietly, not with an EPIPE
+// stack. (Writing to the file descriptors instead of these streams saved nothing measurable:
+// within 2 ms of CPU per run, 40 runs each.)
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+  });
+}
+
 function write(fd: 1 | 2, text: string): void {
-  const stream = () => (fd === 1 ? process.stdout : process.stderr);
-  if (viaStream) {
-    stream().write(text);
-    return;
-  }
-  const bytes = Buffer.from(text);
-  let offset = 0;
-  try {
-    while (offset < bytes.length) offset += writeSync(fd, bytes, offset);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code !== 'EAGAIN') {
-      if (code === 'EPIPE') return;
-      throw error;
-    }
-    viaStream = true;
-    // A reader that goes away later (`| head`) must not crash us with an unhandled 'error'.
-    for (const s of [process.stdout, process.stderr]) {
-      s.on('error', (e: NodeJS.ErrnoException) => {
-        if (e.code !== 'EPIPE') throw e;
-      });
-    }
-    stream().write(bytes.subarray(offset));
-  }
+  (fd === 1 ? process.stdout : process.stderr).write(text);
 }
 
 async function main(argv: readonly string[]): Promise<number> {
   const version = ownVersion();
   const program = createProgram(version).configureOutput({
-    // Through write(), so `--help | head -1` ends quietly instead of crashing on EPIPE.
     writeOut: (text) => write(1, text),
     writeErr: (text) => write(2, text),
     // Commander's own errors ("error: unknown option '--x'\n(Did you mean --y?)") become our
