@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from './paths.js';
+import { precompiledTemplates } from './precompiled.js';
 
 export type Language = 'ts' | 'js';
 export type ModuleFormat = 'esm' | 'cjs';
@@ -43,13 +44,15 @@ export function recordConversions(
 /** Converts TypeScript ESM source into the project's language and module format. */
 export async function toProjectLanguage(source: string, style: OutputStyle): Promise<string> {
   if (style.language === 'ts') return tidy(source);
-  let prebuilt: string | undefined;
-  try {
-    prebuilt = readFileSync(prebuiltFile(source, style.moduleFormat), 'utf8');
-  } catch {
-    // Not made at build time: convert now.
+  // Only the bundle reads dist/javascript/: the same build made both. Run from source (tests),
+  // this file may have changed since the last build, so it always converts.
+  if (precompiledTemplates !== undefined) {
+    try {
+      return readFileSync(prebuiltFile(source, style.moduleFormat), 'utf8');
+    } catch {
+      // Not made at build time: convert now.
+    }
   }
-  if (prebuilt !== undefined) return prebuilt;
   const code = await convert(source, style.moduleFormat);
   recorder?.(source, style.moduleFormat, code);
   return code;
