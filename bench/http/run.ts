@@ -508,23 +508,27 @@ const machine = {
   seconds,
   connections,
 };
-const resultsDir = join(benchDir, '..', 'results');
-mkdirSync(resultsDir, { recursive: true });
-writeFileSync(
-  join(resultsDir, `http${resultsSuffix}.json`),
-  `${JSON.stringify({ machine, rows }, null, 2)}\n`,
-);
-writeFileSync(
-  join(resultsDir, `http-ratios${resultsSuffix}.svg`),
-  ratioChart(
-    rows.map((row) => ({
-      label: row.name,
-      ratio: row.ratio,
-      alsRatio: row.ratioAls,
-      interval: row.ratioInterval,
-    })),
-  ),
-);
+// The recorded results (bench/README.md, the chart) come from full runs only: a --quick smoke
+// check or an --only subset leaves them as they are.
+if (!values.quick && !values.only) {
+  const resultsDir = join(benchDir, '..', 'results');
+  mkdirSync(resultsDir, { recursive: true });
+  writeFileSync(
+    join(resultsDir, `http${resultsSuffix}.json`),
+    `${JSON.stringify({ machine, rows }, null, 2)}\n`,
+  );
+  writeFileSync(
+    join(resultsDir, `http-ratios${resultsSuffix}.svg`),
+    ratioChart(
+      rows.map((row) => ({
+        label: row.name,
+        ratio: row.ratio,
+        alsRatio: row.ratioAls,
+        interval: row.ratioInterval,
+      })),
+    ),
+  );
+}
 
 const rps = (s: Summary) => s.requestsPerSecond.toFixed(0);
 const micros = (s: Summary) => s.cpuMicrosPerRequest?.toFixed(0) ?? '–';
