@@ -125,10 +125,8 @@ export class SqliteDatabase extends Database<SqliteConnection> {
   }
 
   /** A transaction waits for its turn to write before it takes a connection. */
-  protected transactionTurn(
-    cancel?: (canceller: (error: Error) => void) => void,
-  ): Promise<() => void> {
-    return this.#lockForWriting(cancel);
+  protected transactionTurn(signal: AbortSignal): Promise<() => void> {
+    return this.#lockForWriting(signal);
   }
 
   protected async begin(conn: SqliteConnection, turn?: () => void): Promise<void> {
@@ -184,7 +182,7 @@ export class SqliteDatabase extends Database<SqliteConnection> {
   }
 
   /** Waits for the write lock; resolves with the function that gives it up (once). */
-  async #lockForWriting(cancel?: (canceller: (error: Error) => void) => void): Promise<() => void> {
+  async #lockForWriting(signal?: AbortSignal): Promise<() => void> {
     if (this.#writeLocked) {
       const timeout = this.#lockTimeoutMillis;
       // Handed over by the holder's unlock, still locked.
@@ -195,7 +193,7 @@ export class SqliteDatabase extends Database<SqliteConnection> {
         );
         return new PoolTimeoutError(timeout);
       };
-      await this.#waitingToWrite.wait(timeout, timedOut, cancel);
+      await this.#waitingToWrite.wait(timeout, timedOut, signal);
     }
     this.#writeLocked = true;
     let held = true;

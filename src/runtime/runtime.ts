@@ -200,8 +200,8 @@ class Scope<Conn> {
   whenIdle: (() => void)[] = [];
   released: ReleaseReason | undefined = undefined;
   releasing: Promise<void> | undefined = undefined;
-  /** End the checkouts still waiting in the pool's queue (several after db.close()). */
-  readonly cancelWaits = new Set<(error: Error) => void>();
+  /** Aborts what the scope still waits for (a connection, SQLite's turn to write) on release. */
+  waits: AbortController | undefined = undefined;
   /** For leak detection: where the connection was checked out, and the pending warning. */
   checkedOutAt: Error | undefined = undefined;
   leakTimer: ReturnType<typeof setTimeout> | undefined = undefined;
@@ -224,11 +224,8 @@ interface Frame<Conn> {
   depth: number;
 }
 
-interface Waiter {
-  resolve(): void;
-  reject(error: Error): void;
-  timer: ReturnType<typeof setTimeout>;
-}
+/** A waiter in a WaitQueue: called with nothing when its turn comes, or with why it left. */
+type Waiter = (error?: Error) => void;
 
 /**
  * A FIFO of waiters with a deadline each: for a free connection here, and for SQLite's write
@@ -242,47 +239,39 @@ export class WaitQueue {
   }
 
   /**
-   * Resolves when handOff() picks this waiter; rejects with timeoutError() at the deadline, or
-   * with the error given to `cancel` (which is called with a canceller, for the caller to keep).
+   * Resolves when handOff() picks this waiter. Rejects with timeoutError() at the deadline, or
+   * with the signal's reason when it aborts, and leaves the queue then.
    */
-  wait(
-    timeoutMillis: number,
-    timeoutError: () => Error,
-    cancel?: (canceller: (error: Error) => void) => void,
-  ): Promise<void> {
+  wait(timeoutMillis: number, timeoutError: () => Error, signal?: AbortSignal): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = {
-        resolve,
-        reject,
-        timer: setTimeout(() => this.#remove(waiter, timeoutError()), timeoutMillis),
+      const leave = (error: Error) => {
+        const index = this.#waiters.indexOf(waiter);
+        if (index !== -1) this.#waiters.splice(index, 1);
+        waiter(error);
       };
+      const onAbort = () => leave(signal?.reason as Error);
+      const timer = setTimeout(() => leave(timeoutError()), timeoutMillis);
+      const waiter: Waiter = (error) => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        if (error === undefined) resolve();
+        else reject(error);
+      };
+      if (signal?.aborted) return leave(signal.reason as Error);
+      signal?.addEventListener('abort', onAbort, { once: true });
       this.#waiters.push(waiter);
-      cancel?.((error) => this.#remove(waiter, error));
     });
   }
 
   /** Wakes the longest waiter; false if nobody waits. */
   handOff(): boolean {
     const waiter = this.#waiters.shift();
-    if (waiter === undefined) return false;
-    clearTimeout(waiter.timer);
-    waiter.resolve();
-    return true;
+    waiter?.();
+    return waiter !== undefined;
   }
 
   rejectAll(error: Error): void {
-    for (const waiter of this.#waiters.splice(0)) {
-      clearTimeout(waiter.timer);
-      waiter.reject(error);
-    }
-  }
-
-  #remove(waiter: Waiter, error: Error): void {
-    const index = this.#waiters.indexOf(waiter);
-    if (index === -1) return; // already handed off
-    this.#waiters.splice(index, 1);
-    clearTimeout(waiter.timer);
-    waiter.reject(error);
+    for (const waiter of this.#waiters.splice(0)) waiter(error);
   }
 }
 
@@ -299,8 +288,12 @@ export class WaitQueue {
  * - `isBroken(conn)`: true when the connection can no longer be used (it is discarded).
  * - `closeConnections()`: closes every connection, idle ones and any still checked out.
  * - `poolSize()`: connections open, and how many of them are idle.
- * - Optional: `begin`, `commit` and `rollback` (BEGIN, COMMIT, ROLLBACK by default), and
- *   `transactionTurn()`, what a transaction waits for before it takes a connection.
+ * - Optional: `begin(conn, turn?)`, `commit(conn)` and `rollback(conn)` (BEGIN, COMMIT and
+ *   ROLLBACK by default, synchronous or not), and `transactionTurn(signal)`: what a transaction
+ *   waits for before it takes a connection (SQLite: its turn to write), so that a request queued
+ *   behind another's transaction holds no connection meanwhile. It resolves with the function
+ *   that gives the turn up, which begin() then takes over; `signal` aborts the wait when the
+ *   request's scope is released.
  */
 export abstract class Database<Conn = unknown> {
   readonly #frames = new AsyncLocalStorage<Frame<Conn>>();
@@ -343,17 +336,7 @@ export abstract class Database<Conn = unknown> {
   protected abstract closeConnections(): void | Promise<void>;
   protected abstract poolSize(): { total: number; idle: number };
 
-  /**
-   * Waits for what a transaction needs before its connection is checked out (SQLite: its turn to
-   * write), so that a request queued behind another's transaction holds no connection meanwhile.
-   * Returns a function that gives the turn up; begin() takes it over. `cancel` receives what
-   * ends the wait (when the request's scope is released meanwhile), as WaitQueue.wait() does.
-   */
-  protected transactionTurn(
-    _cancel?: (canceller: (error: Error) => void) => void,
-  ): (() => void) | undefined | Promise<() => void> {
-    return undefined;
-  }
+  protected transactionTurn?(signal: AbortSignal): Promise<() => void>;
 
   /** How a transaction starts, commits and rolls back. A driver may answer synchronously. */
   protected begin(conn: Conn, turn?: () => void): unknown {
@@ -556,19 +539,10 @@ export abstract class Database<Conn = unknown> {
     scope.depth = 1; // at once, so that a concurrent atomic() sees it
     try {
       await this.#track(scope, async () => {
-        const cancels = new Set<(error: Error) => void>();
-        let turn: (() => void) | undefined;
-        try {
-          turn =
-            scope.conn === undefined
-              ? await this.transactionTurn((cancel) => {
-                  cancels.add(cancel);
-                  scope.cancelWaits.add(cancel);
-                })
-              : undefined;
-        } finally {
-          for (const cancel of cancels) scope.cancelWaits.delete(cancel);
-        }
+        const turn =
+          scope.conn === undefined
+            ? await this.transactionTurn?.(this.#waitSignal(scope))
+            : undefined;
         try {
           const conn = await this.#connection(scope);
           await this.#run(conn, () => this.begin(conn, turn));
@@ -673,6 +647,12 @@ export abstract class Database<Conn = unknown> {
     return scope.connecting;
   }
 
+  /** What aborts the scope's waits when it is released. */
+  #waitSignal(scope: Scope<Conn>): AbortSignal {
+    scope.waits ??= new AbortController();
+    return scope.waits.signal;
+  }
+
   async #inOwnScope<T>(label: string, checkout: Checkout, fn: () => Promise<T>): Promise<T> {
     const scope = this.createScope(label);
     try {
@@ -686,7 +666,7 @@ export abstract class Database<Conn = unknown> {
   #release(scope: Scope<Conn>, reason: ReleaseReason): Promise<void> {
     if (scope.releasing === undefined) {
       scope.released = reason;
-      for (const cancel of scope.cancelWaits) cancel(new ScopeReleasedError(reason));
+      scope.waits?.abort(new ScopeReleasedError(reason));
       scope.releasing = this.#detach(scope).then(
         () => {},
         (error: unknown) => {
@@ -721,27 +701,18 @@ export abstract class Database<Conn = unknown> {
       this.#slotsTaken++;
     } else {
       // The slot is handed over by #freeSlot(), already counted.
-      const cancels = new Set<(error: Error) => void>();
-      try {
-        await this.#queue.wait(
-          this.#acquireTimeoutMillis,
-          () => {
-            this.logger.error(
-              `db-hooks: no connection became free within ${this.#acquireTimeoutMillis} ms: all ` +
-                `${this.#max} are in use. Make sure every request releases its connection, or ` +
-                'raise max or acquireTimeoutMillis.',
-            );
-            return new PoolTimeoutError(this.#acquireTimeoutMillis);
-          },
-          scope &&
-            ((cancel) => {
-              cancels.add(cancel);
-              scope.cancelWaits.add(cancel);
-            }),
-        );
-      } finally {
-        for (const cancel of cancels) scope?.cancelWaits.delete(cancel);
-      }
+      await this.#queue.wait(
+        this.#acquireTimeoutMillis,
+        () => {
+          this.logger.error(
+            `db-hooks: no connection became free within ${this.#acquireTimeoutMillis} ms: all ` +
+              `${this.#max} are in use. Make sure every request releases its connection, or ` +
+              'raise max or acquireTimeoutMillis.',
+          );
+          return new PoolTimeoutError(this.#acquireTimeoutMillis);
+        },
+        scope && this.#waitSignal(scope),
+      );
     }
     let conn: Conn;
     try {

@@ -112,14 +112,19 @@ for (const kind of kinds) {
         const paused = new Promise<void>((resolve) => {
           resume = resolve;
         });
+        let inserted!: () => void;
+        const firstInsert = new Promise<void>((resolve) => {
+          inserted = resolve;
+        });
         const transaction = scope.run(() =>
           db.atomic(async () => {
             await db.run(sql('INSERT INTO t (v) VALUES (?)'), [1]);
+            inserted();
             await paused; // e.g. waiting on another service when the client goes away
             await db.run(sql('INSERT INTO t (v) VALUES (?)'), [2]);
           }),
         );
-        await sleep(20);
+        await firstInsert;
         await scope.release();
         assert.equal(db.stats().inUse, 0);
         resume();
