@@ -174,3 +174,45 @@ export function driverFix(
       return `npm rebuild ${driver.name}`;
   }
 }
+
+export interface InstallOutcome {
+  /** Commands still to run by hand (the install failed, or could not start). */
+  pending: readonly InstallCommand[];
+  /** Commands that make the installed driver load. */
+  fixes: string[];
+  failed: boolean;
+}
+
+/**
+ * Installs, then checks that `driver` loads in the project: "installed" is not "works" (pnpm 10
+ * skips better-sqlite3's build script and says so only in a box; the app then fails at its first
+ * query). Every problem is one line on stderr saying what to run.
+ */
+export async function installAndCheck(input: {
+  root: string;
+  packageManager: PackageManager;
+  version: string | undefined;
+  commands: readonly InstallCommand[];
+  driver: Dependency | undefined;
+  stderr: (text: string) => void;
+}): Promise<InstallOutcome> {
+  const { root, packageManager: pm, commands, driver, stderr } = input;
+  const result = await runInstall(root, commands);
+  if (result === 'missing') {
+    stderr(
+      `create-db-hooks: ${pm} is not installed, and this project uses it: ${howToGet(pm)}; then run the commands under Next steps.\n`,
+    );
+    return { pending: commands, fixes: [], failed: true };
+  }
+  if (result === 'failed') {
+    stderr('create-db-hooks: installing dependencies failed; run the command below yourself.\n');
+    return { pending: commands, fixes: [], failed: true };
+  }
+  const problem = driver && (await checkDriver(root, driver.name));
+  if (!driver || !problem) return { pending: [], fixes: [], failed: false };
+  const fix = driverFix(pm, input.version, driver);
+  stderr(
+    `create-db-hooks: ${driver.name} was installed but does not load (${problem}); its build script did not run or failed: run \`${fix}\` in ${root}\n`,
+  );
+  return { pending: [], fixes: [fix], failed: true };
+}

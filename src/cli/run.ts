@@ -5,14 +5,12 @@ import { type Answers, type CliOptions, draftAnswers, finishAnswers } from './an
 import { detectProject, findProjectRoot, isEmptyFolder, type ProjectFacts } from './detect.js';
 import { oneOf, UsageError } from './errors.js';
 import {
-  checkDriver,
-  driverFix,
   formatCommand,
-  howToGet,
   type InstallCommand,
+  type InstallOutcome,
+  installAndCheck,
   installCommands,
   packageManagerVersion,
-  runInstall,
 } from './install.js';
 import { isNewerVersion, MANIFEST_FILE } from './manifest.js';
 import { appEntryPath, buildPlan, filesToWrite, type MissingFramework } from './plan.js';
@@ -203,51 +201,31 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
   writeFilesAtomically(facts.root, writes);
   if (prompts) prompts.say('\n');
 
-  let pending: InstallCommand[] = commands;
-  let failed = false;
-  const fixes: string[] = [];
-  const pm = facts.packageManager;
+  let outcome: InstallOutcome = { pending: commands, fixes: [], failed: false };
   if (options.install && commands.length > 0) {
-    io.stdout(`Installing dependencies with ${pm}…\n`);
-    const result = await runInstall(facts.root, commands);
-    if (result === 'ok') {
-      pending = [];
-      // "Installed" is not "works": pnpm 10 skips better-sqlite3's build script and says so
-      // only in a box; the app then fails at its first query. Load the driver to be sure.
-      const driver = (findDatabase(answers.database)!.dependencies as readonly Dependency[]).find(
-        (d) => !d.typesOnly,
-      )!;
-      const installed = answers.newApp || plan.dependencies.includes(driver);
-      const problem = installed ? await checkDriver(facts.root, driver.name) : undefined;
-      if (problem) {
-        failed = true;
-        const fix = driverFix(pm, pmVersion, driver);
-        fixes.push(fix);
-        io.stderr(
-          `create-db-hooks: ${driver.name} was installed but does not load (${problem}); its build script did not run or failed: run \`${fix}\` in ${facts.root}\n`,
-        );
-      }
-    } else if (result === 'missing') {
-      failed = true;
-      io.stderr(
-        `create-db-hooks: ${pm} is not installed, and this project uses it: ${howToGet(pm)}; then run the commands under Next steps.\n`,
-      );
-    } else {
-      failed = true;
-      io.stderr(
-        'create-db-hooks: installing dependencies failed; run the command below yourself.\n',
-      );
-    }
+    io.stdout(`Installing dependencies with ${facts.packageManager}…\n`);
+    const driver = (findDatabase(answers.database)!.dependencies as readonly Dependency[]).find(
+      (d) => !d.typesOnly,
+    )!;
+    outcome = await installAndCheck({
+      root: facts.root,
+      packageManager: facts.packageManager,
+      version: pmVersion,
+      commands,
+      // Checked only when this run installed it: an app that had it already is the user's.
+      driver: answers.newApp || plan.dependencies.includes(driver) ? driver : undefined,
+      stderr: io.stderr,
+    });
     io.stdout('\n');
   }
   const report = finalReport({
     plan,
     packageManager: facts.packageManager,
-    pendingInstall: pending,
+    pendingInstall: outcome.pending,
     declinedFrameworks: declined,
-    fixes,
+    fixes: outcome.fixes,
     invokedFrom: io.cwd,
   });
   io.stdout(report);
-  return failed ? 1 : 0;
+  return outcome.failed ? 1 : 0;
 }
