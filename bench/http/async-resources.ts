@@ -164,11 +164,14 @@ try {
   await postgres?.stop();
 }
 
-writeFileSync(
-  join(benchDir, '..', 'results', `http-async-resources${resultsSuffix}.json`),
-  `${JSON.stringify(
-    { date: new Date().toISOString(), node: serverNodeVersion, requests, results },
-    null,
-    2,
-  )}\n`,
-);
+// Recorded only from a run of every comparison (--only leaves the results file alone).
+if (!values.only) {
+  writeFileSync(
+    join(benchDir, '..', 'results', `http-async-resources${resultsSuffix}.json`),
+    `${JSON.stringify(
+      { date: new Date().toISOString(), node: serverNodeVersion, requests, results },
+      null,
+      2,
+    )}\n`,
+  );
+}
