@@ -10,6 +10,7 @@
  * and close connections.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { setMaxListeners } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
@@ -649,7 +650,11 @@ export abstract class Database<Conn = unknown> {
 
   /** What aborts the scope's waits when it is released. */
   #waitSignal(scope: Scope<Conn>): AbortSignal {
-    scope.waits ??= new AbortController();
+    if (scope.waits === undefined) {
+      scope.waits = new AbortController();
+      // One listener per wait, and after db.close() a request may have many at once: no leak.
+      setMaxListeners(0, scope.waits.signal);
+    }
     return scope.waits.signal;
   }
 
