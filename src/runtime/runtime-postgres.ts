@@ -57,6 +57,12 @@ export class PostgresDatabase extends Database<pg.PoolClient> {
   readonly #pgbouncer: boolean;
   /** Clients whose connection failed: closed on release instead of reused. */
   readonly #broken = new WeakSet<pg.PoolClient>();
+  /**
+   * The last statement sent on each client, while it runs. A request may run statements at once
+   * (Promise.all) on its one connection, which runs one at a time: pg 8 queues the others with a
+   * deprecation warning, and pg 9 will not queue them. So they wait for each other here.
+   */
+  readonly #running = new WeakMap<pg.PoolClient, Promise<unknown>>();
 
   constructor(options: PostgresOptions = {}) {
     super(options);
@@ -117,10 +123,14 @@ export class PostgresDatabase extends Database<pg.PoolClient> {
     if (params !== undefined && !Array.isArray(params)) {
       throw new TypeError('PostgreSQL takes positional parameters: an array for $1, $2...');
     }
+    // No values means pg's simple query protocol, as for an undefined `params`.
+    const send = () => client.query(sql, params as unknown[] | undefined);
+    const previous = this.#running.get(client);
+    const query = previous === undefined ? send() : previous.then(send, send);
+    this.#running.set(client, query);
     let result: pg.QueryResult;
     try {
-      // No values means pg's simple query protocol, as for an undefined `params`.
-      result = await client.query(sql, params as unknown[] | undefined);
+      result = await query;
     } catch (error) {
       // The 'error' listener may have marked the client already: pg then refuses the query
       // with "not queryable" before it reaches the server.
@@ -130,6 +140,8 @@ export class PostgresDatabase extends Database<pg.PoolClient> {
         `db-hooks: lost the PostgreSQL connection during a statement (${(error as Error).message}).`,
       );
       throw new DatabaseUnavailableError({ cause: error });
+    } finally {
+      if (this.#running.get(client) === query) this.#running.delete(client);
     }
     if (mode === 'all') return result.rows;
     if (mode === 'get') return result.rows[0];
