@@ -52,15 +52,20 @@ test(`${processes} processes × pool ${poolMaxPerProcess} through PgBouncer (poo
   let reads = 0;
   const failures: string[] = [];
   let maxServerConnections = 0;
-  const deadline = Date.now() + 4000;
+  // At least 4 s of load, longer on a slow or busy machine until there was enough to judge by
+  // (50 transfers and 100 reads), but never more than 30 s.
+  const started = Date.now();
+  const loading = () =>
+    Date.now() - started < 30_000 &&
+    (Date.now() - started < 4000 || transfers <= 50 || reads <= 100);
   const sampler = (async () => {
-    while (Date.now() < deadline) {
+    while (loading()) {
       maxServerConnections = Math.max(maxServerConnections, (await serverConnections()).total);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   })();
   const workers = Array.from({ length: 24 }, async (_, worker) => {
-    for (let i = 0; Date.now() < deadline; i++) {
+    for (let i = 0; loading(); i++) {
       const transfer = (worker + i) % 3 === 0;
       const res = await fetch(
         transfer ? `${app.url}/transfer` : `${app.url}/users/${1 + ((worker * 37 + i) % 1000)}`,
