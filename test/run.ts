@@ -82,7 +82,9 @@ const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const lineFlag = args.indexOf('--node');
 const onlyLine = lineFlag === -1 ? undefined : Number(args[lineFlag + 1]);
-const named = args.filter((arg, i) => arg !== '--quick' && i !== lineFlag && i !== lineFlag + 1);
+const named = args.filter(
+  (arg, i) => arg !== '--quick' && (lineFlag === -1 || (i !== lineFlag && i !== lineFlag + 1)),
+);
 
 /** Which files run on which node: one entry per runner, in order. */
 interface Run {
