@@ -1,5 +1,5 @@
 // `npm test`: the whole suite on every supported Node.js line (22, 24, 26): the runtime, CLI and
-// end-to-end tests on each, the rest (harness, load) once, on the newest. Each line's official
+// end-to-end tests on each, the rest (harness, load, the npm install tests) once, on the newest. Each line's official
 // binary comes from the npm registry with a better-sqlite3 built for it (test/support/
 // node-lines.ts). One throwaway PostgreSQL serves the whole run (unless DATABASE_URL is set).
 // Nothing is printed after the last runner's summary; the lines before it are recapped above it.
@@ -91,7 +91,12 @@ interface Run {
   line?: number;
   files: string[];
 }
-const lineDependent = (file: string) => /^test\/(runtime|cli|e2e)\//.test(file);
+// The CLI's install tests and the packed-tarball test install real packages from npm (building
+// better-sqlite3 from source wherever no prebuilt binary downloads): what they check does not
+// depend on the line, and three times over they would take most of CI's 90 minutes.
+const onceOnly = new Set(['test/cli/install.test.ts', 'test/cli/package.test.ts']);
+const lineDependent = (file: string) =>
+  /^test\/(runtime|cli|e2e)\//.test(file) && !onceOnly.has(file);
 let runs: Run[];
 if (quick) runs = [{ files: quickFiles }];
 else if (named.length > 0) runs = [{ line: onlyLine, files: named }];
