@@ -1,7 +1,8 @@
 // `npm test`: the whole suite on every supported Node.js line (22, 24, 26): the runtime, CLI and
-// end-to-end tests on each, the rest (harness, load, the npm install tests) once, on the newest. Each line's official
-// binary comes from the npm registry with a better-sqlite3 built for it (test/support/
-// node-lines.ts). One throwaway PostgreSQL serves the whole run (unless DATABASE_URL is set).
+// end-to-end tests on each; the rest (harness, load, the npm install tests) once, on the newest.
+// Each line's official binary comes from the npm registry with a better-sqlite3 built for it
+// (test/support/node-lines.ts). One throwaway PostgreSQL serves the whole run (unless
+// DATABASE_URL is set).
 // Nothing is printed after the last runner's summary; the lines before it are recapped above it.
 //
 //   node --import tsx test/run.ts [files...]        those files, on this node
