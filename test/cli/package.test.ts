@@ -88,7 +88,7 @@ describe('the packed package', () => {
 
   test('its bin answers --version, --help and --list', () => {
     assert.equal(run(bin, ['--version'], consumer).trim(), version);
-    assert.match(run(bin, ['--help'], consumer), /npx create-db-hooks -f express/);
+    assert.match(run(bin, ['--help'], consumer), /npx create-db-hooks express /);
     assert.match(run(bin, ['--list'], consumer), /^ {2}node-http /m);
   });
 
