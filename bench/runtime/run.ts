@@ -1,5 +1,5 @@
 // Runtime overhead benchmark: acquire → one-row query → release, through the runtime (a request
-// scope: createScope, connect, run + get, release) against the raw driver doing the same
+// scope: createScope, run + get with lazy checkout, release) against the raw driver doing the same
 // (pg.Pool connect/query/release; one shared better-sqlite3 connection with a prepared
 // statement). Same process, same data, A and B alternated in ABBA order over several rounds;
 // reports the median cost per operation in microseconds and the ratio.
@@ -52,7 +52,10 @@ const ROWS = 1000;
 
 type Op = (i: number) => Promise<unknown>;
 
-/** What every framework adapter does per request: scope, check out, one query, release. */
+/**
+ * What every framework adapter does per request: a scope, one query (which checks the
+ * connection out, with the default lazy checkout), release.
+ */
 function scoped(
   db: InstanceType<typeof SqliteDatabase | typeof PostgresDatabase>,
   sql: string,
@@ -60,7 +63,6 @@ function scoped(
   return async (id) => {
     const scope = db.createScope();
     try {
-      await scope.connect();
       return await scope.run(() => db.get(sql, [id]));
     } finally {
       scope.release(); // never rejects; adapters do not wait for it either

@@ -104,27 +104,30 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     return !conn.handle.open;
   }
 
-  protected async execute(
+  protected execute(
     conn: SqliteConnection,
     mode: StatementMode,
     sql: string,
     params: Params | undefined,
-  ): Promise<unknown> {
+  ): unknown {
     const statement = this.#prepare(conn, sql);
     // Reads never wait. Inside a transaction this connection already holds the write lock.
     // A write while nobody holds the lock runs now: nothing else can run until it returns.
     if (statement.readonly || conn.handle.inTransaction || !this.#writeLocked) {
       return runStatement(statement, mode, params);
     }
+    return this.#whenUnlocked(() => runStatement(statement, mode, params));
+  }
+
+  async #whenUnlocked<T>(write: () => T): Promise<T> {
     const unlock = await this.#lockForWriting();
     try {
-      return runStatement(statement, mode, params);
+      return write();
     } finally {
       unlock();
     }
   }
 
-  /** A transaction waits for its turn to write before it takes a connection. */
   protected transactionTurn(signal: AbortSignal): Promise<() => void> {
     return this.#lockForWriting(signal);
   }

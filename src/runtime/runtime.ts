@@ -280,12 +280,12 @@ export class WaitQueue {
  * The database object handlers use. It owns the pool's accounting and every request's scope; a
  * driver subclass (runtime-postgres, runtime-sqlite) says how to handle one connection:
  *
- * - `acquireConnection()`: a connection, idle or newly opened. Called only while fewer than
- *   `max` are checked out, so the driver never queues.
+ * - `acquireConnection()`: a connection, idle or newly opened, or a promise of it. Called only
+ *   while fewer than `max` are checked out, so the driver never queues.
  * - `releaseConnection(conn, discard)`: takes a connection back; `discard` closes it instead of
  *   keeping it idle.
  * - `execute(conn, mode, sql, params)`: runs one statement; 'all' → rows, 'get' → the first row
- *   or undefined, 'run' → a RunResult.
+ *   or undefined, 'run' → a RunResult, or a promise of it.
  * - `isBroken(conn)`: true when the connection can no longer be used (it is discarded).
  * - `closeConnections()`: closes every connection, idle ones and any still checked out.
  * - `poolSize()`: connections open, and how many of them are idle.
@@ -304,7 +304,7 @@ export abstract class Database<Conn = unknown> {
   readonly #leakThresholdMillis: number;
   protected readonly logger: Pick<Console, 'warn' | 'error'>;
 
-  /** Connections checked out (or being opened for a checkout): at most `max`. */
+  /** Connections checked out. `#slotsTaken` also counts those being opened: at most `max`. */
   readonly #checkedOut = new Set<Conn>();
   #slotsTaken = 0;
   readonly #queue = new WaitQueue();
@@ -332,7 +332,7 @@ export abstract class Database<Conn = unknown> {
     mode: StatementMode,
     sql: string,
     params: Params | undefined,
-  ): Promise<unknown>;
+  ): unknown;
   protected abstract isBroken(conn: Conn): boolean;
   protected abstract closeConnections(): void | Promise<void>;
   protected abstract poolSize(): { total: number; idle: number };
@@ -524,16 +524,22 @@ export abstract class Database<Conn = unknown> {
 
   // --- Scopes ------------------------------------------------------------------------------
 
-  #statement(mode: StatementMode, sql: string, params: Params | undefined): Promise<unknown> {
+  // Every statement takes this path: #track() written out, to spare it a closure and a promise.
+  async #statement(mode: StatementMode, sql: string, params: Params | undefined): Promise<unknown> {
     const scope = this.#frames.getStore()?.scope;
-    if (scope === undefined) return this.#borrow((conn) => this.execute(conn, mode, sql, params));
-    return this.#track(scope, async () => {
+    const statement = (conn: Conn) => this.execute(conn, mode, sql, params);
+    if (scope === undefined) return this.#borrow(statement);
+    this.#enter(scope);
+    try {
       if (!scope.holdsConnection && scope.conn === undefined) {
-        return this.#borrow((conn) => this.execute(conn, mode, sql, params), scope);
+        return await this.#borrow(statement, scope);
       }
-      const conn = await this.#connection(scope);
-      return this.#run(conn, () => this.execute(conn, mode, sql, params));
-    });
+      return await statement(scope.conn ?? (await this.#connection(scope)));
+    } catch (error) {
+      throw this.#closedDuring(error);
+    } finally {
+      this.#leave(scope);
+    }
   }
 
   async #transaction<T>(scope: Scope<Conn>, fn: () => Promise<T>): Promise<T> {
@@ -546,7 +552,7 @@ export abstract class Database<Conn = unknown> {
             : undefined;
         try {
           const conn = await this.#connection(scope);
-          await this.#run(conn, () => this.begin(conn, turn));
+          await this.begin(conn, turn);
         } catch (error) {
           turn?.(); // never reached begin(), or begin() failed and gave it up already
           throw error;
@@ -605,23 +611,40 @@ export abstract class Database<Conn = unknown> {
 
   /** Runs use() on the connection the scope already holds (inside a transaction). */
   #onConnection<R>(scope: Scope<Conn>, use: (conn: Conn) => R | Promise<R>): Promise<R> {
-    return this.#track(scope, () => {
+    return this.#track(scope, async () => {
       const conn = scope.conn;
       if (conn === undefined) throw new ScopeReleasedError(scope.released ?? 'done');
-      return this.#run(conn, () => use(conn));
+      return use(conn);
     });
   }
 
   /** Counts a call as in flight in this scope while it runs, so release() waits for it. */
   async #track<R>(scope: Scope<Conn>, call: () => Promise<R>): Promise<R> {
-    if (scope.released) throw new ScopeReleasedError(scope.released);
-    scope.active++;
+    this.#enter(scope);
     try {
       return await call();
+    } catch (error) {
+      throw this.#closedDuring(error);
     } finally {
-      scope.active--;
-      if (scope.active === 0) for (const resolve of scope.whenIdle.splice(0)) resolve();
+      this.#leave(scope);
     }
+  }
+
+  #enter(scope: Scope<Conn>): void {
+    if (scope.released) throw new ScopeReleasedError(scope.released);
+    scope.active++;
+  }
+
+  #leave(scope: Scope<Conn>): void {
+    scope.active--;
+    if (scope.active === 0) for (const resolve of scope.whenIdle.splice(0)) resolve();
+  }
+
+  /** A statement cut off because closePool() closed its connection says so. */
+  #closedDuring(error: unknown): unknown {
+    const connectionFailed =
+      error instanceof DatabaseUnavailableError || !(error instanceof DbHooksError);
+    return this.#forceClosed && connectionFailed ? new PoolClosedError({ cause: error }) : error;
   }
 
   /** The scope's connection, checked out on first use. Concurrent callers share one checkout. */
@@ -693,8 +716,19 @@ export abstract class Database<Conn = unknown> {
     scope.conn = undefined;
     scope.depth = 0;
     this.#reportReturn(scope);
-    await this.#giveBack(conn, inTransaction);
+    // A transaction left open is rolled back first; a connection that cannot is discarded.
+    const rolledBack = inTransaction && !this.isBroken(conn) ? await this.#rollBack(conn) : true;
+    this.#giveBack(conn, !rolledBack);
     return true;
+  }
+
+  async #rollBack(conn: Conn): Promise<boolean> {
+    try {
+      await this.rollback(conn);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   // --- The pool ----------------------------------------------------------------------------
@@ -735,18 +769,9 @@ export abstract class Database<Conn = unknown> {
     return conn;
   }
 
-  /** Rolls back what was left open, then hands the connection back to the driver. */
-  async #giveBack(conn: Conn, inTransaction: boolean): Promise<void> {
-    if (!this.#checkedOut.has(conn)) return; // closePool() closed it after its timeout
-    let discard = this.isBroken(conn);
-    if (inTransaction && !discard) {
-      try {
-        await this.rollback(conn);
-      } catch {
-        discard = true;
-      }
-    }
-    if (!this.#checkedOut.delete(conn)) return;
+  /** Hands a connection back to the driver, and its slot to the next waiter. */
+  #giveBack(conn: Conn, discard: boolean): void {
+    if (!this.#checkedOut.delete(conn)) return; // closePool() closed it after its timeout
     this.releaseConnection(conn, discard || this.isBroken(conn));
     this.#freeSlot();
   }
@@ -758,23 +783,14 @@ export abstract class Database<Conn = unknown> {
   }
 
   /** A connection for one statement (or one transaction) outside any held connection. */
-  async #borrow<R>(use: (conn: Conn) => Promise<R>, scope?: Scope<Conn>): Promise<R> {
+  async #borrow<R>(use: (conn: Conn) => R, scope?: Scope<Conn>): Promise<Awaited<R>> {
     const conn = await this.#acquire(scope);
     try {
-      return await this.#run(conn, () => use(conn));
-    } finally {
-      await this.#giveBack(conn, false);
-    }
-  }
-
-  /** Runs a call on a connection; a failure because closePool() closed it says so. */
-  async #run<R>(conn: Conn, call: () => R | Promise<R>): Promise<R> {
-    try {
-      return await call();
+      return await use(conn);
     } catch (error) {
-      if (this.#forceClosed && !this.#checkedOut.has(conn))
-        throw new PoolClosedError({ cause: error });
-      throw error;
+      throw this.#closedDuring(error);
+    } finally {
+      this.#giveBack(conn, false);
     }
   }
 
