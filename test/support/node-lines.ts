@@ -138,12 +138,26 @@ export function provisionNodeLine(line: number, log: (message: string) => void):
       rmSync(work, { recursive: true, force: true });
     }
   }
+  // The build is a whole package: e2e projects, whose apps run with a bare environment (no
+  // NODE_OPTIONS, so no shim), link it in place of node_modules' (test/e2e/support/deps.ts).
+  // It needs its runtime dependencies beside it: bindings, and what bindings requires.
+  const require = createRequire(installed.file);
+  for (const dependency of ['bindings', 'file-uri-to-path']) {
+    const target = join(buildDir, 'node_modules', dependency);
+    if (existsSync(join(target, 'package.json'))) continue;
+    const from = dirname(
+      require.resolve(`${dependency}/package.json`, { paths: [dirname(installed.file)] }),
+    );
+    cpSync(from, target, { recursive: true });
+  }
+
   const env = {
     PATH: `${dirname(node)}:${process.env.PATH}`,
     npm_config_nodedir: nodeDir,
     NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require=${shim}`.trim(),
     CDH_BETTER_SQLITE3_INSTALLED: installed.file,
     CDH_BETTER_SQLITE3_BUILD: binding,
+    CDH_BETTER_SQLITE3_PACKAGE: buildDir,
   };
   // It must load, and be the line's build, before any test relies on it.
   const check = run(

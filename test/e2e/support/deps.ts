@@ -46,7 +46,10 @@ export function linkDependencies(projectDir: string, aliases: Record<string, str
   for (const name of declared()) {
     if (aliased.has(name)) continue;
     mkdirSync(join(target, name, '..'), { recursive: true });
-    symlinkSync(packageDir(aliases[name] ?? name), join(target, name), 'dir');
+    // On a Node.js line other than the one npm built better-sqlite3 for, the line's own build
+    // (test/support/node-lines.ts): the apps run with a bare environment, without the shim.
+    const line = name === 'better-sqlite3' ? process.env.CDH_BETTER_SQLITE3_PACKAGE : undefined;
+    symlinkSync(line ?? packageDir(aliases[name] ?? name), join(target, name), 'dir');
   }
 }
 
