@@ -166,14 +166,14 @@ export const newAppDependencies = {
   ts: [
     { name: 'tsx', version: '^4.20.0' },
     { name: 'typescript', version: '~5.9.3', typesOnly: true },
-    { name: '@types/node', version: '^20.19.0', typesOnly: true },
+    { name: '@types/node', version: '^22.19.0', typesOnly: true },
   ],
   js: [],
 } as const satisfies Record<'ts' | 'js', readonly Dependency[]>;
 
 /** Every TypeScript project needs Node's types: the runtime imports node:async_hooks. */
 export const typeScriptDependencies = [
-  { name: '@types/node', version: '^20.19.0', typesOnly: true },
+  { name: '@types/node', version: '^22.19.0', typesOnly: true },
 ] as const satisfies readonly Dependency[];
 
 export const targetIds: readonly TargetId[] = targets.map((target) => target.id);

@@ -596,7 +596,7 @@ describe('installing', () => {
       : root;
     assert.deepEqual(
       pm.calls().map((line) => line.replace(/^\S+ /, '')),
-      ['pnpm add fastify-plugin@^5.0.1', 'pnpm add -D @types/pg@^8.15.0 @types/node@^20.19.0'],
+      ['pnpm add fastify-plugin@^5.0.1', 'pnpm add -D @types/pg@^8.15.0 @types/node@^22.19.0'],
     );
     assert.ok(pm.calls()[0]!.startsWith(real.replace(/^\/private/, '')));
     assert.doesNotMatch(result.stdout, /Next steps\n {2}pnpm add/);
