@@ -352,7 +352,7 @@ describe('generating', () => {
     assert.match(result.stdout, /npm install better-sqlite3@\^12\.6\.2\n/);
     assert.match(
       result.stdout,
-      /npm install -D @types\/better-sqlite3@\^7\.6\.13 @types\/node@\^20\.19\.0\n/,
+      /npm install -D @types\/better-sqlite3@\^7\.6\.13 @types\/node@\^22\.19\.0\n/,
     );
   });
 
