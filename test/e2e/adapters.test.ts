@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
-import WebSocket from 'ws';
 import * as prettier from 'prettier';
+import WebSocket from 'ws';
 import type { OutputStyle } from '../../src/cli/language.ts';
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from '../../src/cli/render.ts';
 import { type DatabaseId, databaseIds, type TargetId, targetIds } from '../../src/cli/targets.ts';
@@ -582,8 +582,20 @@ describe('generated code is formatted as a person would write it', () => {
   }
 });
 
+/**
+ * Restify 11 serves through spdy, whose http-deceiver calls process.binding('http_parser'),
+ * which Node.js 24 removed: restify does not start there, with or without db-hooks.
+ */
+function unsupported(c: Case): string | undefined {
+  const major = Number(process.versions.node.split('.')[0]);
+  if (c.recipe === 'restify' && major >= 24) {
+    return `restify 11 does not start on Node.js ${major} (process.binding('http_parser') is gone)`;
+  }
+  return undefined;
+}
+
 describe('generated adapters on the real frameworks', { concurrency: 2 }, () => {
   for (const c of selected) {
-    test(caseName(c), () => runCase(c));
+    test(caseName(c), { skip: unsupported(c) }, () => runCase(c));
   }
 });
