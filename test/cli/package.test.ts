@@ -14,9 +14,13 @@ const version = readJson(join(repoRoot, 'package.json')).version;
 const templates = join(repoRoot, 'templates');
 const has = (path: string) => existsSync(join(templates, path));
 
-// npm's own variables from `npm test` (prefix, user agent…) must not leak into the user's runs.
+// npm's own variables from `npm test` (prefix, user agent…) must not leak into the user's runs,
+// except the headers of the Node.js line under test (npm_config_nodedir, from test/run.ts), which
+// better-sqlite3 must be built against to load on this line.
 const cleanEnv = Object.fromEntries(
-  Object.entries(process.env).filter(([key]) => !/^npm_/i.test(key)),
+  Object.entries(process.env).filter(
+    ([key]) => !/^npm_/i.test(key) || key.toLowerCase() === 'npm_config_nodedir',
+  ),
 ) as NodeJS.ProcessEnv;
 
 function run(
