@@ -23,6 +23,18 @@ process.on('exit', () => {
   for (const dir of cleanup) rmSync(dir, { recursive: true, force: true });
 });
 
+/**
+ * The environment for the package managers and CLI runs the tests start: without npm's own
+ * variables from `npm test` (prefix, user agent…), except the headers of the Node.js line under
+ * test (npm_config_nodedir, from test/run.ts), which native modules must be built against to
+ * load on this line.
+ */
+export const cleanEnv = Object.fromEntries(
+  Object.entries(process.env).filter(
+    ([key]) => !/^npm_/i.test(key) || key.toLowerCase() === 'npm_config_nodedir',
+  ),
+) as NodeJS.ProcessEnv;
+
 /** A fresh temp directory, removed when the test process exits. */
 export function tempDir(prefix = 'cdh-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));

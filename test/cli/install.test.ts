@@ -9,16 +9,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, realpathSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
-import { makeProject, readJson, runCli, tempDir } from './helpers.ts';
-
-// npm's own variables from `npm test` must not leak into the package managers we start, except
-// the headers of the Node.js line under test (npm_config_nodedir, from test/run.ts): without
-// them native modules build against whatever ~/.npmrc names, and fail to load on this line.
-const cleanEnv = Object.fromEntries(
-  Object.entries(process.env).filter(
-    ([key]) => !/^npm_/i.test(key) || key.toLowerCase() === 'npm_config_nodedir',
-  ),
-) as NodeJS.ProcessEnv;
+import { cleanEnv, makeProject, readJson, runCli, tempDir } from './helpers.ts';
 
 const onPath = (command: string, env: NodeJS.ProcessEnv = cleanEnv) =>
   spawnSync(command, ['--version'], { env, encoding: 'utf8' }).status === 0;

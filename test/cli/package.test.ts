@@ -8,20 +8,11 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { makeProject, readJson, repoRoot, tempDir } from './helpers.ts';
+import { cleanEnv, makeProject, readJson, repoRoot, tempDir } from './helpers.ts';
 
 const version = readJson(join(repoRoot, 'package.json')).version;
 const templates = join(repoRoot, 'templates');
 const has = (path: string) => existsSync(join(templates, path));
-
-// npm's own variables from `npm test` (prefix, user agent…) must not leak into the user's runs,
-// except the headers of the Node.js line under test (npm_config_nodedir, from test/run.ts), which
-// better-sqlite3 must be built against to load on this line.
-const cleanEnv = Object.fromEntries(
-  Object.entries(process.env).filter(
-    ([key]) => !/^npm_/i.test(key) || key.toLowerCase() === 'npm_config_nodedir',
-  ),
-) as NodeJS.ProcessEnv;
 
 function run(
   command: string,
