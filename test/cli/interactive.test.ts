@@ -9,8 +9,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { binPath, contents, makeProject, readJson, tempDir } from './helpers.ts';
 
 const socket = `cdh-test-${process.pid}`;
+// A pane stays readable after its program exits, so a screen printed just before the exit is
+// not lost between two polls.
+const config = join(tempDir('cdh-tmux-conf-'), 'tmux.conf');
+writeFileSync(config, 'set-option -g remain-on-exit on\n');
 const tmux = (...args: string[]) =>
-  execFileSync('tmux', ['-L', socket, ...args], {
+  execFileSync('tmux', ['-L', socket, '-f', config, ...args], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
   });
