@@ -17,7 +17,7 @@ import WebSocket from 'ws';
 import type { OutputStyle } from '../../src/cli/language.ts';
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from '../../src/cli/render.ts';
 import { type DatabaseId, databaseIds, type TargetId, targetIds } from '../../src/cli/targets.ts';
-import { createTestDatabase } from '../support/postgres.ts';
+import { createTestDatabase, passwordRole } from '../support/postgres.ts';
 import { installDependencies } from './support/deps.ts';
 import { fetchReply, getJson, pipelineThenHangUp, send } from './support/http.ts';
 import {
@@ -391,21 +391,36 @@ async function registeredTwice(project: Project, env: Record<string, string>): P
   }
 }
 
-/** PostgreSQL down: the client gets a 503 that shows nothing of the server; the log has it. */
-async function unreachable(project: Project): Promise<void> {
-  const url = `postgres://app:${secret}@127.0.0.1:1/app`;
-  // In production mode, as deployed: Express shows every error's stack to clients otherwise.
-  const env = { DATABASE_URL: url, E2E_SKIP_SETUP: '1', NODE_ENV: 'production' };
-  const app = await startApp(project, 'test-app', env);
-  try {
-    const reply = await fetchReply(`${app.url}/users/1`);
-    assert.equal(reply.status, 503, reply.body);
-    for (const internal of ['127.0.0.1', 'ECONNREFUSED', 'DATABASE_URL', 'runtime', secret]) {
-      assert.ok(!reply.body.includes(internal), `the client saw ${internal}: ${reply.body}`);
+/**
+ * PostgreSQL down, or a wrong password: the client gets a 503 that shows nothing of the server;
+ * the log has the detail.
+ */
+async function unreachable(project: Project, env: Record<string, string>): Promise<void> {
+  const down = `postgres://app:${secret}@127.0.0.1:1/app`;
+  // The test server asks this role for a password (test/support/postgres.ts); a server given by
+  // DATABASE_URL refuses it as an unknown role.
+  const wrongPassword = new URL(env.DATABASE_URL!);
+  wrongPassword.username = passwordRole;
+  wrongPassword.password = secret;
+  const failures = [
+    { url: down, logged: /ECONNREFUSED/ },
+    { url: wrongPassword.toString(), logged: /password authentication failed|does not exist/ },
+  ];
+  for (const { url, logged } of failures) {
+    // In production mode, as deployed: Express shows every error's stack to clients otherwise.
+    const failing = { DATABASE_URL: url, E2E_SKIP_SETUP: '1', NODE_ENV: 'production' };
+    const app = await startApp(project, 'test-app', failing);
+    try {
+      const reply = await fetchReply(`${app.url}/users/1`);
+      assert.equal(reply.status, 503, reply.body);
+      const internals = ['127.0.0.1', 'ECONNREFUSED', 'DATABASE_URL', 'runtime', passwordRole];
+      for (const internal of [...internals, 'password', secret]) {
+        assert.ok(!reply.body.includes(internal), `the client saw ${internal}: ${reply.body}`);
+      }
+      assert.match(app.output(), logged, 'the detail did not reach the log');
+    } finally {
+      await stopApp(app);
     }
-    assert.match(app.output(), /ECONNREFUSED/, 'the detail did not reach the log');
-  } finally {
-    await stopApp(app);
   }
 }
 
@@ -506,7 +521,7 @@ async function runCase(c: Case): Promise<void> {
       if (c.target === 'express' || c.target === 'koa' || c.target === 'hono') {
         await registeredTwice(project, env);
       }
-      if (c.database === 'postgres') await unreachable(project);
+      if (c.database === 'postgres') await unreachable(project, env);
       phase('long-lived, registered twice, unreachable');
     }
     passed = true;

@@ -7,7 +7,15 @@
 // as root the cluster is owned by and started as the `postgres` user (or `nobody`).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import {
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { arch, platform, tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -106,6 +114,9 @@ function runAs(user: ReturnType<typeof serverUser>, bin: string, args: string[])
   execFileSync(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], timeout: 120_000 });
 }
 
+/** A role of the throwaway cluster that logs in only with a password (and has none that works). */
+export const passwordRole = 'cdh_password_required';
+
 /** Starts a throwaway cluster on 127.0.0.1, from `binaries` or the ones found. */
 export async function startPostgres(binaries?: PostgresBinaries): Promise<RunningPostgres> {
   const found = binaries ?? (await findPostgresBinaries());
@@ -116,6 +127,12 @@ export async function startPostgres(binaries?: PostgresBinaries): Promise<Runnin
   const data = join(dir, 'data');
   try {
     runAs(user, initdb, ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
+    // One role that must give a password, so the tests can try a wrong one; the first matching
+    // line wins, so it goes above initdb's trust lines. It need not exist: PostgreSQL asks for
+    // the password either way.
+    const hba = join(data, 'pg_hba.conf');
+    const passwordLine = `host all ${passwordRole} 127.0.0.1/32 scram-sha-256\n`;
+    writeFileSync(hba, passwordLine + readFileSync(hba, 'utf8'));
   } catch (error) {
     rmSync(dir, { recursive: true, force: true });
     throw error;
