@@ -331,6 +331,8 @@ async function realApps(c: Case, app: RunningApp, env: Record<string, string>): 
     await sleep(100);
     const after = await fetchReply(`${url}/users/1`);
     assert.equal(after.status, 200, `the app did not survive a client leaving:\n${app.output()}`);
+    // skipGoneClients() after the routes: nothing in the log for a client that left.
+    assert.doesNotMatch(app.output(), /ScopeReleasedError/);
     await assertReleased(app, 'unguarded handler, client gone');
   }
 }
