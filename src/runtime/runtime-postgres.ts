@@ -13,6 +13,8 @@ import {
   DbHooksError,
   type Params,
   type PoolOptions,
+  type RawOptions,
+  type RawResult,
   type RunResult,
   type StatementMode,
 } from './runtime.js';
@@ -49,6 +51,21 @@ function isConnectionFailure(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && code.startsWith('E')) return true;
   return error instanceof Error && /Connection terminated/.test(error.message);
+}
+
+/** A raw() statement as pg takes it: its row mode and type parsers are the ORM's. */
+function queryConfig(
+  sql: string,
+  values: unknown[] | undefined,
+  options: RawOptions,
+): pg.QueryConfig {
+  const config: pg.QueryConfig = {
+    text: sql,
+    values,
+    types: options.types as pg.CustomTypesConfig | undefined,
+  };
+  if (options.rowMode === 'array') (config as pg.QueryArrayConfig).rowMode = 'array';
+  return config;
 }
 
 export class PostgresDatabase extends Database<pg.PoolClient> {
@@ -111,6 +128,7 @@ export class PostgresDatabase extends Database<pg.PoolClient> {
     mode: StatementMode,
     sql: string,
     params: Params | undefined,
+    options?: RawOptions,
   ): Promise<unknown> {
     if (this.#pgbouncer && SESSION_STATE.test(sql)) {
       throw new DbHooksError(
@@ -124,7 +142,11 @@ export class PostgresDatabase extends Database<pg.PoolClient> {
       throw new TypeError('PostgreSQL takes positional parameters: an array for $1, $2...');
     }
     // No values means pg's simple query protocol, as for an undefined `params`.
-    const send = () => client.query(sql, params as unknown[] | undefined);
+    const values = params as unknown[] | undefined;
+    const send =
+      options === undefined
+        ? () => client.query(sql, values)
+        : () => client.query(queryConfig(sql, values, options));
     const previous = this.#running.get(client);
     const query = previous === undefined ? send() : previous.then(send, send);
     this.#running.set(client, query);
@@ -145,6 +167,9 @@ export class PostgresDatabase extends Database<pg.PoolClient> {
     }
     if (mode === 'all') return result.rows;
     if (mode === 'get') return result.rows[0];
+    if (mode === 'raw') {
+      return { rows: result.rows, changes: result.rowCount ?? undefined } satisfies RawResult;
+    }
     return { changes: result.rowCount ?? 0 } satisfies RunResult;
   }
 

@@ -14,6 +14,7 @@ import {
   type Params,
   type PoolOptions,
   PoolTimeoutError,
+  type RawOptions,
   type StatementMode,
   WaitQueue,
 } from './runtime.js';
@@ -45,9 +46,15 @@ export interface SqliteConnection {
 
 const STATEMENT_CACHE_SIZE = 200;
 
-function runStatement(statement: BetterSqlite3.Statement, mode: StatementMode, params?: Params) {
+function runStatement(
+  statement: BetterSqlite3.Statement,
+  mode: StatementMode,
+  params?: Params,
+  options?: RawOptions,
+) {
   // better-sqlite3 takes positional values as arguments, named ones as one object.
   const args: unknown[] = params === undefined ? [] : Array.isArray(params) ? params : [params];
+  if (mode === 'raw') return runRaw(statement, args, options);
   if (mode === 'run') {
     const result = statement.run(...args);
     return { changes: result.changes, lastInsertId: result.lastInsertRowid };
@@ -57,6 +64,20 @@ function runStatement(statement: BetterSqlite3.Statement, mode: StatementMode, p
     return mode === 'all' ? [] : undefined;
   }
   return mode === 'all' ? statement.all(...args) : statement.get(...args);
+}
+
+function runRaw(statement: BetterSqlite3.Statement, args: unknown[], options?: RawOptions) {
+  if (!statement.reader) {
+    const result = statement.run(...args);
+    return { rows: [], changes: result.changes, lastInsertId: result.lastInsertRowid };
+  }
+  if (options?.rowMode !== 'array') return { rows: statement.all(...args) };
+  // The statement is cached and shared with db.query(): arrays for this call only.
+  try {
+    return { rows: statement.raw(true).all(...args) };
+  } finally {
+    statement.raw(false);
+  }
 }
 
 export class SqliteDatabase extends Database<SqliteConnection> {
@@ -109,14 +130,15 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     mode: StatementMode,
     sql: string,
     params: Params | undefined,
+    options?: RawOptions,
   ): unknown {
     const statement = this.#prepare(conn, sql);
     // Reads never wait. Inside a transaction this connection already holds the write lock.
     // A write while nobody holds the lock runs now: nothing else can run until it returns.
     if (statement.readonly || conn.handle.inTransaction || !this.#writeLocked) {
-      return runStatement(statement, mode, params);
+      return runStatement(statement, mode, params, options);
     }
-    return this.#whenUnlocked(() => runStatement(statement, mode, params));
+    return this.#whenUnlocked(() => runStatement(statement, mode, params, options));
   }
 
   async #whenUnlocked<T>(write: () => T): Promise<T> {

@@ -17,12 +17,30 @@ import type { Socket } from 'node:net';
 /** Statement parameters, in the driver's own placeholder style (`?` for SQLite, `$1` for PostgreSQL). */
 export type Params = readonly unknown[] | Record<string, unknown>;
 
-export type StatementMode = 'all' | 'get' | 'run';
+/** 'raw' is for ORM bindings: see Database#raw(). */
+export type StatementMode = 'all' | 'get' | 'run' | 'raw';
 
 export interface RunResult {
   /** Rows inserted, updated or deleted. */
   changes: number;
   /** SQLite's rowid of the last inserted row. PostgreSQL: use `RETURNING id` with get() instead. */
+  lastInsertId?: number | bigint;
+}
+
+/** How raw() returns its rows, for ORMs that map rows themselves. */
+export interface RawOptions {
+  /** 'array': each row as an array of values in column order (no name clashes in joins). */
+  rowMode?: 'object' | 'array';
+  /** PostgreSQL: pg's type parsers for this statement (QueryConfig `types`). SQLite ignores it. */
+  types?: unknown;
+}
+
+/** What raw() returns: the rows, and what the statement changed. */
+export interface RawResult<Row = unknown> {
+  rows: Row[];
+  /** Rows inserted, updated or deleted; undefined for a SQLite statement that returns rows. */
+  changes?: number;
+  /** SQLite's rowid of the last inserted row. */
   lastInsertId?: number | bigint;
 }
 
@@ -332,6 +350,7 @@ export abstract class Database<Conn = unknown> {
     mode: StatementMode,
     sql: string,
     params: Params | undefined,
+    options?: RawOptions,
   ): unknown;
   protected abstract isBroken(conn: Conn): boolean;
   protected abstract closeConnections(): void | Promise<void>;
@@ -366,6 +385,23 @@ export abstract class Database<Conn = unknown> {
   run(sql: string, params?: Params): Promise<RunResult> {
     return this.#statement('run', sql, params) as Promise<RunResult>;
   }
+
+  // --- For ORM bindings (kysely.ts, drizzle.ts) ---------------------------------------------
+
+  /**
+   * One statement, exactly as db.query() runs it (the request's connection, counted by release,
+   * the first statement of a lazy checkout), returning rows and the change count together, as
+   * query builders expect. Their transactions go through atomic().
+   */
+  raw<Row = Record<string, unknown>>(
+    sql: string,
+    params?: Params,
+    options?: RawOptions,
+  ): Promise<RawResult<Row>> {
+    return this.#statement('raw', sql, params, options) as Promise<RawResult<Row>>;
+  }
+
+  // --- Connections -----------------------------------------------------------------------
 
   /** Checks the current request's connection out now. False if it was already (reuseIfOpen). */
   async connect(options: ConnectOptions = {}): Promise<boolean> {
@@ -525,9 +561,14 @@ export abstract class Database<Conn = unknown> {
   // --- Scopes ------------------------------------------------------------------------------
 
   // Every statement takes this path: #track() written out, to spare it a closure and a promise.
-  async #statement(mode: StatementMode, sql: string, params: Params | undefined): Promise<unknown> {
+  async #statement(
+    mode: StatementMode,
+    sql: string,
+    params: Params | undefined,
+    options?: RawOptions,
+  ): Promise<unknown> {
     const scope = this.#frames.getStore()?.scope;
-    const statement = (conn: Conn) => this.execute(conn, mode, sql, params);
+    const statement = (conn: Conn) => this.execute(conn, mode, sql, params, options);
     if (scope === undefined) return this.#borrow(statement);
     this.#enter(scope);
     try {
