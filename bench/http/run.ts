@@ -8,6 +8,8 @@
 //
 //   node --import tsx bench/http/run.ts [--rounds 7] [--seconds 3] [--connections 32] [--only koa]
 //   node --import tsx bench/http/run.ts --quick        # one round of 1 s: a smoke check
+//   node --import tsx bench/http/run.ts --checkout eager   # the generated adapters check out on
+//                        arrival (default: lazy, at the first statement)
 //   BENCH_NODE=/path/to/node24 node --import tsx bench/http/run.ts --only postgres
 //                        # the servers on another Node.js; results go to http-node24.json
 //
@@ -51,8 +53,12 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '32' },
     only: { type: 'string' },
     quick: { type: 'boolean', default: false },
+    checkout: { type: 'string', default: 'lazy' },
   },
 });
+if (values.checkout !== 'lazy' && values.checkout !== 'eager') {
+  throw new Error(`--checkout ${values.checkout}: valid are lazy and eager`);
+}
 const rounds = values.quick ? 1 : Number(values.rounds);
 const seconds = values.quick ? 1 : Number(values.seconds);
 const connections = Number(values.connections);
@@ -407,6 +413,7 @@ try {
           {
             ...env,
             ALS: variant.als ? '1' : '0',
+            CHECKOUT: values.checkout,
           },
         );
         servers.push(server);
@@ -507,10 +514,11 @@ const machine = {
   rounds,
   seconds,
   connections,
+  checkout: values.checkout,
 };
 // The recorded results (bench/README.md, the chart) come from full runs only: a --quick smoke
 // check or an --only subset leaves them as they are.
-if (!values.quick && !values.only) {
+if (!values.quick && !values.only && values.checkout === 'lazy') {
   const resultsDir = join(benchDir, '..', 'results');
   mkdirSync(resultsDir, { recursive: true });
   writeFileSync(
@@ -551,5 +559,5 @@ console.log(
   `\nmachine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.date}, ` +
     `load average ${load1(machine.loadAverage.before)} → ${load1(machine.loadAverage.after)}, ` +
     `pinning ${plan ? 'on' : 'off'} (${machine.pinning}), ${loadGenerator}, ` +
-    `${rounds} round(s) of ${seconds} s, ${connections} connections`,
+    `${rounds} round(s) of ${seconds} s, ${connections} connections, ${values.checkout} checkout`,
 );

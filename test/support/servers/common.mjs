@@ -3,7 +3,8 @@
 //
 // Environment: MODE (generated | baseline | fastify-postgres), DB (postgres | sqlite), PORT,
 // GENERATED_DIR (absolute path of generated JS ESM files), DATABASE_URL or SQLITE_PATH, POOL_MAX,
-// ALS (1: switch AsyncLocalStorage on process-wide, see below).
+// ALS (1: switch AsyncLocalStorage on process-wide, see below), CHECKOUT (lazy | eager: the
+// generated adapter's checkout option).
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -62,7 +63,9 @@ export async function loadGenerated(target) {
     db = new SqliteDatabase({ ...options, path: process.env.SQLITE_PATH });
   }
   answerStats(db);
-  return { adapter, db };
+  /** What the server passes to the adapter: this `db`, and CHECKOUT's timing. */
+  const adapterOptions = { database: db, checkout: process.env.CHECKOUT ?? 'lazy' };
+  return { adapter, db, adapterOptions };
 }
 
 /** Under node:cluster the primary asks each worker for its pool's numbers over IPC. */

@@ -14,8 +14,8 @@ const app = express();
 app.use(express.json());
 
 if (mode === 'generated') {
-  const { adapter, db } = await loadGenerated('express');
-  app.use(adapter.dbHooks({ database: db }));
+  const { adapter, db, adapterOptions } = await loadGenerated('express');
+  app.use(adapter.dbHooks(adapterOptions));
   app.get('/users/:id', async (req, res) =>
     res.json(await db.get(sql.user, [Number(req.params.id)])),
   );

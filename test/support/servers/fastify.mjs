@@ -14,8 +14,8 @@ import {
 const app = Fastify();
 
 if (mode === 'generated') {
-  const { adapter, db } = await loadGenerated('fastify');
-  await app.register(adapter.dbHooks, { database: db });
+  const { adapter, db, adapterOptions } = await loadGenerated('fastify');
+  await app.register(adapter.dbHooks, adapterOptions);
   app.get('/users/:id', async (req) => db.get(sql.user, [Number(req.params.id)]));
   app.get('/fail', async () => work.fail());
   app.get('/slow', async (req) => work.slow(db, Number(req.query.ms ?? 50)));

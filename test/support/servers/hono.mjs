@@ -15,8 +15,8 @@ const app = new Hono();
 app.onError((error, c) => c.json({ error: error.message }, error.status ?? 500));
 
 if (mode === 'generated') {
-  const { adapter, db } = await loadGenerated('hono');
-  app.use(adapter.dbHooks({ database: db }));
+  const { adapter, db, adapterOptions } = await loadGenerated('hono');
+  app.use(adapter.dbHooks(adapterOptions));
   app.get('/users/:id', async (c) => c.json(await db.get(sql.user, [Number(c.req.param('id'))])));
   app.get('/fail', async () => work.fail());
   app.get('/slow', async (c) => c.json(await work.slow(db, Number(c.req.query('ms') ?? 50))));

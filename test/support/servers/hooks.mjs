@@ -3,7 +3,7 @@ import { listening, loadGenerated, port } from './common.mjs';
 import { routes } from './node-http.mjs';
 
 // The Flask-style pair around a plain listener, as a framework's before/after hooks would call it.
-const { adapter, db } = await loadGenerated('hooks');
+const { adapter, db, adapterOptions } = await loadGenerated('hooks');
 const handle = routes(db);
 const app = async (req, res) => {
   try {
@@ -16,4 +16,4 @@ const app = async (req, res) => {
   await handle(req, res);
 };
 
-listening(createServer(adapter.requestScope(app, { database: db })).listen(port, '127.0.0.1'));
+listening(createServer(adapter.requestScope(app, adapterOptions)).listen(port, '127.0.0.1'));

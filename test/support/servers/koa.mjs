@@ -26,8 +26,8 @@ app.use(async (ctx, next) => {
 });
 
 if (mode === 'generated') {
-  const { adapter, db } = await loadGenerated('koa');
-  app.use(adapter.dbHooks({ database: db }));
+  const { adapter, db, adapterOptions } = await loadGenerated('koa');
+  app.use(adapter.dbHooks(adapterOptions));
   app.use(route('GET', /^\/users\/(\d+)$/, (_ctx, m) => db.get(sql.user, [Number(m[1])])));
   app.use(route('GET', /^\/fail$/, () => work.fail()));
   app.use(route('GET', /^\/slow$/, (ctx) => work.slow(db, Number(ctx.query.ms ?? 50))));

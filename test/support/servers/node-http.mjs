@@ -50,8 +50,8 @@ export function routes(db) {
 if (process.argv[1] === new URL(import.meta.url).pathname) {
   let listener;
   if (mode === 'generated') {
-    const { adapter, db } = await loadGenerated('node-http');
-    listener = adapter.withDatabase(routes(db), { database: db });
+    const { adapter, db, adapterOptions } = await loadGenerated('node-http');
+    listener = adapter.withDatabase(routes(db), adapterOptions);
   } else {
     const driver = await baselineDriver();
     listener =
