@@ -16,6 +16,7 @@ import type { GeneratedFile, GeneratedFileKind } from './render.js';
 import {
   type Dependency,
   findDatabase,
+  findOrm,
   findTarget,
   newAppDependencies,
   type TargetId,
@@ -129,6 +130,7 @@ export function requiredDependencies(answers: Answers): Dependency[] {
     wanted.push(...target.dependencies);
     if (answers.newApp) wanted.push(...target.frameworkDependencies);
   }
+  for (const id of answers.orms ?? []) wanted.push(...findOrm(id)!.dependencies);
   if (answers.newApp) wanted.push(...newAppDependencies[answers.language]);
   else if (answers.language === 'ts') wanted.push(...typeScriptDependencies);
   const seen = new Set<string>();
@@ -185,8 +187,12 @@ export function newAppPnpmWorkspace(dependencies: readonly Dependency[]): string
   return `allowBuilds:\n${builds.map((name) => `  ${name}: true\n`).join('')}`;
 }
 
-/** tsconfig.json of a new TypeScript app: strict, Node's own module resolution. */
-export function newAppTsconfig(): string {
+/**
+ * tsconfig.json of a new TypeScript app: strict, Node's own module resolution; for NestJS also
+ * the decorators it is written with, as `nest new` sets them.
+ */
+export function newAppTsconfig(answers: Pick<Answers, 'targets'>): string {
+  const nest = answers.targets.includes('nestjs');
   const config = {
     compilerOptions: {
       target: 'ES2022',
@@ -196,6 +202,7 @@ export function newAppTsconfig(): string {
       skipLibCheck: true,
       noEmit: true,
       types: ['node'],
+      ...(nest && { experimentalDecorators: true, emitDecoratorMetadata: true }),
     },
     include: ['src'],
   };
@@ -285,7 +292,7 @@ export function buildPlan(input: PlanInput): Plan {
     if (pnpm && scripted && !(pnpmMajor <= 10)) {
       add('pnpm-workspace.yaml', 'pnpm-workspace', newAppPnpmWorkspace(dependencies));
     }
-    if (answers.language === 'ts') add('tsconfig.json', 'tsconfig', newAppTsconfig());
+    if (answers.language === 'ts') add('tsconfig.json', 'tsconfig', newAppTsconfig(answers));
     // Merged, not replaced: a fresh repository may have a .gitignore of its own.
     const gitignore = current.get('.gitignore');
     const merged = withIgnores(gitignore, gitignoreEntries(answers));
@@ -316,6 +323,7 @@ export function buildPlan(input: PlanInput): Plan {
     database: answers.database,
     dir: answers.dir,
     targets: answers.targets,
+    orms: answers.orms ?? [],
     files: hashes,
   };
   const manifestText = serializeManifest(manifest);

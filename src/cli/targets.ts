@@ -119,6 +119,23 @@ export const targets = [
     exports: ['beforeRequest', 'teardownRequest', 'requestScope'],
     usage: 'http.createServer(requestScope(app)); beforeRequest() ... teardownRequest()',
   },
+  {
+    id: 'nestjs',
+    name: 'NestJS',
+    title: 'NestJS 12 on Express or Fastify (module; closes the pool on shutdown)',
+    detectedBy: ['@nestjs/core'],
+    dependencies: [],
+    frameworkDependencies: [
+      { name: '@nestjs/common', version: '^12.5.0' },
+      { name: '@nestjs/core', version: '^12.5.0' },
+      { name: '@nestjs/platform-express', version: '^12.5.0' },
+      { name: 'reflect-metadata', version: '^0.2.2' },
+      { name: 'rxjs', version: '^7.8.2' },
+    ],
+    exports: ['DbHooksModule'],
+    usage: 'imports: [DbHooksModule]',
+    placement: 'in the root module; it covers every route of the app',
+  },
 ] as const satisfies readonly TargetDefinition[];
 
 export type TargetId = (typeof targets)[number]['id'];
@@ -158,6 +175,33 @@ export const databases = [
 
 export type DatabaseId = (typeof databases)[number]['id'];
 
+export interface OrmDefinition {
+  id: string;
+  /** For sentences: `Kysely`. */
+  name: string;
+  title: string;
+  /** The ORM itself: the generated <dir>/<id> file imports it. */
+  dependencies: Dependency[];
+}
+
+/** --orm: query builders and ORMs bound to `db`, one template each in templates/orms/. */
+export const orms = [
+  {
+    id: 'kysely',
+    name: 'Kysely',
+    title: 'Kysely 0.29 (exports orm, a Kysely on the request connection)',
+    dependencies: [{ name: 'kysely', version: '^0.29.9' }],
+  },
+  {
+    id: 'drizzle',
+    name: 'Drizzle',
+    title: 'Drizzle ORM 0.45 (exports orm, a Drizzle database on the request connection)',
+    dependencies: [{ name: 'drizzle-orm', version: '^0.45.4' }],
+  },
+] as const satisfies readonly OrmDefinition[];
+
+export type OrmId = (typeof orms)[number]['id'];
+
 /**
  * What a new app made in an empty directory needs besides its framework and driver: TypeScript
  * apps run with tsx (so `npm start` needs no build step) and type-check with tsc.
@@ -178,6 +222,7 @@ export const typeScriptDependencies = [
 
 export const targetIds: readonly TargetId[] = targets.map((target) => target.id);
 export const databaseIds: readonly DatabaseId[] = databases.map((database) => database.id);
+export const ormIds: readonly OrmId[] = orms.map((orm) => orm.id);
 
 export function findTarget(id: string): (typeof targets)[number] | undefined {
   return targets.find((target) => target.id === id);
@@ -185,4 +230,8 @@ export function findTarget(id: string): (typeof targets)[number] | undefined {
 
 export function findDatabase(id: string): (typeof databases)[number] | undefined {
   return databases.find((database) => database.id === id);
+}
+
+export function findOrm(id: string): (typeof orms)[number] | undefined {
+  return orms.find((orm) => orm.id === id);
 }

@@ -34,10 +34,13 @@ import {
 const variants: Variant[] = ['ts', 'js-esm', 'js-cjs'];
 const cases: Case[] = [];
 const majors: Partial<Record<TargetId, number[]>> = { express: [5, 4], koa: [3, 2] };
+const platforms: Partial<Record<TargetId, Case['platform'][]>> = { nestjs: ['express', 'fastify'] };
 for (const target of targetIds) {
   for (const major of majors[target] ?? [undefined]) {
-    for (const database of databaseIds) {
-      for (const variant of variants) cases.push({ target, database, variant, major });
+    for (const platform of platforms[target] ?? [undefined]) {
+      for (const database of databaseIds) {
+        for (const variant of variants) cases.push({ target, database, variant, major, platform });
+      }
     }
   }
 }
@@ -243,7 +246,7 @@ async function scenarios(c: Case, app: RunningApp, env: Record<string, string>):
 }
 
 /** Targets that are middleware, so an app can put an async middleware in front of them. */
-const middlewareTargets: TargetId[] = ['express', 'fastify', 'koa', 'hono'];
+const middlewareTargets: TargetId[] = ['express', 'fastify', 'koa', 'hono', 'nestjs'];
 
 /**
  * The app as real apps are built and hostile clients behave: a route with no statement, clients

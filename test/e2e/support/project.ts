@@ -24,10 +24,14 @@ export interface Case {
   major?: number;
   /** Target hooks only: run the README's recipe for this framework (JavaScript ESM). */
   recipe?: 'h3' | 'hapi' | 'restify';
+  /** Target nestjs only: the HTTP platform (@nestjs/platform-express or -fastify). */
+  platform?: 'express' | 'fastify';
 }
 
 export function caseName(c: Case): string {
-  const target = c.recipe ? `${c.recipe} recipe` : `${c.target}${c.major ?? ''}`;
+  const target = c.recipe
+    ? `${c.recipe} recipe`
+    : `${c.target}${c.major ?? ''}${c.platform ? `-${c.platform}` : ''}`;
   return `${target} × ${c.database} × ${c.variant}`;
 }
 
@@ -72,6 +76,7 @@ export async function createProject(c: Case): Promise<Project> {
     moduleFormat: style.moduleFormat,
     version: '0.0.0-e2e',
     expressMajor: c.target === 'express' ? c.major : undefined,
+    platform: c.platform,
   };
   const renderApp = async (name: string) => {
     const file = join(appsDir, `${name}.ts.ejs`);
@@ -127,6 +132,11 @@ export async function createProject(c: Case): Promise<Project> {
             noUnusedLocals: true,
             noUnusedParameters: true,
             types: ['node'],
+            // As `nest new` sets them: the NestJS apps are written with decorators.
+            ...(c.target === 'nestjs' && {
+              experimentalDecorators: true,
+              emitDecoratorMetadata: true,
+            }),
           },
           include: ['src'],
         },
