@@ -696,20 +696,20 @@ export abstract class Database<Conn = unknown> {
       // async function has left no frame on the stack.
       scope.checkedOutAt = new Error('checked out here');
     }
-    scope.connecting ??= this.#acquire(scope).then(
-      (conn) => {
-        scope.connecting = undefined;
-        scope.conn = conn; // released meanwhile: release() gives it back once we are done
-        this.#watchForLeak(scope);
-        if (scope.released) throw new ScopeReleasedError(scope.released);
-        return conn;
-      },
-      (error: unknown) => {
-        scope.connecting = undefined;
-        throw error;
-      },
-    );
+    scope.connecting ??= this.#checkOut(scope);
     return scope.connecting;
+  }
+
+  async #checkOut(scope: Scope<Conn>): Promise<Conn> {
+    try {
+      const conn = await this.#acquire(scope);
+      scope.conn = conn; // released meanwhile: release() gives it back once we are done
+      this.#watchForLeak(scope);
+      if (scope.released) throw new ScopeReleasedError(scope.released);
+      return conn;
+    } finally {
+      scope.connecting = undefined;
+    }
   }
 
   /** What aborts the scope's waits when it is released. */
