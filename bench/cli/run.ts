@@ -1,7 +1,7 @@
 // CLI startup benchmark, no hyperfine needed: the built bin generating one target into a fresh
-// TypeScript project (--yes --no-install) against `node -e 0`, the floor any Node CLI pays.
-// Runs alternate (baseline, CLI, baseline, …) so drift in machine load hits both alike; the
-// report gives medians and their ratio. Target: under 1.3×.
+// project (--yes --no-install), TypeScript and JavaScript, against `node -e 0`, the floor any Node
+// CLI pays. Runs alternate (baseline, TypeScript, JavaScript, baseline, …) so drift in machine
+// load hits all alike; the report gives medians and their ratios. Target: under 1.3× for both.
 //
 //   npm run build && npm run bench:cli [-- --rounds 20]
 import { spawnSync } from 'node:child_process';
@@ -17,14 +17,19 @@ const rounds = roundsArg > 0 ? Number(process.argv[roundsArg + 1]) : 20;
 const warmup = 3;
 
 const work = mkdtempSync(join(tmpdir(), 'cdh-bench-'));
-const template = join(work, 'template');
-mkdirSync(join(template, 'src'), { recursive: true });
-writeFileSync(
-  join(template, 'package.json'),
-  JSON.stringify({ name: 'bench', type: 'module', dependencies: { express: '^5.1.0' } }),
-);
-writeFileSync(join(template, 'tsconfig.json'), '{}\n');
-writeFileSync(join(template, 'src', 'main.ts'), '');
+/** An Express project with a src/ folder: TypeScript (tsconfig.json) or JavaScript (none). */
+function template(language: 'ts' | 'js'): string {
+  const dir = join(work, `template-${language}`);
+  mkdirSync(join(dir, 'src'), { recursive: true });
+  writeFileSync(
+    join(dir, 'package.json'),
+    JSON.stringify({ name: 'bench', type: 'module', dependencies: { express: '^5.1.0' } }),
+  );
+  if (language === 'ts') writeFileSync(join(dir, 'tsconfig.json'), '{}\n');
+  writeFileSync(join(dir, 'src', `main.${language}`), '');
+  return dir;
+}
+const templates = { ts: template('ts'), js: template('js') };
 
 function timed(args: string[]): number {
   const start = process.hrtime.bigint();
@@ -37,9 +42,9 @@ function timed(args: string[]): number {
 }
 
 let n = 0;
-function cliRun(): number {
+function cliRun(language: 'ts' | 'js'): number {
   const project = join(work, `p${n++}`);
-  cpSync(template, project, { recursive: true });
+  cpSync(templates[language], project, { recursive: true });
   return timed([bin, '-C', project, '-f', 'express', '--yes', '--no-install']);
 }
 
@@ -51,32 +56,34 @@ const median = (values: number[]) => {
 
 for (let i = 0; i < warmup; i++) {
   timed(['-e', '0']);
-  cliRun();
+  cliRun('ts');
+  cliRun('js');
 }
 const baseline: number[] = [];
-const cli: number[] = [];
+const runs = { ts: [] as number[], js: [] as number[] };
 for (let i = 0; i < rounds; i++) {
   baseline.push(timed(['-e', '0']));
-  cli.push(cliRun());
+  runs.ts.push(cliRun('ts'));
+  runs.js.push(cliRun('js'));
 }
 rmSync(work, { recursive: true, force: true });
 
-const b = median(baseline);
-const c = median(cli);
-// Each round's CLI time over the baseline run just before it: robust when the machine's load
-// drifts during the run.
-const paired = median(cli.map((ms, i) => ms / baseline[i]!));
 const fmt = (ms: number) => `${ms.toFixed(1)} ms`;
+const b = median(baseline);
 console.log(
   `machine: ${cpus()[0]?.model.trim()} × ${cpus().length}, Node ${process.version}, ${process.platform}, load ${loadavg()[0]!.toFixed(2)}`,
 );
-console.log(`rounds: ${rounds} alternating (after ${warmup} warm-up pairs)`);
-console.log(
-  `node -e 0                                  median ${fmt(b)}  (min ${fmt(Math.min(...baseline))})`,
-);
-console.log(
-  `create-db-hooks -f express --yes (TS, new) median ${fmt(c)}  (min ${fmt(Math.min(...cli))})`,
-);
-console.log(
-  `ratio of medians ${(c / b).toFixed(2)}×, median of paired ratios ${paired.toFixed(2)}× (target < 1.30×)`,
-);
+console.log(`rounds: ${rounds} alternating (after ${warmup} warm-up rounds)`);
+console.log(`node -e 0                     median ${fmt(b)}  (min ${fmt(Math.min(...baseline))})`);
+for (const language of ['ts', 'js'] as const) {
+  const times = runs[language];
+  const c = median(times);
+  // Each round's CLI time over the baseline run of the same round: robust when the machine's
+  // load drifts during the run.
+  const paired = median(times.map((ms, i) => ms / baseline[i]!));
+  const name = language === 'ts' ? 'TypeScript' : 'JavaScript';
+  console.log(
+    `-f express --yes, ${name} median ${fmt(c)}  (min ${fmt(Math.min(...times))}), ` +
+      `ratio of medians ${(c / b).toFixed(2)}×, median of paired ratios ${paired.toFixed(2)}× (target < 1.30×)`,
+  );
+}
