@@ -6,7 +6,7 @@ import type { Plugin } from 'esbuild';
 import { defineConfig, type Options } from 'tsup';
 import { type ModuleFormat, prebuiltFile, recordConversions } from './src/cli/language.ts';
 import { renderAppFile, renderGeneratedFiles } from './src/cli/render.ts';
-import { databaseIds, targetIds } from './src/cli/targets.ts';
+import { databaseIds, ormIds, targetIds } from './src/cli/targets.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -89,6 +89,7 @@ async function prebuildJavaScript(): Promise<void> {
     for (const moduleFormat of ['esm', 'cjs'] satisfies ModuleFormat[]) {
       const request = {
         targets: targetIds,
+        orms: ormIds,
         database,
         style: { language: 'js' as const, moduleFormat },
         dir: 'src/db', // a new app's; generated files do not depend on it, the app entry does

@@ -5,13 +5,22 @@ import type { ProjectFacts } from './detect.js';
 import { oneOf, UsageError } from './errors.js';
 import type { Language, ModuleFormat } from './language.js';
 import { normaliseProjectPath } from './manifest.js';
-import { type DatabaseId, databaseIds, findDatabase, type TargetId, targetIds } from './targets.js';
+import {
+  type DatabaseId,
+  databaseIds,
+  findDatabase,
+  type OrmId,
+  ormIds,
+  type TargetId,
+  targetIds,
+} from './targets.js';
 
 /** The command line, as commander parsed it. */
 export interface CliOptions {
   /** Unset: the nearest folder upward with a package.json, else where it runs. */
   cwd?: string;
   framework?: string[];
+  orm?: string[];
   database?: string;
   lang?: string;
   dir?: string;
@@ -25,6 +34,8 @@ export interface CliOptions {
 export interface Answers {
   /** Every target the project has after this run: the manifest's, then the new ones. */
   targets: TargetId[];
+  /** ORMs bound to `db`: the manifest's, then the new ones. */
+  orms?: OrmId[];
   database: DatabaseId;
   language: Language;
   moduleFormat: ModuleFormat;
@@ -42,6 +53,10 @@ export interface Draft {
   manifestTargets: TargetId[];
   /** Frameworks found in package.json. */
   detectedTargets: TargetId[];
+  /** ORMs named by --orm; undefined when the flag was not given (a terminal asks). */
+  flagOrms: OrmId[] | undefined;
+  /** ORMs from an earlier run; always kept. */
+  manifestOrms: OrmId[];
   database: DatabaseId;
   databaseSource: 'flag' | 'manifest' | 'detected' | 'default';
   language: Language;
@@ -64,6 +79,19 @@ export function parseTargetList(values: readonly string[]): TargetId[] {
   }
   if (ids.length === 0) {
     throw new UsageError(`--framework needs at least one id (valid: ${targetIds.join(', ')})`);
+  }
+  return ids;
+}
+
+export function parseOrmList(values: readonly string[]): OrmId[] {
+  const ids: OrmId[] = [];
+  for (const value of values.flatMap((v) => v.split(','))) {
+    const id = value.trim().toLowerCase();
+    if (id === '' || id === 'none') continue;
+    if (!ormIds.includes(id as OrmId)) {
+      throw new UsageError(`unknown ORM '${value.trim()}' (valid: ${ormIds.join(', ')})`);
+    }
+    if (!ids.includes(id as OrmId)) ids.push(id as OrmId);
   }
   return ids;
 }
@@ -126,6 +154,8 @@ export function draftAnswers(options: CliOptions, facts: ProjectFacts): Draft {
     flagTargets,
     manifestTargets: manifest?.targets ?? [],
     detectedTargets: facts.frameworks,
+    flagOrms: options.orm ? parseOrmList(options.orm) : undefined,
+    manifestOrms: manifest?.orms ?? [],
     database,
     databaseSource,
     language,
@@ -166,9 +196,11 @@ export function withTargets(
   chosen: TargetId[],
   database: DatabaseId,
   language: Language = draft.language,
+  chosenOrms: readonly OrmId[] = draft.flagOrms ?? [],
 ): Answers {
   return {
     targets: uniqueTargets([...draft.manifestTargets, ...chosen]),
+    orms: [...new Set([...draft.manifestOrms, ...chosenOrms])],
     database,
     language,
     moduleFormat: draft.moduleFormat,

@@ -7,7 +7,14 @@ import { posix } from 'node:path';
 import * as v from 'valibot';
 import { oneOf, UsageError } from './errors.js';
 import type { Language, ModuleFormat } from './language.js';
-import { type DatabaseId, databaseIds, type TargetId, targetIds } from './targets.js';
+import {
+  type DatabaseId,
+  databaseIds,
+  type OrmId,
+  ormIds,
+  type TargetId,
+  targetIds,
+} from './targets.js';
 
 export const MANIFEST_FILE = 'db-hooks.json';
 
@@ -20,6 +27,8 @@ export interface Manifest {
   /** Where generated files go, relative to the project root, forward slashes. */
   dir: string;
   targets: TargetId[];
+  /** --orm: ORMs bound to `db` (absent from manifests written before there were any). */
+  orms?: OrmId[];
   /** Project-relative path → `sha256-<hex>` of the content create-db-hooks wrote there. */
   files: Record<string, string>;
 }
@@ -97,7 +106,11 @@ export function serializeManifest(manifest: Manifest): string {
       .map((path) => [path, manifest.files[path]]),
   );
   const targets = targetIds.filter((id) => manifest.targets.includes(id));
-  return `${JSON.stringify({ ...manifest, targets, files }, null, 2)}\n`;
+  // Written only when there are some: a project without an ORM keeps the manifest it had.
+  const { orms, ...rest } = manifest;
+  const chosen = ormIds.filter((id) => orms?.includes(id));
+  const ordered = { ...rest, targets, ...(chosen.length > 0 && { orms: chosen }), files };
+  return `${JSON.stringify(ordered, null, 2)}\n`;
 }
 
 /**
@@ -173,6 +186,19 @@ const manifestSchema = v.object({
       '"targets" must be an array of target ids',
     ),
     v.transform((ids) => [...new Set(ids)]),
+  ),
+  orms: v.optional(
+    v.pipe(
+      v.array(
+        v.picklist(
+          ormIds,
+          (issue) => `unknown ORM '${String(issue.input)}' in "orms" (valid: ${ormIds.join(', ')})`,
+        ),
+        '"orms" must be an array of ORM ids',
+      ),
+      v.transform((ids) => [...new Set(ids)]),
+    ),
+    [],
   ),
   files: v.optional(
     v.pipe(

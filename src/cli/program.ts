@@ -1,7 +1,7 @@
 // The command line: every flag of DESIGN.md, and a help text with one example per target taken
 // from the table, so adding a target updates --help by itself.
 import { Command, Option } from 'commander';
-import { databases, targetIds, targets } from './targets.js';
+import { databases, orms, targetIds, targets } from './targets.js';
 
 function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
@@ -45,6 +45,11 @@ export function createProgram(version: string): Command {
       .option(
         '-f, --framework <ids>',
         'one or more target ids, comma-separated (same as the positional names)',
+        collect,
+      )
+      .option(
+        '--orm <ids>',
+        `${orms.map((o) => o.id).join(' | ')}: also bind that ORM to the request's connection`,
         collect,
       )
       .option('-d, --database <id>', `${databases.map((d) => d.id).join(' | ')}`)

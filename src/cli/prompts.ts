@@ -9,7 +9,7 @@ import { WriteStream } from 'node:tty';
 import { type Answers, type Draft, withTargets } from './answers.js';
 import { CancelledError } from './errors.js';
 import type { Language } from './language.js';
-import { type DatabaseId, databases, type TargetId, targets } from './targets.js';
+import { type DatabaseId, databases, type OrmId, orms, type TargetId, targets } from './targets.js';
 
 const inquirer = () => import('@inquirer/prompts');
 
@@ -53,7 +53,8 @@ async function cancellable<T>(question: () => Promise<T>): Promise<T> {
 export async function askAnswers(draft: Draft): Promise<Answers> {
   let chosen: TargetId[] = draft.flagTargets;
   const allAdded = targets.every((t) => draft.manifestTargets.includes(t.id));
-  if (chosen.length === 0 && !allAdded) {
+  const choosing = chosen.length === 0 && !allAdded;
+  if (choosing) {
     const preselected = new Set([...draft.manifestTargets, ...draft.detectedTargets]);
     const { checkbox } = await inquirer();
     chosen = await cancellable(() =>
@@ -115,7 +116,31 @@ export async function askAnswers(draft: Draft): Promise<Answers> {
       ),
     );
   }
-  return withTargets(draft, chosen, database, language);
+  // Asked along with the frameworks: a run whose flags named them takes --orm or nothing.
+  let chosenOrms: OrmId[] = draft.flagOrms ?? [];
+  const ormsLeft = orms.filter((orm) => !draft.manifestOrms.includes(orm.id));
+  if (choosing && draft.flagOrms === undefined && ormsLeft.length > 0) {
+    const { select } = await inquirer();
+    const orm = await cancellable(() =>
+      select<OrmId | 'none'>(
+        {
+          message: "Bind a query builder or ORM to the request's connection?",
+          choices: [
+            { name: `${'none'.padEnd(10)} raw SQL through db only`, value: 'none', short: 'none' },
+            ...ormsLeft.map((o) => ({
+              name: `${o.id.padEnd(10)} ${o.title}`,
+              value: o.id,
+              short: o.id,
+            })),
+          ],
+          default: 'none',
+        },
+        context(),
+      ),
+    );
+    chosenOrms = orm === 'none' ? [] : [orm];
+  }
+  return withTargets(draft, chosen, database, language, chosenOrms);
 }
 
 /** A yes/no question; Ctrl-C cancels the run. */

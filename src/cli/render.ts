@@ -5,10 +5,12 @@ import { join, posix } from 'node:path';
 import { type OutputStyle, sourceExtension, toProjectLanguage } from './language.js';
 import { packageRoot } from './paths.js';
 import { precompiledTemplates } from './precompiled.js';
-import { type DatabaseId, findDatabase, type TargetId } from './targets.js';
+import { type DatabaseId, findDatabase, type OrmId, type TargetId } from './targets.js';
 
 export interface GenerationRequest {
   targets: readonly TargetId[];
+  /** --orm: a <dir>/<orm> file each, bound to `db`. */
+  orms?: readonly OrmId[];
   database: DatabaseId;
   style: OutputStyle;
   /** Where generated files go, relative to the project root, with forward slashes (e.g. src/db). */
@@ -17,7 +19,7 @@ export interface GenerationRequest {
   version: string;
 }
 
-export type GeneratedFileKind = 'runtime' | 'index' | 'adapter' | 'app';
+export type GeneratedFileKind = 'runtime' | 'index' | 'adapter' | 'orm' | 'app';
 
 export interface GeneratedFile {
   /** Relative to the project root, forward slashes. */
@@ -131,6 +133,10 @@ export async function renderGeneratedFiles(request: GenerationRequest): Promise<
       kind: 'adapter',
       target,
     });
+  }
+  for (const orm of request.orms ?? []) {
+    const source = await renderTemplate(`orms/${orm}.ts.ejs`, locals);
+    files.push({ path: out(orm), content: await finish(source, request), kind: 'orm' });
   }
   return files;
 }

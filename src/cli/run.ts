@@ -46,6 +46,7 @@ export async function planSources(
 ): Promise<PlanSources> {
   const request = {
     targets: answers.targets,
+    orms: answers.orms,
     database: answers.database,
     style: { language: answers.language, moduleFormat: answers.moduleFormat },
     dir: answers.dir,

@@ -1,0 +1,215 @@
+// End to end, --orm: for Kysely and Drizzle (the real packages from npm) on both databases, the
+// generated <dir>/<orm> file in a fresh project with Express or Fastify, type-checked under
+// strict for TypeScript, run over real HTTP. Checks: an ORM query runs on the request's
+// connection (the same backend pid on PostgreSQL, the same connection's temp table on SQLite)
+// and checks it out when it comes first; it commits and rolls back with db.atomic(); the ORM's
+// own transaction is the request's transaction (db.atomic() nests inside it) or a savepoint
+// inside db.atomic() or inside another; outside a request it borrows one connection per
+// statement and per transaction; a client that leaves mid ORM query gets its connection rolled
+// back and returned, and the request's later ORM queries are refused.
+//
+// E2E_FILTER=kysely (a substring of the case names) runs some of the cases only.
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { before, describe, test } from 'node:test';
+import ejs from 'ejs';
+import pg from 'pg';
+import { toProjectLanguage } from '../../src/cli/language.ts';
+import { renderGeneratedFiles } from '../../src/cli/render.ts';
+import { type DatabaseId, databaseIds, type OrmId, ormIds } from '../../src/cli/targets.ts';
+import { createTestDatabase } from '../support/postgres.ts';
+import { installDependencies, linkDependencies, repoRoot } from './support/deps.ts';
+import { getJson, send } from './support/http.ts';
+import { type Project, startApp, typeCheck, type Variant } from './support/project.ts';
+
+interface OrmCase {
+  orm: OrmId;
+  database: DatabaseId;
+  target: 'express' | 'fastify';
+  variant: Variant;
+}
+
+const cases: OrmCase[] = [];
+for (const orm of ormIds) {
+  for (const database of databaseIds) {
+    for (const variant of ['ts', 'js-esm', 'js-cjs'] as const) {
+      cases.push({ orm, database, target: 'express', variant });
+    }
+    cases.push({ orm, database, target: 'fastify', variant: 'ts' });
+  }
+}
+const caseName = (c: OrmCase) => `${c.orm} × ${c.database} × ${c.target} × ${c.variant}`;
+const filter = process.env.E2E_FILTER;
+const selected = filter ? cases.filter((c) => caseName(c).includes(filter)) : cases;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function createOrmProject(c: OrmCase): Promise<Project> {
+  mkdirSync(join(repoRoot, '.tmp'), { recursive: true });
+  const dir = mkdtempSync(join(repoRoot, '.tmp', 'e2e-orm-'));
+  const style =
+    c.variant === 'ts'
+      ? ({ language: 'ts', moduleFormat: 'esm' } as const)
+      : ({ language: 'js', moduleFormat: c.variant === 'js-cjs' ? 'cjs' : 'esm' } as const);
+  const ext = style.language === 'ts' ? '.ts' : '.js';
+  const files = new Map<string, string>();
+  const write = (path: string, content: string) => {
+    files.set(path, content);
+    mkdirSync(dirname(join(dir, path)), { recursive: true });
+    writeFileSync(join(dir, path), content);
+  };
+  for (const file of await renderGeneratedFiles({
+    targets: [c.target],
+    orms: [c.orm],
+    database: c.database,
+    style,
+    dir: 'src/db',
+    version: '0.0.0-e2e',
+  })) {
+    write(file.path, file.content);
+  }
+  const template = join(repoRoot, 'test', 'e2e', 'apps', 'orm', 'app.ts.ejs');
+  const source = ejs.render(readFileSync(template, 'utf8'), { ...c }, { filename: template });
+  write(`src/app${ext}`, await toProjectLanguage(source, style));
+  const type = style.moduleFormat === 'cjs' ? 'commonjs' : 'module';
+  write('package.json', `${JSON.stringify({ name: 'e2e-orm', private: true, type })}\n`);
+  if (style.language === 'ts') {
+    const compilerOptions = {
+      target: 'ES2022',
+      lib: ['ES2022'],
+      module: 'NodeNext',
+      moduleResolution: 'NodeNext',
+      strict: true,
+      noEmit: true,
+      skipLibCheck: true,
+      verbatimModuleSyntax: true,
+      noUnusedLocals: true,
+      noUnusedParameters: true,
+      types: ['node'],
+    };
+    write('tsconfig.json', `${JSON.stringify({ compilerOptions, include: ['src'] })}\n`);
+  }
+  linkDependencies(dir);
+  return { dir, ext, files, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+async function idleInTransaction(url: string): Promise<number> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ n: string }>(
+      "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+    );
+    return Number(rows[0]!.n);
+  } finally {
+    await client.end();
+  }
+}
+
+interface Stats {
+  inUse: number;
+  waiting: number;
+}
+
+before(() => installDependencies());
+
+describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, () => {
+  for (const c of selected) {
+    test(caseName(c), async () => {
+      const project = await createOrmProject(c);
+      const postgres = c.database === 'postgres' ? await createTestDatabase() : undefined;
+      try {
+        if (project.ext === '.ts') {
+          const errors = await typeCheck(project);
+          assert.equal(errors, undefined, `tsc --strict:\n${errors}`);
+        }
+        const env =
+          postgres !== undefined
+            ? { DATABASE_URL: postgres.url }
+            : { SQLITE_PATH: join(project.dir, 'app.db') };
+        const app = await startApp(project, 'app', env);
+        const get = <T>(path: string) => getJson<T>(`${app.url}${path}`);
+        const count = async () => (await get<{ n: number }>('/count/x')).n;
+        const released = async (what: string) => {
+          let stats: Stats | undefined;
+          for (const deadline = Date.now() + 3000; Date.now() < deadline; await sleep(25)) {
+            stats = await get<Stats>('/__stats');
+            if (stats.inUse === 0 && stats.waiting === 0) break;
+          }
+          assert.equal(stats?.inUse, 0, `${what}: a connection is still in use\n${app.output()}`);
+          if (postgres) assert.equal(await idleInTransaction(postgres.url), 0, what);
+        };
+        try {
+          // Outside a request (at start-up): a statement borrows and returns its connection; a
+          // transaction holds one, commits and rolls back.
+          assert.deepEqual(await get('/__outside'), {
+            added: 1,
+            afterStatement: 0,
+            inTransaction: { same: true, inUse: 1 },
+            rolledBack: 'Error',
+            afterAll: 0,
+          });
+
+          // In a request, the ORM's first query checks the connection out; db's run on it too.
+          assert.deepEqual(await get('/same/a'), { same: true, inUse: 1 });
+          await released('after /same');
+
+          let n = await count();
+          assert.deepEqual(await get('/atomic-ok/a'), { same: true });
+          assert.equal(await count(), n + 2, 'db.atomic() committed both');
+          n += 2;
+          assert.equal(await get('/atomic-fail/a'), 'Error');
+          assert.equal(await count(), n, 'db.atomic() rolled back the ORM insert too');
+
+          assert.deepEqual(await get('/tx-ok/a'), { same: true, inUse: 1 });
+          assert.equal(await count(), n + 4, "the ORM's transaction committed db's inserts too");
+          n += 4;
+          assert.equal(await get('/tx-fail/a'), 'Error');
+          assert.equal(await count(), n, "the ORM's transaction rolled back db's insert too");
+
+          assert.deepEqual(await get('/nested-in-atomic/a'), { inner: 'Error', same: true });
+          assert.equal(await count(), n + 2, 'only the failed savepoint was rolled back');
+          n += 2;
+          assert.deepEqual(await get('/nested-in-tx/a'), { inner: 'Error' });
+          assert.equal(await count(), n + 1, 'only the nested transaction was rolled back');
+          n += 1;
+          await released('after the transactions');
+
+          // The client leaves while the ORM's statement runs inside db.atomic().
+          let started: (value?: unknown) => void = () => {};
+          const ready = new Promise((resolve) => {
+            started = resolve;
+          });
+          const poll = (async () => {
+            for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(10)) {
+              const event = await get<{ started?: boolean }>('/__events/gone');
+              if (event.started) return started();
+            }
+          })();
+          assert.equal(await send(`${app.url}/slow/gone`, { abortWhen: ready }), 'aborted');
+          await poll;
+          let event: Record<string, unknown> = {};
+          for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(20)) {
+            event = await get('/__events/gone');
+            if (event.done) break;
+          }
+          assert.equal(event.error, 'ScopeReleasedError', JSON.stringify(event));
+          assert.equal(event.after, 'ScopeReleasedError', 'a later ORM query is refused');
+          if (postgres) assert.equal(event.slowDone, true, 'the query in flight was waited for');
+          await released('after the client left');
+          assert.equal(await count(), n, 'the abandoned transaction was rolled back');
+
+          const code = await app.stop();
+          assert.equal(code, 0, `the app did not shut down cleanly:\n${app.output()}`);
+          assert.doesNotMatch(app.output(), /could not return/);
+        } finally {
+          await app.stop();
+        }
+      } finally {
+        project.remove();
+        await postgres?.drop();
+      }
+    });
+  }
+});
