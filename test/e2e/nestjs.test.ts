@@ -1,0 +1,396 @@
+// End to end, NestJS the way `nest new` sets it up: an app written with decorators and injection
+// by type (emitDecoratorMetadata), compiled by tsc under the starter's tsconfig and run by node,
+// on @nestjs/platform-express and @nestjs/platform-fastify, SQLite and PostgreSQL. What the
+// shared scenarios (adapters.test.ts) cannot see: a guard, an interceptor (before and after the
+// handler) and a pipe run inside the request's scope, on the handler's connection; `Database`
+// is injected by type and is `db`; pool exhaustion is a 503 from Nest's exception layer (its
+// usual JSON, Retry-After, no stack in the log), before any guard with eager checkout; a client
+// that leaves is no logged error; on SIGTERM with enableShutdownHooks() the request in flight
+// finishes, then the pool closes.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { renderGeneratedFiles } from '../../src/cli/render.ts';
+import type { DatabaseId } from '../../src/cli/targets.ts';
+import { createTestDatabase } from '../support/postgres.ts';
+import { binary, installDependencies, linkDependencies, repoRoot } from './support/deps.ts';
+import { fetchReply, getJson, send } from './support/http.ts';
+import { type Project, type RunningApp, startApp } from './support/project.ts';
+
+const run = promisify(execFile);
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** tsconfig.json as `nest new` writes it (NestJS 11 starter), with the ES module output Nest 12 needs. */
+const nestTsconfig = {
+  compilerOptions: {
+    module: 'nodenext',
+    moduleResolution: 'nodenext',
+    resolvePackageJsonExports: true,
+    esModuleInterop: true,
+    isolatedModules: true,
+    declaration: true,
+    removeComments: true,
+    emitDecoratorMetadata: true,
+    experimentalDecorators: true,
+    allowSyntheticDefaultImports: true,
+    target: 'ES2023',
+    sourceMap: true,
+    outDir: './build',
+    rootDir: '.', // build/src/main.js, which startApp() runs
+    skipLibCheck: true,
+    strictNullChecks: true,
+    forceConsistentCasingInFileNames: true,
+    noImplicitAny: false,
+    strictBindCallApply: false,
+    noFallthroughCasesInSwitch: false,
+    types: ['node'],
+  },
+  include: ['src'],
+};
+
+function appSource(database: DatabaseId): string {
+  const pid =
+    database === 'postgres'
+      ? "(await this.db.get<{ pid: number }>('SELECT pg_backend_pid() AS pid'))!.pid"
+      : "(await this.db.get('SELECT 1 AS one'), 0)";
+  const small =
+    database === 'postgres'
+      ? 'new PostgresDatabase({ connectionString: process.env.DATABASE_URL, max: 1, acquireTimeoutMillis: 300 })'
+      : 'new SqliteDatabase({ path: process.env.SQLITE_PATH, max: 1, acquireTimeoutMillis: 300 })';
+  const driver = database === 'postgres' ? 'PostgresDatabase' : 'SqliteDatabase';
+  return `import 'reflect-metadata';
+import {
+  type CallHandler,
+  type CanActivate,
+  Controller,
+  type ExecutionContext,
+  Get,
+  Injectable,
+  Module,
+  type NestInterceptor,
+  Param,
+  type PipeTransform,
+  Post,
+  Body,
+  Req,
+  UseGuards,
+  UseInterceptors,
+} from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { FastifyAdapter } from '@nestjs/platform-fastify';
+import { from, mergeMap } from 'rxjs';
+import { db } from './db/index.js';
+import { DbHooksModule } from './db/nestjs.js';
+import { Database } from './db/runtime.js';
+import { ${driver} } from './db/runtime-${database}.js';
+
+// The generated db, or a pool of one for the exhaustion tests.
+const database = process.env.E2E_POOL_MAX ? ${small} : db;
+
+type Seen = Record<string, { pid: number; inScope: boolean }>;
+interface Scoped { seen?: Seen; url: string }
+
+/** Where each stage ran: its connection (PostgreSQL backend) and whether it held the request's. */
+@Injectable()
+class Probe {
+  constructor(private readonly db: Database) {}
+  async look(): Promise<{ pid: number; inScope: boolean }> {
+    const pid = ${pid};
+    return { pid, inScope: !this.db.isClosed() };
+  }
+  isDb(): boolean {
+    return this.db === database;
+  }
+}
+
+let guardRuns = 0;
+
+@Injectable()
+class ProbeGuard implements CanActivate {
+  constructor(private readonly probe: Probe) {}
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    guardRuns++;
+    const req = context.switchToHttp().getRequest<Scoped>();
+    req.seen = { guard: await this.probe.look() };
+    return true;
+  }
+}
+
+@Injectable()
+class ProbeInterceptor implements NestInterceptor {
+  constructor(private readonly probe: Probe) {}
+  intercept(context: ExecutionContext, next: CallHandler) {
+    const req = context.switchToHttp().getRequest<Scoped>();
+    return from(this.probe.look()).pipe(
+      mergeMap((before) => {
+        req.seen!.interceptor = before;
+        return next.handle();
+      }),
+      mergeMap(async (body: { seen: Seen }) => {
+        body.seen.afterHandler = await this.probe.look();
+        return body;
+      }),
+    );
+  }
+}
+
+@Injectable()
+class ProbePipe implements PipeTransform {
+  constructor(private readonly probe: Probe) {}
+  async transform(value: unknown) {
+    return { value, at: await this.probe.look() };
+  }
+}
+
+@Controller()
+@UseGuards(ProbeGuard)
+@UseInterceptors(ProbeInterceptor)
+class ProbeController {
+  constructor(private readonly probe: Probe) {}
+
+  @Post('items/:id')
+  async item(
+    @Param('id', ProbePipe) id: { value: string; at: { pid: number; inScope: boolean } },
+    @Body() body: { name: string },
+    @Req() req: Scoped,
+  ) {
+    const seen: Seen = { ...req.seen, pipe: id.at, handler: await this.probe.look() };
+    return { id: id.value, name: body.name, injectedIsDb: this.probe.isDb(), seen };
+  }
+
+  @Get('hold')
+  async hold(@Req() req: Scoped) {
+    await this.probe.look();
+    await new Promise((resolve) => setTimeout(resolve, Number(new URL(req.url, 'http://x').searchParams.get('ms'))));
+    await this.probe.look(); // refused when the client left meanwhile
+    return { seen: {}, ok: true };
+  }
+
+  @Get('guard-runs')
+  guardRuns() {
+    return { seen: {}, guardRuns };
+  }
+}
+
+@Module({
+  imports: [
+    DbHooksModule.forRoot({
+      database,
+      checkout: process.env.E2E_CHECKOUT === 'eager' ? 'eager' : 'lazy',
+    }),
+  ],
+  controllers: [ProbeController],
+  providers: [Probe],
+})
+class AppModule {}
+
+async function main(): Promise<void> {
+  const app =
+    process.env.NEST_PLATFORM === 'fastify'
+      ? await NestFactory.create(AppModule, new FastifyAdapter(), { logger: ['error', 'warn'] })
+      : await NestFactory.create(AppModule, { logger: ['error', 'warn'] });
+  app.enableShutdownHooks(['SIGTERM'], { useProcessExit: true });
+  process.on('exit', () => console.log('pool at exit: ' + JSON.stringify(database.stats())));
+  await app.listen(Number(process.env.PORT ?? 0), '127.0.0.1');
+  console.log('listening on ' + (await app.getUrl()));
+}
+
+void main();
+`;
+}
+
+/** The generated files and the app above, compiled by tsc into build/. */
+async function nestProject(database: DatabaseId): Promise<{ dir: string; compiled: Project }> {
+  mkdirSync(join(repoRoot, '.tmp'), { recursive: true });
+  const dir = mkdtempSync(join(repoRoot, '.tmp', 'nest-'));
+  const write = (path: string, content: string) => {
+    mkdirSync(dirname(join(dir, path)), { recursive: true });
+    writeFileSync(join(dir, path), content);
+  };
+  const style = { language: 'ts', moduleFormat: 'esm' } as const;
+  for (const file of await renderGeneratedFiles({
+    targets: ['nestjs'],
+    database,
+    style,
+    dir: 'src/db',
+    version: '0.0.0-e2e',
+  })) {
+    write(file.path, file.content);
+  }
+  write('src/main.ts', appSource(database));
+  write('package.json', JSON.stringify({ name: 'nest-app', private: true, type: 'module' }));
+  write('tsconfig.json', JSON.stringify(nestTsconfig, null, 2));
+  linkDependencies(dir);
+  try {
+    await run(process.execPath, [binary('typescript', 'bin/tsc'), '-p', dir]);
+  } catch (error) {
+    const { stdout, stderr } = error as { stdout?: string; stderr?: string };
+    assert.fail(`tsc under the nest new tsconfig:\n${stdout}${stderr}`);
+  }
+  // startApp runs <dir>/src/<entry>.js: build/ holds src/ compiled, and node_modules is found
+  // one level up.
+  const compiled: Project = {
+    dir: join(dir, 'build'),
+    ext: '.js',
+    files: new Map(),
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
+  return { dir, compiled };
+}
+
+interface Stage {
+  pid: number;
+  inScope: boolean;
+}
+
+async function stop(app: RunningApp): Promise<string> {
+  const code = await app.stop();
+  assert.equal(code, 0, `the app did not shut down cleanly:\n${app.output()}`);
+  return app.output();
+}
+
+const stackLine = /^\s+at /m;
+
+async function insideTheScope(
+  project: Project,
+  env: Record<string, string>,
+  database: DatabaseId,
+): Promise<void> {
+  const app = await startApp(project, 'main', env);
+  try {
+    const replies = await Promise.all(
+      [1, 2, 3].map((i) =>
+        fetchReply(`${app.url}/items/${i}`, { method: 'POST', json: { name: `n${i}` } }),
+      ),
+    );
+    const pids = new Set<number>();
+    for (const [i, reply] of replies.entries()) {
+      assert.equal(reply.status, 201, reply.body);
+      const body = JSON.parse(reply.body) as {
+        id: string;
+        name: string;
+        injectedIsDb: boolean;
+        seen: Record<string, Stage>;
+      };
+      assert.equal(body.id, String(i + 1));
+      assert.equal(body.name, `n${i + 1}`, 'the body did not reach the handler');
+      assert.equal(body.injectedIsDb, true, 'the injected Database is not db');
+      const stages = ['guard', 'interceptor', 'pipe', 'handler', 'afterHandler'];
+      assert.deepEqual(Object.keys(body.seen).sort(), [...stages].sort());
+      for (const stage of stages) {
+        assert.equal(body.seen[stage]!.inScope, true, `${stage} ran outside the request scope`);
+      }
+      if (database === 'postgres') {
+        const stagePids = new Set(stages.map((stage) => body.seen[stage]!.pid));
+        assert.equal(stagePids.size, 1, `stages on different connections: ${reply.body}`);
+        pids.add(body.seen.handler!.pid);
+      }
+    }
+    // The three requests ran at once (each holds its connection until its response is sent).
+    if (database === 'postgres') assert.equal(pids.size, 3, 'concurrent requests shared one');
+  } finally {
+    const output = await stop(app);
+    assert.doesNotMatch(output, /ERROR/, output);
+    assert.match(output, /pool at exit: \{"total":0,/, 'the pool was not closed on shutdown');
+  }
+}
+
+async function exhaustion(project: Project, env: Record<string, string>, eager: boolean) {
+  const app = await startApp(project, 'main', {
+    ...env,
+    E2E_POOL_MAX: '1',
+    ...(eager && { E2E_CHECKOUT: 'eager' }),
+  });
+  try {
+    const holding = fetchReply(`${app.url}/hold?ms=1500`);
+    await sleep(300);
+    const refused = await fetchReply(`${app.url}/items/1`, { method: 'POST', json: { name: 'x' } });
+    assert.equal(refused.status, 503, refused.body);
+    assert.equal(refused.headers['retry-after'], '1');
+    const body = JSON.parse(refused.body) as Record<string, unknown>;
+    assert.equal(body.statusCode, 503);
+    assert.equal(body.error, 'Service Unavailable');
+    assert.match(String(body.message), /No database connection became free within \d+ ms/);
+    assert.equal((await holding).status, 200);
+    const after = await getJson<{ guardRuns: number }>(`${app.url}/guard-runs`);
+    // Eager: refused in the middleware, so the guard ran for /hold and /guard-runs only.
+    if (eager) assert.equal(after.guardRuns, 2, 'a guard ran for a request with no connection');
+  } finally {
+    const output = await stop(app);
+    assert.doesNotMatch(output, stackLine, `a 503 logged a stack:\n${output}`);
+  }
+}
+
+/** A client that leaves mid-request: its next statement is refused, and nothing is logged. */
+async function clientLeaves(project: Project, env: Record<string, string>): Promise<void> {
+  const app = await startApp(project, 'main', env);
+  try {
+    assert.equal(await send(`${app.url}/hold?ms=500`, { abortWhen: sleep(200) }), 'aborted');
+    await sleep(700);
+    assert.equal(
+      (await fetchReply(`${app.url}/items/1`, { method: 'POST', json: { name: 'x' } })).status,
+      201,
+    );
+  } finally {
+    const output = await stop(app);
+    assert.doesNotMatch(
+      output,
+      /ScopeReleasedError|ERROR/,
+      `a client that left was logged:\n${output}`,
+    );
+  }
+}
+
+/** SIGTERM with a request in flight: it is answered, then the pool closes and the app exits 0. */
+async function shutdown(project: Project, env: Record<string, string>): Promise<void> {
+  const app = await startApp(project, 'main', env);
+  const inFlight = fetchReply(`${app.url}/hold?ms=600`);
+  await sleep(200);
+  const output = await stop(app);
+  const reply = await inFlight;
+  assert.equal(reply.status, 200, `the request in flight was cut: ${reply.status} ${reply.body}`);
+  assert.match(output, /pool at exit: \{"total":0,/, `the pool was not closed:\n${output}`);
+}
+
+before(() => {
+  installDependencies();
+});
+
+describe('NestJS as `nest new` sets it up', { concurrency: 2 }, () => {
+  for (const database of ['sqlite', 'postgres'] as const) {
+    test(`decorators and injection by type, ${database}`, async (t) => {
+      const postgres = database === 'postgres' ? await createTestDatabase() : undefined;
+      const { dir, compiled } = await nestProject(database);
+      const base: Record<string, string> = postgres
+        ? { DATABASE_URL: postgres.url }
+        : { SQLITE_PATH: join(dir, 'app.db') };
+      try {
+        for (const platform of ['express', 'fastify']) {
+          const env = { ...base, NEST_PLATFORM: platform };
+          await t.test(`${platform}: guard, interceptor, pipe and handler share the scope`, () =>
+            insideTheScope(compiled, env, database),
+          );
+          await t.test(`${platform}: exhaustion is a 503 from Nest's exception layer (lazy)`, () =>
+            exhaustion(compiled, env, false),
+          );
+          await t.test(`${platform}: eager checkout answers 503 before any guard`, () =>
+            exhaustion(compiled, env, true),
+          );
+          await t.test(`${platform}: a client that leaves is not logged`, () =>
+            clientLeaves(compiled, env),
+          );
+          await t.test(
+            `${platform}: SIGTERM finishes the request in flight, then closes the pool`,
+            () => shutdown(compiled, env),
+          );
+        }
+      } finally {
+        compiled.remove();
+        await postgres?.drop();
+      }
+    });
+  }
+});
