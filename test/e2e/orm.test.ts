@@ -159,13 +159,13 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
           assert.deepEqual(await get('/atomic-ok/a'), { same: true });
           assert.equal(await count(), n + 2, 'db.atomic() committed both');
           n += 2;
-          assert.equal(await get('/atomic-fail/a'), 'Error');
+          assert.deepEqual(await get('/atomic-fail/a'), { error: 'Error' });
           assert.equal(await count(), n, 'db.atomic() rolled back the ORM insert too');
 
           assert.deepEqual(await get('/tx-ok/a'), { same: true, inUse: 1 });
           assert.equal(await count(), n + 4, "the ORM's transaction committed db's inserts too");
           n += 4;
-          assert.equal(await get('/tx-fail/a'), 'Error');
+          assert.deepEqual(await get('/tx-fail/a'), { error: 'Error' });
           assert.equal(await count(), n, "the ORM's transaction rolled back db's insert too");
 
           assert.deepEqual(await get('/nested-in-atomic/a'), { inner: 'Error', same: true });
