@@ -5,7 +5,14 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { UsageError } from './errors.js';
 import type { Language, ModuleFormat } from './language.js';
 import { MANIFEST_FILE, type Manifest, parseManifest } from './manifest.js';
-import { type DatabaseId, type Dependency, databases, type TargetId, targets } from './targets.js';
+import {
+  type DatabaseId,
+  type Dependency,
+  databases,
+  type TargetDefinition,
+  type TargetId,
+  targets,
+} from './targets.js';
 
 export type PackageManager = 'npm' | 'pnpm' | 'yarn' | 'bun';
 export const packageManagers: readonly PackageManager[] = ['npm', 'pnpm', 'yarn', 'bun'];
@@ -140,6 +147,18 @@ function packageName(dir: string): string {
   return name || 'app';
 }
 
+/**
+ * The targets whose packages the project lists, in table order. A framework found together with
+ * the one it runs on (NestJS on Express) stands for both: the other is its platform.
+ */
+function detectFrameworks(installed: ReadonlySet<string>): TargetId[] {
+  const found = (targets as readonly TargetDefinition[]).filter((target) =>
+    target.detectedBy.some((name) => installed.has(name)),
+  );
+  const platforms = new Set(found.flatMap((target) => target.runsOn ?? []));
+  return found.filter((target) => !platforms.has(target.id)).map((target) => target.id as TargetId);
+}
+
 /** Gathers every fact a run needs about the project at `cwd`. Throws UsageError on bad input. */
 export function detectProject(cwd: string, env: NodeJS.ProcessEnv = process.env): ProjectFacts {
   const root = realpathDeep(cwd);
@@ -190,9 +209,7 @@ export function detectProject(cwd: string, env: NodeJS.ProcessEnv = process.env)
     packageManagerSource: source,
     hasSrc: isDir(join(root, 'src')),
     installed,
-    frameworks: targets
-      .filter((target) => target.detectedBy.some((name) => installed.has(name)))
-      .map((target) => target.id),
+    frameworks: detectFrameworks(installed),
     drivers: databases
       .filter((database) =>
         (database.dependencies as readonly Dependency[]).some(

@@ -22,6 +22,11 @@ export interface TargetDefinition {
   title: string;
   /** Packages whose presence in package.json marks the project as using this framework. */
   detectedBy: string[];
+  /**
+   * Targets this framework runs on: found together with it, they are its platform, not a framework
+   * of their own (a NestJS app that lists express or fastify), so only this one is pre-selected.
+   */
+  runsOn?: string[];
   /** Glue packages the generated adapter imports, besides the framework itself. */
   dependencies: Dependency[];
   /** The framework itself, installed only into a new app made in an empty directory. */
@@ -124,6 +129,7 @@ export const targets = [
     name: 'NestJS',
     title: 'NestJS 12 on Express or Fastify (module; closes the pool on shutdown)',
     detectedBy: ['@nestjs/core'],
+    runsOn: ['express', 'fastify'],
     dependencies: [],
     frameworkDependencies: [
       { name: '@nestjs/common', version: '^12.5.0' },

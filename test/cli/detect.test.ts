@@ -98,6 +98,23 @@ describe('detectProject', () => {
     assert.ok(facts.installed.has('pg'));
   });
 
+  test('a NestJS app is nestjs, also when it lists the platform it runs on', () => {
+    // What `nest new` writes, plus Fastify for @nestjs/platform-fastify.
+    const nest = {
+      dependencies: {
+        '@nestjs/common': '^12',
+        '@nestjs/core': '^12',
+        '@nestjs/platform-express': '^12',
+        'reflect-metadata': '^0.2',
+        rxjs: '^7',
+      },
+      devDependencies: { '@types/express': '^5' },
+    };
+    assert.deepEqual(detectProject(makeProject({}, nest), noAgent).frameworks, ['nestjs']);
+    const onFastify = { dependencies: { ...nest.dependencies, fastify: '^5', express: '^5' } };
+    assert.deepEqual(detectProject(makeProject({}, onFastify), noAgent).frameworks, ['nestjs']);
+  });
+
   test('no package.json: a new app, ESM, named after the directory', () => {
     const parent = tempDir();
     const facts = detectProject(join(parent, 'My App!'), noAgent);

@@ -103,7 +103,7 @@ describe('bad input: one line, exit 2, nothing written', () => {
     await assertRejected(
       ['-C', root, '-f', 'express,django', '-y'],
       root,
-      /unknown framework 'django' \(valid: express, fastify, koa, hono, node-http, fetch, hooks\)/,
+      /unknown framework 'django' \(valid: express, fastify, koa, hono, node-http, fetch, hooks, nestjs\)/,
     );
   });
 
@@ -547,6 +547,38 @@ describe('new app in a directory with no package.json', () => {
     assert.ok(pkg.devDependencies.typescript);
     assert.equal(readJson(join(root, 'tsconfig.json')).compilerOptions.module, 'NodeNext');
     assert.ok(existsSync(join(root, 'src/app.ts')));
+  });
+
+  test('-f nestjs --lang ts: NestJS on Express, and the decorators in tsconfig.json', async () => {
+    const root = tempDir();
+    const result = await runCli(['-C', root, '-f', 'nestjs', '--lang', 'ts', '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    const pkg = readJson(join(root, 'package.json'));
+    for (const name of ['@nestjs/common', '@nestjs/core', '@nestjs/platform-express']) {
+      assert.ok(pkg.dependencies[name], `${name} missing`);
+    }
+    assert.ok(pkg.dependencies['reflect-metadata'] && pkg.dependencies.rxjs);
+    // tsx runs the app: it needs experimentalDecorators to compile Nest's decorators.
+    const { compilerOptions } = readJson(join(root, 'tsconfig.json'));
+    assert.equal(compilerOptions.experimentalDecorators, true);
+    assert.equal(compilerOptions.emitDecoratorMetadata, true);
+    assert.match(readFileSync(join(root, 'src/app.ts'), 'utf8'), /imports: \[DbHooksModule\]/);
+    assert.ok(existsSync(join(root, 'src/db/nestjs.ts')));
+  });
+});
+
+describe('an existing NestJS app', () => {
+  test('nestjs is detected, not its platform, and Next steps say where the module goes', async () => {
+    const root = makeProject(
+      { 'tsconfig.json': '{}', 'src/main.ts': '' },
+      { dependencies: { '@nestjs/core': '^12', '@nestjs/platform-fastify': '^12', fastify: '^5' } },
+    );
+    const result = await runCli(['-C', root, '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(existsSync(join(root, 'src/db/nestjs.ts')));
+    assert.ok(!existsSync(join(root, 'src/db/fastify.ts')), 'fastify is only the platform here');
+    assert.match(result.stdout, /import \{ DbHooksModule \} from '\.\/db\/nestjs\.js';/);
+    assert.match(result.stdout, /imports: \[DbHooksModule\] {3}\/\/ in the root module/);
   });
 });
 
