@@ -1,4 +1,4 @@
-// The code users own passes the linters they run: every target's generated files, for both
+// The code users own passes the linters they run: every target's (and ORM's) generated files, for both
 // databases, under typescript-eslint's recommendedTypeChecked (TypeScript) and Biome's default
 // lint rules and import order (TypeScript and both JavaScript module formats). The real linters
 // from npm, in a project of their own.
@@ -10,7 +10,7 @@ import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import type { OutputStyle } from '../../src/cli/language.ts';
 import { renderGeneratedFiles } from '../../src/cli/render.ts';
-import { databaseIds, targetIds } from '../../src/cli/targets.ts';
+import { databaseIds, ormIds, targetIds } from '../../src/cli/targets.ts';
 import { binary, linkDependencies, repoRoot } from './support/deps.ts';
 
 const run = promisify(execFile);
@@ -48,6 +48,7 @@ async function lintProject(database: string, style: OutputStyle): Promise<string
   writeFileSync(join(dir, 'biome.json'), '{}\n');
   const files = await renderGeneratedFiles({
     targets: targetIds,
+    orms: ormIds,
     database: database as (typeof databaseIds)[number],
     style,
     dir: 'src/db',
