@@ -24,6 +24,9 @@ function helpAfter(): string {
     'Databases:',
     ...databases.map((d) => `  ${d.id.padEnd(width)}  ${d.title}`),
     '',
+    'ORMs (--orm, optional):',
+    ...orms.map((o) => `  ${o.id.padEnd(width)}  ${o.title}`),
+    '',
     'Exit codes: 0 done (also after "no" at the final question), 1 an install failed,',
     '2 bad input or a missing answer, 130 Ctrl-C.',
   ];
@@ -92,6 +95,9 @@ export function listText(): string {
     '',
     'Databases:',
     ...databases.map((d, i) => `  ${d.id.padEnd(width)}  ${d.title}${i === 0 ? ' (default)' : ''}`),
+    '',
+    'ORMs (--orm, optional):',
+    ...orms.map((o) => `  ${o.id.padEnd(width)}  ${o.title}`),
     '',
   ].join('\n');
 }

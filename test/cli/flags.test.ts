@@ -54,6 +54,7 @@ describe('information flags', () => {
       '--cwd',
       '--framework',
       '--database',
+      '--orm',
       '--lang',
       '--dir',
       '--yes',
@@ -113,6 +114,15 @@ describe('bad input: one line, exit 2, nothing written', () => {
       ['-C', root, '-f', 'express', '-d', 'mysql', '-y'],
       root,
       /unknown database 'mysql' \(valid: sqlite, postgres\)/,
+    );
+  });
+
+  test('unknown ORM', async () => {
+    const root = makeProject();
+    await assertRejected(
+      ['-C', root, '-f', 'express', '--orm', 'kysely,nope', '-y'],
+      root,
+      /unknown ORM 'nope' \(valid: kysely, drizzle\)/,
     );
   });
 
@@ -498,6 +508,64 @@ describe('re-runs', () => {
       result.stdout,
       /^Skipped \(exists, not written by create-db-hooks; --force overwrites\)\n {2}db\/index\.js\n/m,
     );
+  });
+});
+
+describe('--orm', () => {
+  test('writes the binding, records it, and a re-run adds another', async () => {
+    const root = makeProject({ 'tsconfig.json': '{}' }, { name: 'x', type: 'module' });
+    const first = await runCli(['-C', root, 'express', '--orm', 'kysely', '-y', '--no-install']);
+    assert.equal(first.code, 0, first.stderr);
+    const kysely = readFileSync(join(root, 'db/kysely.ts'), 'utf8');
+    assert.match(kysely, /^export const orm = kyselyFor\(\);$/m);
+    assert.match(kysely, /from 'kysely';/);
+    const manifest = readJson(join(root, 'db-hooks.json'));
+    assert.deepEqual(manifest.orms, ['kysely']);
+    assert.ok(manifest.files['db/kysely.ts']);
+    assert.match(first.stdout, /^ {2}db\/kysely\.ts$/m);
+
+    // The manifest keeps kysely; --orm adds drizzle, for the same database.
+    const second = await runCli(['-C', root, '--orm', 'drizzle', '-y', '--no-install']);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(readFileSync(join(root, 'db/drizzle.ts'), 'utf8'), /drizzle-orm\/sqlite-proxy/);
+    assert.deepEqual(readJson(join(root, 'db-hooks.json')).orms, ['kysely', 'drizzle']);
+    assert.match(second.stdout, /^Unchanged\n(?: {2}.*\n)* {2}db\/kysely\.ts\n/m);
+  });
+
+  test('postgres, JavaScript CommonJS: the node-postgres binding, as CommonJS', async () => {
+    const root = makeProject({}, { name: 'x' });
+    const args = [
+      '-C',
+      root,
+      'fastify',
+      '-d',
+      'postgres',
+      '--orm',
+      'drizzle',
+      '-y',
+      '--no-install',
+    ];
+    const result = await runCli(args);
+    assert.equal(result.code, 0, result.stderr);
+    const drizzle = readFileSync(join(root, 'db/drizzle.js'), 'utf8');
+    assert.match(drizzle, /require\('drizzle-orm\/node-postgres'\)/);
+    assert.match(drizzle, /^module\.exports = \{ drizzleFor, orm \};$/m);
+  });
+
+  test('none, or no --orm: no binding, and a manifest without "orms"', async () => {
+    const root = makeProject({}, { name: 'x' });
+    const result = await runCli(['-C', root, 'express', '--orm', 'none', '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(!existsSync(join(root, 'db/kysely.js')));
+    assert.equal(readJson(join(root, 'db-hooks.json')).orms, undefined);
+  });
+
+  test('--dry-run lists the ORM among the dependencies to install', async () => {
+    const root = makeProject({}, { name: 'x', dependencies: { express: '^5' } });
+    const result = await runCli(['-C', root, '--orm', 'kysely', '-y', '--dry-run']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /kysely@\^0\.29\.9/);
+    assert.ok(!existsSync(join(root, 'db-hooks.json')));
   });
 });
 
