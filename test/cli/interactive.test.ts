@@ -98,6 +98,9 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     cli.keys('Enter');
     await cli.waitFor('Which database?');
     cli.keys('Down', 'Enter'); // postgres
+    const orms = await cli.waitFor("Bind a query builder or ORM to the request's connection?");
+    assert.match(orms, /❯ none/);
+    cli.keys('Down', 'Enter'); // kysely
     const confirm = await cli.waitFor(/Write \d+ files\?/);
     assert.match(confirm, /create {2}src\/db\/koa\.ts|create {2}db\/koa\.ts/);
     cli.keys('Enter');
@@ -105,7 +108,8 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     const manifest = readJson(join(root, 'db-hooks.json'));
     assert.deepEqual(manifest.targets, ['express', 'koa']);
     assert.equal(manifest.database, 'postgres');
-    for (const file of ['express.ts', 'koa.ts', 'index.ts', 'runtime-postgres.ts']) {
+    assert.deepEqual(manifest.orms, ['kysely']);
+    for (const file of ['express.ts', 'koa.ts', 'index.ts', 'runtime-postgres.ts', 'kysely.ts']) {
       assert.ok(existsSync(join(root, 'db', file)), file);
     }
   });
@@ -174,6 +178,8 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     cli.keys('Enter');
     await cli.waitFor('Which database?');
     cli.keys('Enter');
+    await cli.waitFor('Bind a query builder or ORM');
+    cli.keys('Enter'); // none
     assert.equal(await cli.exitCode(), 0);
     const text = readFileSync(plan, 'utf8');
     assert.match(text, /^Dry run: nothing is written/);
@@ -215,6 +221,8 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     cli.keys('Space', 'Enter');
     await cli.waitFor('Which database?');
     cli.keys('Enter');
+    await cli.waitFor('Bind a query builder or ORM');
+    cli.keys('Enter'); // none
     const done = await cli.waitFor(/Already up to date|Unchanged/);
     assert.ok(done);
     assert.equal(await cli.exitCode(), 0);
@@ -263,6 +271,8 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     const cli = start('per-file', ['-C', root, '-d', 'sqlite', '--no-install']);
     await cli.waitFor('Which frameworks should get database hooks?');
     cli.keys('Enter');
+    await cli.waitFor('Bind a query builder or ORM');
+    cli.keys('Enter'); // none
     await cli.waitFor('db/express.js was edited since it was generated. Replace it');
     cli.keys('y', 'Enter');
     await cli.waitFor('db/koa.js was edited since it was generated. Replace it');
