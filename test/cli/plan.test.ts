@@ -100,6 +100,33 @@ describe('answers: flags, then manifest, then detection, then defaults', () => {
     assert.deepEqual(finishAnswers(draftAnswers(options(), f)).targets, ['express']);
   });
 
+  test('--orm: comma-separated, none is nothing, added to the manifest ones', () => {
+    assert.deepEqual(
+      draftAnswers(options({ orm: ['drizzle, kysely', 'none'] }), facts()).flagOrms,
+      ['drizzle', 'kysely'],
+    );
+    assert.equal(draftAnswers(options(), facts()).flagOrms, undefined);
+    const f = facts({ manifest: manifest({ orms: ['kysely'] }) });
+    const framework = { framework: ['express'] };
+    assert.deepEqual(finishAnswers(draftAnswers(options(framework), f)).orms, ['kysely']);
+    const added = finishAnswers(draftAnswers(options({ ...framework, orm: ['drizzle'] }), f));
+    assert.deepEqual(added.orms, ['kysely', 'drizzle']);
+    assert.throws(
+      () => draftAnswers(options({ orm: ['prisma'] }), facts()),
+      usage(/unknown ORM 'prisma' \(valid: kysely, drizzle\)/),
+    );
+  });
+
+  test('the manifest: "orms" only when there are some; an unknown one is refused', () => {
+    const text = serializeManifest(manifest({ orms: ['drizzle', 'kysely'] }));
+    assert.deepEqual(JSON.parse(text).orms, ['kysely', 'drizzle']);
+    assert.deepEqual(parseManifest(text).orms, ['kysely', 'drizzle']);
+    assert.ok(!serializeManifest(manifest({ orms: [] })).includes('orms'));
+    assert.deepEqual(parseManifest(serializeManifest(manifest())).orms, []);
+    const bad = serializeManifest(manifest()).replace('"targets"', '"orms": ["prisma"], "targets"');
+    assert.throws(() => parseManifest(bad), usage(/unknown ORM 'prisma' in "orms"/));
+  });
+
   test('one detected framework is the answer; none or several is a missing answer', () => {
     assert.deepEqual(
       finishAnswers(draftAnswers(options(), facts({ frameworks: ['fastify'] }))).targets,
