@@ -176,6 +176,18 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
           n += 1;
           await released('after the transactions');
 
+          const extras = await get<Record<string, unknown>>('/extras/a');
+          const expected: Record<string, unknown> =
+            c.orm === 'kysely'
+              ? { startTransaction: 'TransactionInAtomic', inserted: 1 }
+              : c.database === 'postgres'
+                ? { join: true, timestamp: true }
+                : { join: true, batch: true };
+          if (c.database === 'postgres') expected.isolation = 'serializable';
+          assert.deepEqual(extras, expected);
+          n = await count();
+          await released('after the extras');
+
           // The client leaves while the ORM's statement runs inside db.atomic().
           let started: (value?: unknown) => void = () => {};
           const ready = new Promise((resolve) => {
