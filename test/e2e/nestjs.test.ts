@@ -1,12 +1,13 @@
 // End to end, NestJS the way `nest new` sets it up: an app written with decorators and injection
 // by type (emitDecoratorMetadata), compiled by tsc under the starter's tsconfig and run by node,
 // on @nestjs/platform-express and @nestjs/platform-fastify, SQLite and PostgreSQL. What the
-// shared scenarios (adapters.test.ts) cannot see: a guard, an interceptor (before and after the
-// handler) and a pipe run inside the request's scope, on the handler's connection; `Database`
-// is injected by type and is `db`; pool exhaustion is a 503 from Nest's exception layer (its
-// usual JSON, Retry-After, no stack in the log), before any guard with eager checkout; a client
-// that leaves is no logged error; on SIGTERM with enableShutdownHooks() the request in flight
-// finishes, then the pool closes.
+// shared scenarios (adapters.test.ts) cannot see: the app's own middleware, a guard, an
+// interceptor (before and after the handler) and a pipe run inside the request's scope, on the
+// handler's connection; `Database` is injected by type and is `db`; pool exhaustion is a 503
+// from Nest's exception layer (its usual JSON, Retry-After, no stack in the log), before any
+// guard with eager checkout; a client that leaves is no logged error; on SIGTERM with
+// enableShutdownHooks() the request in flight finishes, then the pool closes. And the new app
+// the CLI makes in an empty folder type-checks and serves its route.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,6 +16,7 @@ import { before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { renderGeneratedFiles } from '../../src/cli/render.ts';
 import type { DatabaseId } from '../../src/cli/targets.ts';
+import { runCli } from '../cli/helpers.ts';
 import { createTestDatabase } from '../support/postgres.ts';
 import { binary, installDependencies, linkDependencies, repoRoot } from './support/deps.ts';
 import { fetchReply, getJson, send } from './support/http.ts';
@@ -58,8 +60,8 @@ function appSource(database: DatabaseId): string {
       : "(await this.db.get('SELECT 1 AS one'), 0)";
   const small =
     database === 'postgres'
-      ? 'new PostgresDatabase({ connectionString: process.env.DATABASE_URL, max: 1, acquireTimeoutMillis: 300 })'
-      : 'new SqliteDatabase({ path: process.env.SQLITE_PATH, max: 1, acquireTimeoutMillis: 300 })';
+      ? 'new PostgresDatabase({ connectionString: process.env.DATABASE_URL, max: 1, acquireTimeoutMillis: 300, leakDetectionThresholdMillis: 1000 })'
+      : 'new SqliteDatabase({ path: process.env.SQLITE_PATH, max: 1, acquireTimeoutMillis: 300, leakDetectionThresholdMillis: 1000 })';
   const driver = database === 'postgres' ? 'PostgresDatabase' : 'SqliteDatabase';
   return `import 'reflect-metadata';
 import {
@@ -70,7 +72,9 @@ import {
   Get,
   Injectable,
   Module,
+  type MiddlewareConsumer,
   type NestInterceptor,
+  type NestModule,
   Param,
   type PipeTransform,
   Post,
@@ -91,7 +95,8 @@ import { ${driver} } from './db/runtime-${database}.js';
 const database = process.env.E2E_POOL_MAX ? ${small} : db;
 
 type Seen = Record<string, { pid: number; inScope: boolean }>;
-interface Scoped { seen?: Seen; url: string }
+// On Fastify, middleware gets the raw request, and guards Fastify's request around it (raw).
+interface Scoped { seen?: Seen; url: string; originalUrl?: string; raw?: Scoped }
 
 /** Where each stage ran: its connection (PostgreSQL backend) and whether it held the request's. */
 @Injectable()
@@ -114,7 +119,7 @@ class ProbeGuard implements CanActivate {
   async canActivate(context: ExecutionContext): Promise<boolean> {
     guardRuns++;
     const req = context.switchToHttp().getRequest<Scoped>();
-    req.seen = { guard: await this.probe.look() };
+    req.seen = { ...(req.raw ?? req).seen, guard: await this.probe.look() };
     return true;
   }
 }
@@ -185,7 +190,22 @@ class ProbeController {
   controllers: [ProbeController],
   providers: [Probe],
 })
-class AppModule {}
+class AppModule implements NestModule {
+  constructor(private readonly probe: Probe) {}
+  // The app's own middleware: registered after DbHooksModule's (a global module's goes first).
+  configure(consumer: MiddlewareConsumer) {
+    consumer
+      .apply((req: Scoped, _res: unknown, next: (error?: unknown) => void) => {
+        // Express strips the mount path from req.url in middleware.
+        if (!(req.originalUrl ?? req.url).startsWith('/items/')) return next();
+        this.probe.look().then((middleware) => {
+          req.seen = { middleware };
+          next();
+        }, next);
+      })
+      .forRoutes('*');
+  }
+}
 
 async function main(): Promise<void> {
   const app =
@@ -252,8 +272,6 @@ async function stop(app: RunningApp): Promise<string> {
   return app.output();
 }
 
-const stackLine = /^\s+at /m;
-
 async function insideTheScope(
   project: Project,
   env: Record<string, string>,
@@ -278,7 +296,7 @@ async function insideTheScope(
       assert.equal(body.id, String(i + 1));
       assert.equal(body.name, `n${i + 1}`, 'the body did not reach the handler');
       assert.equal(body.injectedIsDb, true, 'the injected Database is not db');
-      const stages = ['guard', 'interceptor', 'pipe', 'handler', 'afterHandler'];
+      const stages = ['middleware', 'guard', 'interceptor', 'pipe', 'handler', 'afterHandler'];
       assert.deepEqual(Object.keys(body.seen).sort(), [...stages].sort());
       for (const stage of stages) {
         assert.equal(body.seen[stage]!.inScope, true, `${stage} ran outside the request scope`);
@@ -315,12 +333,18 @@ async function exhaustion(project: Project, env: Record<string, string>, eager: 
     assert.equal(body.error, 'Service Unavailable');
     assert.match(String(body.message), /No database connection became free within \d+ ms/);
     assert.equal((await holding).status, 200);
+    // Leak detection names the request by its own path, not by where Nest mounted the middleware.
+    assert.match(app.output(), /GET \/hold has held a database connection/);
     const after = await getJson<{ guardRuns: number }>(`${app.url}/guard-runs`);
     // Eager: refused in the middleware, so the guard ran for /hold and /guard-runs only.
     if (eager) assert.equal(after.guardRuns, 2, 'a guard ran for a request with no connection');
   } finally {
     const output = await stop(app);
-    assert.doesNotMatch(output, stackLine, `a 503 logged a stack:\n${output}`);
+    assert.doesNotMatch(
+      output,
+      /ERROR|PoolTimeoutError/,
+      `a 503 was logged as an error:\n${output}`,
+    );
   }
 }
 
@@ -390,6 +414,54 @@ describe('NestJS as `nest new` sets it up', { concurrency: 2 }, () => {
       } finally {
         compiled.remove();
         await postgres?.drop();
+      }
+    });
+  }
+});
+
+describe('a new NestJS app made by the CLI in an empty folder', { concurrency: 2 }, () => {
+  for (const lang of ['ts', 'js'] as const) {
+    test(`--lang ${lang}: npm start serves /users/:id; TypeScript passes tsc under its tsconfig`, async () => {
+      mkdirSync(join(repoRoot, '.tmp'), { recursive: true });
+      const parent = mkdtempSync(join(repoRoot, '.tmp', 'nest-new-'));
+      const dir = join(parent, 'shop');
+      try {
+        const made = await runCli([
+          '-C',
+          dir,
+          '-f',
+          'nestjs',
+          '--lang',
+          lang,
+          '-y',
+          '--no-install',
+        ]);
+        assert.equal(made.code, 0, made.stderr);
+        linkDependencies(dir);
+        if (lang === 'ts') {
+          // `npm run typecheck`, with the tsconfig.json the CLI wrote.
+          await run(process.execPath, [binary('typescript', 'bin/tsc'), '-p', dir]).catch(
+            (error: { stdout?: string }) => assert.fail(`tsc:\n${error.stdout}`),
+          );
+        }
+        const project: Project = {
+          dir,
+          ext: lang === 'ts' ? '.ts' : '.js',
+          files: new Map(),
+          remove: () => {},
+        };
+        // What `npm start` runs (tsx src/app.ts for TypeScript).
+        const app = await startApp(project, 'app', { SQLITE_PATH: join(dir, 'app.db') });
+        try {
+          const found = await fetchReply(`${app.url}/users/1`);
+          assert.equal(found.status, 200, found.body);
+          assert.deepEqual(JSON.parse(found.body), { id: 1, name: 'Ada Lovelace' });
+          assert.equal((await fetchReply(`${app.url}/users/999`)).status, 404);
+        } finally {
+          await stop(app);
+        }
+      } finally {
+        rmSync(parent, { recursive: true, force: true });
       }
     });
   }
