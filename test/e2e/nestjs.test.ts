@@ -174,6 +174,12 @@ class ProbeController {
     return { seen: {}, ok: true };
   }
 
+  // Excluded from the global prefix (E2E_PREFIX).
+  @Get('health')
+  async health() {
+    return { seen: {}, at: await this.probe.look() };
+  }
+
   @Get('guard-runs')
   guardRuns() {
     return { seen: {}, guardRuns };
@@ -212,6 +218,7 @@ async function main(): Promise<void> {
     process.env.NEST_PLATFORM === 'fastify'
       ? await NestFactory.create(AppModule, new FastifyAdapter(), { logger: ['error', 'warn'] })
       : await NestFactory.create(AppModule, { logger: ['error', 'warn'] });
+  if (process.env.E2E_PREFIX) app.setGlobalPrefix('api', { exclude: ['health'] });
   app.enableShutdownHooks(['SIGTERM'], { useProcessExit: true });
   process.on('exit', () => console.log('pool at exit: ' + JSON.stringify(database.stats())));
   await app.listen(Number(process.env.PORT ?? 0), '127.0.0.1');
@@ -368,6 +375,35 @@ async function clientLeaves(project: Project, env: Record<string, string>): Prom
   }
 }
 
+/** A global prefix with an excluded route, as many Nest apps have: both are in the scope. */
+async function globalPrefix(project: Project, env: Record<string, string>): Promise<void> {
+  const app = await startApp(project, 'main', { ...env, E2E_PREFIX: '1' });
+  try {
+    const item = await fetchReply(`${app.url}/api/items/7`, {
+      method: 'POST',
+      json: { name: 'p' },
+    });
+    assert.equal(item.status, 201, item.body);
+    const seen = (JSON.parse(item.body) as { seen: Record<string, Stage> }).seen;
+    assert.deepEqual(Object.keys(seen).sort(), [
+      'afterHandler',
+      'guard',
+      'handler',
+      'interceptor',
+      'pipe',
+    ]);
+    for (const [stage, at] of Object.entries(seen)) {
+      assert.equal(at.inScope, true, `${stage} ran outside the request scope`);
+    }
+    const health = await fetchReply(`${app.url}/health`);
+    assert.equal(health.status, 200, health.body);
+    const at = (JSON.parse(health.body) as { at: Stage }).at;
+    assert.equal(at.inScope, true, 'a route excluded from the prefix ran outside the scope');
+  } finally {
+    await stop(app);
+  }
+}
+
 /** SIGTERM with a request in flight: it is answered, then the pool closes and the app exits 0. */
 async function shutdown(project: Project, env: Record<string, string>): Promise<void> {
   const app = await startApp(project, 'main', env);
@@ -405,6 +441,9 @@ describe('NestJS as `nest new` sets it up', { concurrency: 2 }, () => {
           );
           await t.test(`${platform}: a client that leaves is not logged`, () =>
             clientLeaves(compiled, env),
+          );
+          await t.test(`${platform}: a global prefix and a route excluded from it`, () =>
+            globalPrefix(compiled, env),
           );
           await t.test(
             `${platform}: SIGTERM finishes the request in flight, then closes the pool`,
