@@ -8,6 +8,7 @@ const benchmarks = [
   { script: 'bench/runtime/run.ts', takesArguments: true },
   { script: 'bench/cli/run.ts', takesArguments: true },
   { script: 'bench/http/run.ts', takesArguments: true },
+  { script: 'bench/http/kysely.ts', takesArguments: true },
   { script: 'bench/http/async-resources.ts', takesArguments: false },
 ];
 

@@ -15,7 +15,7 @@ import {
   type PlannedFile,
   sqliteFiles,
 } from './plan.js';
-import { findDatabase, findTarget, type TargetId } from './targets.js';
+import { findDatabase, findOrm, findTarget, type TargetId } from './targets.js';
 
 /**
  * One line of what detection found, shown before the questions (as shadcn does), e.g.
@@ -224,6 +224,20 @@ export function finalReport({
         `${target.name}: in your app (import path as seen from ${base}):`,
         `    ${importLine(plan, target.id)}`,
         `    ${usageFor(target.id, answers.moduleFormat)}${'placement' in target ? `   // ${target.placement}` : ''}`,
+      );
+    }
+    for (const file of plan.files.filter((f) => f.kind === 'orm' && f.status === 'created')) {
+      const orm = findOrm(basename(file.path).replace(/\.[cm]?[jt]s$/, ''));
+      if (!orm) continue;
+      const fromSrc = answers.dir.startsWith('src/')
+        ? answers.dir.slice('src/'.length)
+        : answers.dir;
+      const specifier = `./${fromSrc}/${orm.id}.js`;
+      steps.push(
+        `${orm.name}: its queries run on the request's connection (README: ${orm.name}):`,
+        answers.language === 'js' && answers.moduleFormat === 'cjs'
+          ? `    const { orm } = require('${specifier}');`
+          : `    import { orm } from '${specifier}';`,
       );
     }
     if (added.length > 0 || plan.databaseChange) {

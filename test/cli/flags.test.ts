@@ -523,6 +523,8 @@ describe('--orm', () => {
     assert.deepEqual(manifest.orms, ['kysely']);
     assert.ok(manifest.files['db/kysely.ts']);
     assert.match(first.stdout, /^ {2}db\/kysely\.ts$/m);
+    assert.match(first.stdout, /Kysely: its queries run on the request's connection/);
+    assert.match(first.stdout, /import \{ orm \} from '\.\/db\/kysely\.js';/);
 
     // The manifest keeps kysely; --orm adds drizzle, for the same database.
     const second = await runCli(['-C', root, '--orm', 'drizzle', '-y', '--no-install']);
