@@ -87,7 +87,7 @@ export const targets = [
     dependencies: [],
     frameworkDependencies: [
       { name: 'hono', version: '^4.8.0' },
-      { name: '@hono/node-server', version: '^1.14.0' },
+      { name: '@hono/node-server', version: '^2.1.9' },
     ],
     exports: ['dbHooks'],
     usage: 'app.use(dbHooks())',
@@ -110,7 +110,7 @@ export const targets = [
     detectedBy: [],
     dependencies: [],
     // Only the sample app needs it: Node has no built-in server for fetch handlers.
-    frameworkDependencies: [{ name: '@hono/node-server', version: '^1.14.0' }],
+    frameworkDependencies: [{ name: '@hono/node-server', version: '^2.1.9' }],
     exports: ['withDatabase'],
     usage: 'export default { fetch: withDatabase(handler) }',
   },
