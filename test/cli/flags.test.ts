@@ -949,7 +949,18 @@ describe('small things users meet', () => {
 
   test('Next steps fit in 100 columns, and speak of listeners, fetch handlers and hooks', async () => {
     const runs: string[][] = [
-      ['express', 'fastify', 'koa', 'hono', 'node-http', 'fetch', 'hooks', '-d', 'postgres'],
+      [
+        'express',
+        'fastify',
+        'koa',
+        'hono',
+        'node-http',
+        'fetch',
+        'hooks',
+        'nestjs',
+        '-d',
+        'postgres',
+      ],
       ['-d', 'sqlite', 'hooks', '--dir', 'server/some/deeply/nested/folder/for/the/database/code'],
     ];
     for (const args of runs) {

@@ -135,7 +135,7 @@ describe('answers: flags, then manifest, then detection, then defaults', () => {
     assert.throws(
       () => finishAnswers(draftAnswers(options(), facts())),
       usage(
-        /no framework chosen: pass --framework <ids> \(valid: express, fastify, koa, hono, node-http, fetch, hooks\)/,
+        /no framework chosen: pass --framework <ids> \(valid: express, fastify, koa, hono, node-http, fetch, hooks, nestjs\)/,
       ),
     );
     assert.throws(
@@ -148,7 +148,7 @@ describe('answers: flags, then manifest, then detection, then defaults', () => {
     assert.throws(
       () => draftAnswers(options({ framework: ['django'] }), facts()),
       usage(
-        /unknown framework 'django' \(valid: express, fastify, koa, hono, node-http, fetch, hooks\)/,
+        /unknown framework 'django' \(valid: express, fastify, koa, hono, node-http, fetch, hooks, nestjs\)/,
       ),
     );
     assert.throws(
