@@ -179,7 +179,11 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
           const extras = await get<Record<string, unknown>>('/extras/a');
           const expected: Record<string, unknown> =
             c.orm === 'kysely'
-              ? { startTransaction: 'TransactionInAtomic', inserted: 1 }
+              ? {
+                  startTransaction: 'TransactionInAtomic',
+                  nestedRefusal: 'TransactionInAtomic after 1 run',
+                  inserted: 1,
+                }
               : c.database === 'postgres'
                 ? { join: true, timestamp: true }
                 : { join: true, batch: true };
