@@ -15,6 +15,7 @@ const frameworks: Framework[] = [
   'node-http',
   'fetch',
   'hooks',
+  'nestjs',
 ];
 const seconds = Number(process.env.SOAK_SECONDS ?? 4);
 

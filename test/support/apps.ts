@@ -15,7 +15,15 @@ export const serversDir = join(dirname(fileURLToPath(import.meta.url)), 'servers
 /** Generated files and SQLite databases: git-ignored, inside the repository. */
 export const appsDir = fileURLToPath(new URL('../../.tmp/apps/', import.meta.url));
 
-export type Framework = 'express' | 'fastify' | 'koa' | 'hono' | 'node-http' | 'fetch' | 'hooks';
+export type Framework =
+  | 'express'
+  | 'fastify'
+  | 'koa'
+  | 'hono'
+  | 'node-http'
+  | 'fetch'
+  | 'hooks'
+  | 'nestjs';
 export type Mode = 'generated' | 'baseline' | 'fastify-postgres';
 
 /**
