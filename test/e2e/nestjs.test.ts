@@ -186,15 +186,19 @@ class ProbeController {
   }
 }
 
+// A feature module that does not import DbHooksModule: Database comes from the global module.
+@Module({ providers: [Probe], exports: [Probe] })
+class ProbeModule {}
+
 @Module({
   imports: [
     DbHooksModule.forRoot({
       database,
       checkout: process.env.E2E_CHECKOUT === 'eager' ? 'eager' : 'lazy',
     }),
+    ProbeModule,
   ],
   controllers: [ProbeController],
-  providers: [Probe],
 })
 class AppModule implements NestModule {
   constructor(private readonly probe: Probe) {}
