@@ -94,6 +94,23 @@ const server = app.listen(0, '127.0.0.1', () => {
   console.log('listening on http://127.0.0.1:' + server.address().port);
 });
 `,
+  // And pg on its own: what Kysely costs, and what db-hooks does, each measured from it.
+  'pg.Pool': `import express from 'express';
+import pg from 'pg';
+
+const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 10 });
+const app = express();
+app.get('/users/:id', async (req, res) => {
+  const { rows } = await pool.query('SELECT id, name FROM users WHERE id = $1', [
+    Number(req.params.id),
+  ]);
+  if (rows[0]) res.json(rows[0]);
+  else res.status(404).json({ error: 'not found' });
+});
+const server = app.listen(0, '127.0.0.1', () => {
+  console.log('listening on http://127.0.0.1:' + server.address().port);
+});
+`,
 } as const;
 type Key = keyof typeof servers;
 const keys = Object.keys(servers) as Key[];
@@ -202,14 +219,9 @@ try {
   }
   const results: Record<Key, { rps: number; cpu: number }>[] = [];
   for (let round = 0; round < rounds; round++) {
-    const order = [
-      [0, 1, 2],
-      [1, 2, 0],
-      [2, 0, 1],
-      [2, 1, 0],
-      [0, 2, 1],
-      [1, 0, 2],
-    ][round % 6]!;
+    // Each server in each position equally often: rotations, every other round reversed.
+    const rotated = keys.map((_, i) => (i + round) % keys.length);
+    const order = round % 2 === 0 ? rotated : rotated.reverse();
     const result = {} as Record<Key, { rps: number; cpu: number }>;
     for (const i of order) {
       const server = running[i]!;
@@ -242,6 +254,10 @@ try {
     dbGet: {
       requestsPerSecond: Math.round(median(results.map((r) => r['db.get'].rps))),
       cpuMicrosPerRequest: Number(median(results.map((r) => r['db.get'].cpu)).toFixed(1)),
+    },
+    pgPool: {
+      requestsPerSecond: Math.round(median(results.map((r) => r['pg.Pool'].rps))),
+      cpuMicrosPerRequest: Number(median(results.map((r) => r['pg.Pool'].cpu)).toFixed(1)),
     },
     ratio: Number(ratio.toFixed(3)),
     cpuRatio: Number(cpuRatio.toFixed(3)),

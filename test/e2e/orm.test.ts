@@ -185,8 +185,8 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
                   inserted: 1,
                 }
               : c.database === 'postgres'
-                ? { join: true, timestamp: true }
-                : { join: true, batch: true };
+                ? { join: true, relational: true, timestamp: true }
+                : { join: true, relational: true, batch: true };
           if (c.database === 'postgres') expected.isolation = 'serializable';
           assert.deepEqual(extras, expected);
           n = await count();
