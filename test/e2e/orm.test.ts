@@ -183,6 +183,7 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
                   startTransaction: 'TransactionInAtomic',
                   nestedRefusal: 'TransactionInAtomic after 1 run',
                   inserted: 1,
+                  plugin: true,
                 }
               : c.database === 'postgres'
                 ? { join: true, relational: true, timestamp: true }
