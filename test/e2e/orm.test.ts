@@ -187,7 +187,7 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
                 }
               : c.database === 'postgres'
                 ? { join: true, relational: true, timestamp: true }
-                : { join: true, relational: true, batch: true };
+                : { join: true, relational: true, batch: true, get: true };
           if (c.database === 'postgres') expected.isolation = 'serializable';
           assert.deepEqual(extras, expected);
           n = await count();
