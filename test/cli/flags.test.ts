@@ -562,6 +562,15 @@ describe('--orm', () => {
     assert.equal(readJson(join(root, 'db-hooks.json')).orms, undefined);
   });
 
+  test('a new app lists the ORM in its package.json', async () => {
+    const root = join(tempDir(), 'app');
+    const args = ['-C', root, 'fastify', '-d', 'postgres', '--orm', 'kysely', '-y', '--no-install'];
+    const result = await runCli(args);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(readJson(join(root, 'package.json')).dependencies.kysely, '^0.29.9');
+    assert.ok(existsSync(join(root, 'src/db/kysely.js')));
+  });
+
   test('--dry-run lists the ORM among the dependencies to install', async () => {
     const root = makeProject({}, { name: 'x', dependencies: { express: '^5' } });
     const result = await runCli(['-C', root, '--orm', 'kysely', '-y', '--dry-run']);
