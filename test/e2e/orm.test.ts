@@ -1,6 +1,6 @@
 // End to end, --orm: for Kysely and Drizzle (the real packages from npm) on both databases, the
-// generated <dir>/<orm> file in a fresh project with Express or Fastify, type-checked under
-// strict for TypeScript, run over real HTTP. Checks: an ORM query runs on the request's
+// generated <dir>/<orm> file in a fresh project with Express (TypeScript, JavaScript ESM and
+// CommonJS), Fastify, Koa or Hono (TypeScript), type-checked under strict, run over real HTTP. Checks: an ORM query runs on the request's
 // connection (the same backend pid on PostgreSQL, the same connection's temp table on SQLite)
 // and checks it out when it comes first; it commits and rolls back with db.atomic(); the ORM's
 // own transaction is the request's transaction (db.atomic() nests inside it) or a savepoint
@@ -26,7 +26,7 @@ import { type Project, startApp, typeCheck, type Variant } from './support/proje
 interface OrmCase {
   orm: OrmId;
   database: DatabaseId;
-  target: 'express' | 'fastify';
+  target: 'express' | 'fastify' | 'koa' | 'hono';
   variant: Variant;
 }
 
@@ -36,7 +36,9 @@ for (const orm of ormIds) {
     for (const variant of ['ts', 'js-esm', 'js-cjs'] as const) {
       cases.push({ orm, database, target: 'express', variant });
     }
-    cases.push({ orm, database, target: 'fastify', variant: 'ts' });
+    for (const target of ['fastify', 'koa', 'hono'] as const) {
+      cases.push({ orm, database, target, variant: 'ts' });
+    }
   }
 }
 const caseName = (c: OrmCase) => `${c.orm} × ${c.database} × ${c.target} × ${c.variant}`;
