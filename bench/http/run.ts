@@ -4,7 +4,8 @@
 // servers side by side: the generated one, the baseline, and the baseline with AsyncLocalStorage
 // switched on process-wide (ALS=1, see servers/common.mjs), which splits the generated code's cost
 // into Node's AsyncLocalStorage cost (baseline+ALS / baseline) and the adapter's own (generated /
-// baseline+ALS). Same machine, same run, rounds in rotating order; medians of per-round ratios.
+// baseline+ALS). Same machine, same run: the three servers are loaded at the same time, sharing
+// one CPU, so that the machine's changes of speed hit them alike; medians of per-round ratios.
 //
 //   node --import tsx bench/http/run.ts [--rounds 7] [--seconds 3] [--connections 32] [--only koa]
 //   node --import tsx bench/http/run.ts --quick        # one round of 1 s: a smoke check
@@ -14,16 +15,17 @@
 //                        # the servers on another Node.js; results go to http-node24.json
 //
 // Load generator: wrk when on PATH (much lighter than autocannon, so more of the CPU is left for
-// what is measured), else autocannon. With taskset on PATH and two or more CPUs, each server runs
-// alone on the last CPU and the load generator, PostgreSQL and this script on the others. On Linux
-// the server's CPU time (/proc/<pid>/stat) is read around every round: CPU µs per request is the
-// least noisy number here, since it does not depend on how much CPU the server got.
-import { execFileSync, spawnSync } from 'node:child_process';
+// what is measured), else autocannon, one per server. With taskset on PATH and two or more CPUs,
+// the servers run on the last CPU and the load generators, PostgreSQL and this script on the
+// others. On Linux each server's CPU time (/proc/<pid>/stat) is read around every round: CPU µs
+// per request, paired within the round, is the number to read; throughput depends on how the
+// scheduler shares the CPU.
+import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import pg from 'pg';
 import type { DatabaseId } from '../../src/cli/targets.ts';
 import { generate, prepareDatabase } from '../../test/support/apps.ts';
@@ -115,17 +117,6 @@ const variantsOf = (comparison: Comparison): Variant[] => [
   { key: 'baseline-als', mode: comparison.baseline, als: true },
 ];
 
-// Williams design for three: the three rotations and their reverses. Each variant goes first,
-// second and third equally often, and each follows each other one equally often, every 6 rounds.
-const orders = [
-  [0, 1, 2],
-  [1, 2, 0],
-  [2, 0, 1],
-  [2, 1, 0],
-  [0, 2, 1],
-  [1, 0, 2],
-];
-
 // ---------------------------------------------------------------------------------------------
 // The machine: pinning and the load generator
 
@@ -167,7 +158,9 @@ interface Measured {
 const toMillis = (value: string, unit: string) =>
   Number(value) * ({ us: 1e-3, ms: 1, s: 1e3, m: 6e4 } as Record<string, number>)[unit]!;
 
-function runWrk(url: string, duration: number): Measured {
+const run = promisify(execFile);
+
+async function runWrk(url: string, duration: number): Promise<Measured> {
   const [cmd, argv] = pinnedCommand([
     'wrk',
     '-t1',
@@ -176,7 +169,7 @@ function runWrk(url: string, duration: number): Measured {
     '--latency',
     `${url}/users/42`,
   ]);
-  const out = execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const { stdout: out } = await run(cmd, argv, { encoding: 'utf8' });
   const number = (re: RegExp) => {
     const match = re.exec(out);
     if (!match) throw new Error(`${url}: cannot read ${re} in wrk's output:\n${out}`);
@@ -197,7 +190,7 @@ function runWrk(url: string, duration: number): Measured {
   return { requestsPerSecond, requests, p50: percentile(50), p99: percentile(99) };
 }
 
-function runAutocannon(url: string, duration: number): Measured {
+async function runAutocannon(url: string, duration: number): Promise<Measured> {
   const bin = createRequire(import.meta.url).resolve('autocannon');
   const [cmd, argv] = pinnedCommand([
     process.execPath,
@@ -209,12 +202,8 @@ function runAutocannon(url: string, duration: number): Measured {
     String(duration),
     `${url}/users/42`,
   ]);
-  const out = execFileSync(cmd, argv, {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'ignore'],
-    maxBuffer: 1 << 24,
-  });
-  const result = JSON.parse(out);
+  const { stdout } = await run(cmd, argv, { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const result = JSON.parse(stdout);
   if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) {
     throw new Error(
       `${url}: ${result.non2xx} non-2xx responses, ${result.errors} errors, ${result.timeouts} timeouts`,
@@ -325,6 +314,9 @@ interface Row {
   /** Medians of the per-round paired ratios of req/s. */
   ratio: number;
   ratioAls: number;
+  /** Median of the per-round ratios of server CPU µs per request, generated / baseline. */
+  cpuRatio?: number;
+  cpuRatioInterval?: [number, number];
   /** 95% confidence intervals of those medians (see medianInterval). */
   ratioInterval?: [number, number];
   ratioAlsInterval?: [number, number];
@@ -334,40 +326,44 @@ interface Row {
   rounds: Record<VariantKey, RoundResult>[];
 }
 
-function measure(server: RunningServer, duration: number): RoundResult {
-  const pid = server.child.pid!;
-  const cpu0 = proc ? cpuMicros(pid) : undefined;
+/**
+ * Loads every server of a comparison at the same time, one load generator each. They share the
+ * server CPU, so a change in the machine's speed (this VM's moves by 2× from second to second)
+ * hits all of them alike, and their CPU time per request can be compared round by round.
+ */
+async function measureTogether(servers: RunningServer[], duration: number): Promise<RoundResult[]> {
+  const pids = servers.map((server) => server.child.pid!);
+  const cpu0 = pids.map((pid) => (proc ? cpuMicros(pid) : undefined));
   const times0 = cpuTimes();
-  const measured = load(server.url, duration);
-  const cpu1 = proc ? cpuMicros(pid) : undefined;
+  const measured = await Promise.all(servers.map((server) => load(server.url, duration)));
+  const cpu1 = pids.map((pid) => (proc ? cpuMicros(pid) : undefined));
   const times1 = cpuTimes();
-  const result: RoundResult = { ...measured };
-  if (cpu0 !== undefined && cpu1 !== undefined) {
-    result.cpuMicrosPerRequest = round((cpu1 - cpu0) / measured.requests, 1);
-  }
-  if (plan && times0.length && times1.length) {
-    const busy = (filter: (cpu: number) => boolean) => {
-      let busyDelta = 0;
-      let totalDelta = 0;
-      for (const [i, after] of times1.entries()) {
-        const before = times0[i]!;
-        if (!filter(after.cpu)) continue;
-        busyDelta += after.busy - before.busy;
-        totalDelta += after.total - before.total;
-      }
-      return totalDelta > 0 ? busyDelta / totalDelta : Number.NaN;
+  const busy = (filter: (cpu: number) => boolean) => {
+    let busyDelta = 0;
+    let totalDelta = 0;
+    for (const [i, after] of times1.entries()) {
+      const before = times0[i]!;
+      if (!filter(after.cpu)) continue;
+      busyDelta += after.busy - before.busy;
+      totalDelta += after.total - before.total;
+    }
+    return totalDelta > 0 ? round(busyDelta / totalDelta, 3) : Number.NaN;
+  };
+  return measured.map((result, i): RoundResult => {
+    const before = cpu0[i];
+    const after = cpu1[i];
+    return {
+      ...result,
+      ...(before !== undefined &&
+        after !== undefined && {
+          cpuMicrosPerRequest: round((after - before) / result.requests, 1),
+        }),
+      ...(plan && {
+        serverCpuBusy: busy((cpu) => cpu === Number(plan!.server)),
+        otherCpusBusy: busy((cpu) => cpu !== Number(plan!.server)),
+      }),
     };
-    const serverCpu = Number(plan.server);
-    result.serverCpuBusy = round(
-      busy((cpu) => cpu === serverCpu),
-      3,
-    );
-    result.otherCpusBusy = round(
-      busy((cpu) => cpu !== serverCpu),
-      3,
-    );
-  }
-  return result;
+  });
 }
 
 const postgres = process.env.DATABASE_URL ? undefined : await startPostgres();
@@ -419,13 +415,13 @@ try {
         servers.push(server);
         if (plan) pin(server.child.pid!, plan.server);
       }
-      for (const server of servers) load(server.url, warmupSeconds);
+      await measureTogether(servers, warmupSeconds);
       const results: Record<VariantKey, RoundResult>[] = [];
       for (let round = 0; round < rounds; round++) {
-        const result = {} as Record<VariantKey, RoundResult>;
-        for (const i of orders[round % orders.length]!) {
-          result[variants[i]!.key] = measure(servers[i]!, seconds);
-        }
+        const measured = await measureTogether(servers, seconds);
+        const result = Object.fromEntries(
+          variants.map((variant, i) => [variant.key, measured[i]!]),
+        ) as Record<VariantKey, RoundResult>;
         results.push(result);
         const cpuText = (r: RoundResult) =>
           r.cpuMicrosPerRequest === undefined ? '' : ` ${r.cpuMicrosPerRequest.toFixed(0)} µs`;
@@ -434,10 +430,12 @@ try {
             ? ''
             : ` (server CPU ${(r.serverCpuBusy * 100).toFixed(0)}%, others ${((r.otherCpusBusy ?? 0) * 100).toFixed(0)}%)`;
         console.log(
-          `  round ${round + 1}: ${orders[round % orders.length]!.map((i) => {
-            const r = result[variants[i]!.key];
-            return `${variants[i]!.key} ${r.requestsPerSecond.toFixed(0)} req/s${cpuText(r)}${busyText(r)}`;
-          }).join(', ')}`,
+          `  round ${round + 1}: ${variants
+            .map((_, i) => {
+              const r = result[variants[i]!.key];
+              return `${variants[i]!.key} ${r.requestsPerSecond.toFixed(0)} req/s${cpuText(r)}${busyText(r)}`;
+            })
+            .join(', ')}`,
         );
       }
       const summarize = (key: VariantKey): Summary => {
@@ -457,6 +455,9 @@ try {
       };
       const pairs = (a: VariantKey, b: VariantKey) =>
         results.map((r) => r[a].requestsPerSecond / r[b].requestsPerSecond);
+      const cpuPairs = results
+        .filter((r) => r.generated.cpuMicrosPerRequest && r.baseline.cpuMicrosPerRequest)
+        .map((r) => r.generated.cpuMicrosPerRequest! / r.baseline.cpuMicrosPerRequest!);
       const paired = (a: VariantKey, b: VariantKey) => median(pairs(a, b));
       const generated = summarize('generated');
       const baselineResult = summarize('baseline');
@@ -472,6 +473,10 @@ try {
         alsOverBaseline: paired('baseline-als', 'baseline'),
         ratioInterval: medianInterval(pairs('generated', 'baseline')),
         ratioAlsInterval: medianInterval(pairs('generated', 'baseline-als')),
+        ...(cpuPairs.length > 0 && {
+          cpuRatio: median(cpuPairs),
+          cpuRatioInterval: medianInterval(cpuPairs),
+        }),
         rounds: results,
       };
       if (
@@ -495,6 +500,9 @@ try {
             ? `; server CPU per request: AsyncLocalStorage ${signed(row.cpuSplit.als)} µs, ` +
               `adapter ${signed(row.cpuSplit.adapter)} µs`
             : '') +
+          (row.cpuRatio === undefined
+            ? ''
+            : `; CPU per request generated/baseline ${percent(row.cpuRatio)}${interval(row.cpuRatioInterval)}`) +
           '\n',
       );
     } finally {
@@ -542,15 +550,17 @@ const rps = (s: Summary) => s.requestsPerSecond.toFixed(0);
 const micros = (s: Summary) => s.cpuMicrosPerRequest?.toFixed(0) ?? '–';
 const millis = (x: number) => (x >= 10 ? x.toFixed(0) : x.toFixed(1));
 console.log(
-  '\n| comparison | generated req/s | baseline req/s | baseline+ALS req/s | generated/baseline | ' +
-    'generated/baseline+ALS | server CPU µs/req (gen / base / base+ALS) | p99 ms (gen / base / base+ALS) |',
+  '\n| comparison | server CPU µs/req (gen / base / base+ALS) | CPU generated/baseline | ' +
+    'generated req/s | baseline req/s | baseline+ALS req/s | generated/baseline | ' +
+    'generated/baseline+ALS | p99 ms (gen / base / base+ALS) |',
 );
-console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const row of rows) {
   console.log(
-    `| ${row.name} | ${rps(row.generated)} | ${rps(row.baseline)} | ${rps(row.baselineAls)} | ` +
+    `| ${row.name} | ${micros(row.generated)} / ${micros(row.baseline)} / ${micros(row.baselineAls)} | ` +
+      `${row.cpuRatio === undefined ? '–' : `${percent(row.cpuRatio)}${interval(row.cpuRatioInterval)}`} | ` +
+      `${rps(row.generated)} | ${rps(row.baseline)} | ${rps(row.baselineAls)} | ` +
       `${percent(row.ratio)}${interval(row.ratioInterval)} | ${percent(row.ratioAls)}${interval(row.ratioAlsInterval)} | ` +
-      `${micros(row.generated)} / ${micros(row.baseline)} / ${micros(row.baselineAls)} | ` +
       `${millis(row.generated.p99)} / ${millis(row.baseline.p99)} / ${millis(row.baselineAls.p99)} |`,
   );
 }

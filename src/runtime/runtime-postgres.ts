@@ -77,9 +77,10 @@ export class PostgresDatabase extends Database<pg.PoolClient> {
   /**
    * The last statement sent on each client, while it runs. A request may run statements at once
    * (Promise.all) on its one connection, which runs one at a time: pg 8 queues the others with a
-   * deprecation warning, and pg 9 will not queue them. So they wait for each other here.
+   * deprecation warning, and pg 9 will not queue them. So they wait for each other here. (A
+   * Map: an entry lasts one statement.)
    */
-  readonly #running = new WeakMap<pg.PoolClient, Promise<unknown>>();
+  readonly #running = new Map<pg.PoolClient, Promise<unknown>>();
 
   constructor(options: PostgresOptions = {}) {
     super(options);

@@ -221,6 +221,8 @@ class Scope<Conn> {
   releasing: Promise<void> | undefined = undefined;
   /** Aborts what the scope still waits for (a connection, SQLite's turn to write) on release. */
   waits: AbortController | undefined = undefined;
+  /** How many waits `waits` covers; it is dropped with the last, so release() aborts nothing. */
+  waiting = 0;
   /** For leak detection: where the connection was checked out, and the pending warning. */
   checkedOutAt: Error | undefined = undefined;
   leakTimer: ReturnType<typeof setTimeout> | undefined = undefined;
@@ -330,8 +332,11 @@ export abstract class Database<Conn = unknown> {
   #forceClosed = false;
   /** Settles when the last checked-out connection comes back (for closePool()). */
   #allReturned: (() => void) | undefined;
-  /** Requests that already have a scope of this database (an adapter registered twice). */
-  readonly #scopeOfRequest = new WeakMap<object, RequestScope>();
+  /**
+   * Marks a request that already has a scope of this database (an adapter registered twice): a
+   * property of the request, which is cheaper than a WeakMap entry per request.
+   */
+  readonly #scopeMark = Symbol('db-hooks scope');
 
   constructor(options: PoolOptions = {}) {
     this.#max = options.max ?? 10;
@@ -535,11 +540,10 @@ export abstract class Database<Conn = unknown> {
    * steps aside and the first one covers the request.
    */
   scopeForRequest(req: IncomingMessage, res: ServerResponse): RequestScope | undefined {
-    if (this.#scopeOfRequest.has(req)) return undefined;
+    if (!this.#markScoped(req)) return undefined;
     const scope = this.createScope(`${req.method} ${req.url?.split('?', 1)[0]}`);
-    this.#scopeOfRequest.set(req, scope);
     releaseWhenOver(req, res, scope);
-    runEventsInScope(req, scope);
+    if (hasBody(req)) runEventsInScope(req, scope);
     return scope;
   }
 
@@ -549,13 +553,20 @@ export abstract class Database<Conn = unknown> {
    * Undefined when the request already has a scope of this database.
    */
   scopeForFetch(request: Request): RequestScope | undefined {
-    if (this.#scopeOfRequest.has(request)) return undefined;
+    if (!this.#markScoped(request)) return undefined;
     const scope = this.createScope(`${request.method} ${new URL(request.url).pathname}`);
-    this.#scopeOfRequest.set(request, scope);
     const gone = () => void scope.release('client-gone');
     if (request.signal.aborted) gone();
     else request.signal.addEventListener('abort', gone, { once: true });
     return scope;
+  }
+
+  /** Marks the request as scoped by this database; false if it was already. */
+  #markScoped(request: object): boolean {
+    const marked = request as Record<symbol, true | undefined>;
+    if (marked[this.#scopeMark]) return false;
+    marked[this.#scopeMark] = true;
+    return true;
   }
 
   // --- Scopes ------------------------------------------------------------------------------
@@ -589,7 +600,7 @@ export abstract class Database<Conn = unknown> {
       await this.#track(scope, async () => {
         const turn =
           scope.conn === undefined
-            ? await this.transactionTurn?.(this.#waitSignal(scope))
+            ? await this.#whileWaiting(scope, this.transactionTurn?.bind(this))
             : undefined;
         try {
           const conn = await this.#connection(scope);
@@ -712,14 +723,23 @@ export abstract class Database<Conn = unknown> {
     }
   }
 
-  /** What aborts the scope's waits when it is released. */
-  #waitSignal(scope: Scope<Conn>): AbortSignal {
+  /** Runs a wait of the scope's, given a signal that aborts it when the scope is released. */
+  async #whileWaiting<T>(
+    scope: Scope<Conn>,
+    wait: ((signal: AbortSignal) => Promise<T>) | undefined,
+  ): Promise<T | undefined> {
+    if (wait === undefined) return undefined;
     if (scope.waits === undefined) {
       scope.waits = new AbortController();
       // One listener per wait, and after db.close() a request may have many at once: no leak.
       setMaxListeners(0, scope.waits.signal);
     }
-    return scope.waits.signal;
+    scope.waiting++;
+    try {
+      return await wait(scope.waits.signal);
+    } finally {
+      if (--scope.waiting === 0) scope.waits = undefined;
+    }
   }
 
   async #inOwnScope<T>(label: string, checkout: Checkout, fn: () => Promise<T>): Promise<T> {
@@ -781,18 +801,17 @@ export abstract class Database<Conn = unknown> {
       this.#slotsTaken++;
     } else {
       // The slot is handed over by #freeSlot(), already counted.
-      await this.#queue.wait(
-        this.#acquireTimeoutMillis,
-        () => {
-          this.logger.error(
-            `db-hooks: no connection became free within ${this.#acquireTimeoutMillis} ms: all ` +
-              `${this.#max} are in use. Make sure every request releases its connection, or ` +
-              'raise max or acquireTimeoutMillis.',
-          );
-          return new PoolTimeoutError(this.#acquireTimeoutMillis);
-        },
-        scope && this.#waitSignal(scope),
-      );
+      const timedOut = () => {
+        this.logger.error(
+          `db-hooks: no connection became free within ${this.#acquireTimeoutMillis} ms: all ` +
+            `${this.#max} are in use. Make sure every request releases its connection, or ` +
+            'raise max or acquireTimeoutMillis.',
+        );
+        return new PoolTimeoutError(this.#acquireTimeoutMillis);
+      };
+      const wait = (signal?: AbortSignal) =>
+        this.#queue.wait(this.#acquireTimeoutMillis, timedOut, signal);
+      await (scope ? this.#whileWaiting(scope, wait) : wait());
     }
     let conn: Conn;
     try {
@@ -914,9 +933,16 @@ function releaseWhenOver(req: IncomingMessage, res: ServerResponse, scope: Reque
   open.add(scope);
 }
 
+/** As body parsers decide it: a body is announced by its length or a transfer encoding. */
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}
+
 /**
  * Node emits a request's body events from the connection's context, not the request's: run
  * their listeners inside the scope, so a handler that reads the body keeps its connection.
+ * Only for requests with a body: the wrapper costs every event of the request.
  */
 function runEventsInScope(req: IncomingMessage, scope: RequestScope): void {
   const emit = req.emit.bind(req);

@@ -20,6 +20,8 @@ export const als = process.env.ALS === '1';
 // A server never outlives the process that started it: when the test or benchmark (or the
 // cluster primary) goes away, its IPC channel closes and the server exits.
 process.once('disconnect', () => process.exit(0));
+// Exit normally when stopped, so that --cpu-prof (BENCH_NODE_OPTIONS) writes its profile.
+process.once('SIGTERM', () => process.exit(0));
 if (als) new AsyncLocalStorage().enterWith({});
 
 export const mode = process.env.MODE ?? 'generated';
