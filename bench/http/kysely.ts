@@ -1,20 +1,21 @@
 // Kysely through the generated binding (`--orm kysely`: Express + dbHooks, queries on the
 // request's connection) against Kysely on its own pg.Pool (Kysely's PostgresDialect, no
 // db-hooks), same Express route, same PostgreSQL, same run: GET /users/42, one
-// selectFrom('users') each. Rounds alternate which server goes first; the result is the median of
-// the per-round ratios of req/s, and of server CPU µs per request (the less noisy number).
+// selectFrom('users') each. Each round loads all the servers at once, so that the machine's
+// changes of speed hit them alike; the result is the median of the per-round ratios of server CPU
+// µs per request (the number to read), and of req/s.
 //
 //   node --import tsx bench/http/kysely.ts [--rounds 8] [--seconds 3] [--connections 32]
 //
-// autocannon is the load generator; with taskset and two or more CPUs each server runs alone on
-// the last CPU, autocannon and PostgreSQL on the others (as bench/http/run.ts does).
-import { execFileSync, spawn } from 'node:child_process';
+// autocannon is the load generator, one per server; with taskset and two or more CPUs the servers
+// share the last CPU, autocannon and PostgreSQL the others (as bench/http/run.ts does).
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { createRequire } from 'node:module';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import pg from 'pg';
 import { renderGeneratedFiles } from '../../src/cli/render.ts';
 import { linkDependencies } from '../../test/e2e/support/deps.ts';
@@ -164,7 +165,9 @@ function start(dir: string, key: Key, env: Record<string, string>): Promise<Serv
 const plan = cpuPlan(cpus().length);
 if (plan) pin(process.pid, plan.others);
 
-function load(url: string, duration: number) {
+const run = promisify(execFile);
+
+async function load(url: string, duration: number) {
   const bin = createRequire(import.meta.url).resolve('autocannon');
   const argv = [
     bin,
@@ -178,12 +181,11 @@ function load(url: string, duration: number) {
   const [cmd, args] = plan
     ? ['taskset', ['-c', plan.others, process.execPath, ...argv]]
     : [process.execPath, argv];
-  const out = execFileSync(cmd as string, args as string[], {
+  const { stdout } = await run(cmd as string, args as string[], {
     encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'ignore'],
     maxBuffer: 1 << 24,
   });
-  const result = JSON.parse(out);
+  const result = JSON.parse(stdout);
   if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) {
     throw new Error(`${url}: ${result.non2xx} non-2xx, ${result.errors} errors`);
   }
@@ -215,21 +217,24 @@ try {
     running.push(server);
     if (plan) pin(server.pid, plan.server);
     await getUser(server.url, new Agent());
-    load(server.url, 1); // warm-up
   }
+  // All four at once, sharing the server CPU: the machine's changes of speed hit them alike.
+  const measureAll = async (duration: number) => {
+    const cpu0 = running.map((server) => cpuMicros(server.pid) ?? 0);
+    const measured = await Promise.all(running.map((server) => load(server.url, duration)));
+    return running.map((server, i) => ({
+      rps: measured[i]!.requestsPerSecond,
+      cpu: ((cpuMicros(server.pid) ?? 0) - cpu0[i]!) / measured[i]!.requests,
+    }));
+  };
+  await measureAll(1); // warm-up
   const results: Record<Key, { rps: number; cpu: number }>[] = [];
   for (let round = 0; round < rounds; round++) {
-    // Each server in each position equally often: rotations, every other round reversed.
-    const rotated = keys.map((_, i) => (i + round) % keys.length);
-    const order = round % 2 === 0 ? rotated : rotated.reverse();
-    const result = {} as Record<Key, { rps: number; cpu: number }>;
-    for (const i of order) {
-      const server = running[i]!;
-      const cpu0 = cpuMicros(server.pid) ?? 0;
-      const measured = load(server.url, seconds);
-      const cpu = ((cpuMicros(server.pid) ?? 0) - cpu0) / measured.requests;
-      result[keys[i]!] = { rps: measured.requestsPerSecond, cpu };
-    }
+    const measured = await measureAll(seconds);
+    const result = Object.fromEntries(keys.map((key, i) => [key, measured[i]!])) as Record<
+      Key,
+      { rps: number; cpu: number }
+    >;
     results.push(result);
     console.log(
       `round ${round + 1}: ${keys.map((k) => `${k} ${result[k].rps.toFixed(0)} req/s ${result[k].cpu.toFixed(0)} µs`).join(', ')}`,
