@@ -5,7 +5,7 @@
 // changes of speed hit them alike; the result is the median of the per-round ratios of server CPU
 // µs per request (the number to read), and of req/s.
 //
-//   node --import tsx bench/http/kysely.ts [--rounds 8] [--seconds 3] [--connections 32]
+//   node --import tsx bench/http/kysely.ts [--rounds 8] [--seconds 3] [--connections 32] [--quick]
 //
 // autocannon is the load generator, one per server; with taskset and two or more CPUs the servers
 // share the last CPU, autocannon and PostgreSQL the others (as bench/http/run.ts does).
@@ -36,10 +36,11 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '8' },
     seconds: { type: 'string', default: '3' },
     connections: { type: 'string', default: '32' },
+    quick: { type: 'boolean', default: false },
   },
 });
-const rounds = Number(values.rounds);
-const seconds = Number(values.seconds);
+const rounds = values.quick ? 1 : Number(values.rounds);
+const seconds = values.quick ? 1 : Number(values.seconds);
 const connections = Number(values.connections);
 
 const route = `
@@ -273,11 +274,14 @@ try {
     ),
     results,
   };
-  mkdirSync(join(benchDir, '..', 'results'), { recursive: true });
-  writeFileSync(
-    join(benchDir, '..', 'results', 'http-kysely.json'),
-    `${JSON.stringify(summary, null, 2)}\n`,
-  );
+  // A --quick smoke check leaves the recorded results as they are.
+  if (!values.quick) {
+    mkdirSync(join(benchDir, '..', 'results'), { recursive: true });
+    writeFileSync(
+      join(benchDir, '..', 'results', 'http-kysely.json'),
+      `${JSON.stringify(summary, null, 2)}\n`,
+    );
+  }
   console.log(
     `\nbinding / own pool: ${(ratio * 100).toFixed(1)}% of the req/s, ` +
       `${(cpuRatio * 100).toFixed(1)}% of the server CPU per request`,

@@ -516,7 +516,7 @@ try {
 const machine = {
   ...machineInfo(loadAverageBefore),
   pinning: plan
-    ? `server on CPU ${plan.server}; ${loadGenerator}, PostgreSQL and the runner on CPU ${plan.others}`
+    ? `servers on CPU ${plan.server}; ${loadGenerator}, PostgreSQL and the runner on CPU ${plan.others}`
     : 'off',
   loadGenerator,
   rounds,

@@ -4,7 +4,7 @@
 // turns at SQLite's one write lock; the readers' throughput shows whether those waiting for it
 // hold connections the readers need. Rounds alternate alone / with writers; medians.
 //
-//   node --import tsx bench/http/sqlite-writers.ts [--rounds 6] [--seconds 3] [--writers 20]
+//   node --import tsx bench/http/sqlite-writers.ts [--rounds 6] [--seconds 3] [--writers 20] [--quick]
 //
 // The server runs alone on the last CPU when taskset is there; autocannon and the writers run
 // in this process on the others. Results: bench/results/http-sqlite-writers.json.
@@ -31,10 +31,11 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '6' },
     seconds: { type: 'string', default: '3' },
     writers: { type: 'string', default: '20' },
+    quick: { type: 'boolean', default: false },
   },
 });
-const rounds = Number(values.rounds);
-const seconds = Number(values.seconds);
+const rounds = values.quick ? 1 : Number(values.rounds);
+const seconds = values.quick ? 1 : Number(values.seconds);
 const writerCount = Number(values.writers);
 
 const run = promisify(execFile);
@@ -134,11 +135,14 @@ const alone = summary(0);
 const withWriters = summary(writerCount);
 const kept = withWriters.readsPerSecond / alone.readsPerSecond;
 const machine = { ...machineInfo(loadBefore), rounds, seconds, poolMax: 10 };
-mkdirSync(join(benchDir, '..', 'results'), { recursive: true });
-writeFileSync(
-  join(benchDir, '..', 'results', `http-sqlite-writers${resultsSuffix}.json`),
-  `${JSON.stringify({ machine, alone, withWriters, kept, results }, null, 2)}\n`,
-);
+// A --quick smoke check leaves the recorded results as they are.
+if (!values.quick) {
+  mkdirSync(join(benchDir, '..', 'results'), { recursive: true });
+  writeFileSync(
+    join(benchDir, '..', 'results', `http-sqlite-writers${resultsSuffix}.json`),
+    `${JSON.stringify({ machine, alone, withWriters, kept, results }, null, 2)}\n`,
+  );
+}
 console.log(
   `\n| writers | reads/s | read p99 ms | writes/s |\n|---:|---:|---:|---:|\n` +
     [alone, withWriters]
