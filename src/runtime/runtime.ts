@@ -935,8 +935,9 @@ function releaseWhenOver(req: IncomingMessage, res: ServerResponse, scope: Reque
 
 /** As body parsers decide it: a body is announced by its length or a transfer encoding. */
 function hasBody(req: IncomingMessage): boolean {
+  if (req.headers['transfer-encoding'] !== undefined) return true;
   const length = req.headers['content-length'];
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+  return length !== undefined && length !== '0';
 }
 
 /**

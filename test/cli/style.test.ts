@@ -30,7 +30,10 @@ describe("the project's own style", () => {
     const result = await runCli(['-C', root, 'express', '-y', '--no-install']);
     assert.equal(result.code, 0, result.stderr);
     const adapter = readFileSync(join(root, 'db/express.ts'), 'utf8');
-    assert.match(adapter, /^import type \{ RequestHandler \} from 'express'$/m);
+    assert.match(
+      adapter,
+      /^import type \{ ErrorRequestHandler, RequestHandler \} from 'express'$/m,
+    );
     for (const file of ['express.ts', 'index.ts', 'runtime.ts', 'runtime-sqlite.ts']) {
       assert.deepEqual(semicolonLines(readFileSync(join(root, 'db', file), 'utf8')), [], file);
     }
