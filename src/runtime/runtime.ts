@@ -600,7 +600,7 @@ export abstract class Database<Conn = unknown> {
       await this.#track(scope, async () => {
         const turn =
           scope.conn === undefined
-            ? await this.#whileWaiting(scope, this.transactionTurn?.bind(this))
+            ? await this.#whileWaiting<() => void>(scope, this.transactionTurn?.bind(this))
             : undefined;
         try {
           const conn = await this.#connection(scope);
