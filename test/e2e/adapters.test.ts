@@ -17,7 +17,7 @@ import WebSocket from 'ws';
 import type { OutputStyle } from '../../src/cli/language.ts';
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from '../../src/cli/render.ts';
 import { type DatabaseId, databaseIds, type TargetId, targetIds } from '../../src/cli/targets.ts';
-import { createTestDatabase, passwordRole } from '../support/postgres.ts';
+import { createTestDatabase, idleInTransaction, passwordRole } from '../support/postgres.ts';
 import { installDependencies } from './support/deps.ts';
 import { fetchReply, getJson, pipelineThenHangUp, send } from './support/http.ts';
 import {
@@ -104,20 +104,6 @@ async function waitForEvent(
     if (ready(event)) return event;
   }
   assert.fail(`request ${tag} never got there: ${JSON.stringify(event)}\n${app.output()}`);
-}
-
-/** PostgreSQL's view of the test database: sessions left inside a transaction. */
-async function idleInTransaction(url: string): Promise<number> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    const { rows } = await client.query<{ n: string }>(
-      "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
-    );
-    return Number(rows[0]!.n);
-  } finally {
-    await client.end();
-  }
 }
 
 async function marks(c: Case, env: Record<string, string>, tag: string): Promise<number> {

@@ -10,18 +10,22 @@
 //
 // E2E_FILTER=kysely (a substring of the case names) runs some of the cases only.
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import ejs from 'ejs';
-import pg from 'pg';
 import { toProjectLanguage } from '../../src/cli/language.ts';
-import { renderGeneratedFiles } from '../../src/cli/render.ts';
 import { type DatabaseId, databaseIds, type OrmId, ormIds } from '../../src/cli/targets.ts';
-import { createTestDatabase } from '../support/postgres.ts';
+import { createTestDatabase, idleInTransaction } from '../support/postgres.ts';
 import { installDependencies, linkDependencies, repoRoot } from './support/deps.ts';
 import { getJson, send } from './support/http.ts';
-import { type Project, startApp, typeCheck, type Variant } from './support/project.ts';
+import {
+  generatedProject,
+  type Project,
+  startApp,
+  typeCheck,
+  type Variant,
+} from './support/project.ts';
 
 interface OrmCase {
   orm: OrmId;
@@ -48,29 +52,11 @@ const selected = filter ? cases.filter((c) => caseName(c).includes(filter)) : ca
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function createOrmProject(c: OrmCase): Promise<Project> {
-  mkdirSync(join(repoRoot, '.tmp'), { recursive: true });
-  const dir = mkdtempSync(join(repoRoot, '.tmp', 'e2e-orm-'));
-  const style =
-    c.variant === 'ts'
-      ? ({ language: 'ts', moduleFormat: 'esm' } as const)
-      : ({ language: 'js', moduleFormat: c.variant === 'js-cjs' ? 'cjs' : 'esm' } as const);
-  const ext = style.language === 'ts' ? '.ts' : '.js';
-  const files = new Map<string, string>();
-  const write = (path: string, content: string) => {
-    files.set(path, content);
-    mkdirSync(dirname(join(dir, path)), { recursive: true });
-    writeFileSync(join(dir, path), content);
-  };
-  for (const file of await renderGeneratedFiles({
+  const { dir, style, ext, files, write } = await generatedProject('e2e-orm-', c.variant, {
     targets: [c.target],
     orms: [c.orm],
     database: c.database,
-    style,
-    dir: 'src/db',
-    version: '0.0.0-e2e',
-  })) {
-    write(file.path, file.content);
-  }
+  });
   const template = join(repoRoot, 'test', 'e2e', 'apps', 'orm', 'app.ts.ejs');
   const source = ejs.render(readFileSync(template, 'utf8'), { ...c }, { filename: template });
   write(`src/app${ext}`, await toProjectLanguage(source, style));
@@ -94,19 +80,6 @@ async function createOrmProject(c: OrmCase): Promise<Project> {
   }
   linkDependencies(dir);
   return { dir, ext, files, remove: () => rmSync(dir, { recursive: true, force: true }) };
-}
-
-async function idleInTransaction(url: string): Promise<number> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    const { rows } = await client.query<{ n: string }>(
-      "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
-    );
-    return Number(rows[0]!.n);
-  } finally {
-    await client.end();
-  }
 }
 
 interface Stats {

@@ -198,6 +198,20 @@ export async function postgresUrl(): Promise<string> {
   return (await shared).url;
 }
 
+/** PostgreSQL's view of the database at `url`: its sessions left inside a transaction. */
+export async function idleInTransaction(url: string): Promise<number> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ n: string }>(
+      "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+    );
+    return Number(rows[0]!.n);
+  } finally {
+    await client.end();
+  }
+}
+
 /** A fresh, empty database on the test server; dropped by the returned `drop()`. */
 export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
   const serverUrl = await postgresUrl();

@@ -7,7 +7,11 @@ import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import ejs from 'ejs';
 import { toProjectLanguage } from '../../../src/cli/language.ts';
-import { renderAppFile, renderGeneratedFiles } from '../../../src/cli/render.ts';
+import {
+  type GenerationRequest,
+  renderAppFile,
+  renderGeneratedFiles,
+} from '../../../src/cli/render.ts';
 import type { DatabaseId, TargetId } from '../../../src/cli/targets.ts';
 import { binary, linkDependencies, repoRoot } from './deps.ts';
 
@@ -45,30 +49,43 @@ export interface Project {
 
 const appsDir = join(repoRoot, 'test', 'e2e', 'apps');
 
-export async function createProject(c: Case): Promise<Project> {
+/**
+ * A fresh folder under .tmp holding the generated files (src/db) for `request`, in the
+ * variant's language; `write` adds more files and records them in `files`.
+ */
+export async function generatedProject(
+  prefix: string,
+  variant: Variant,
+  request: Pick<GenerationRequest, 'targets' | 'orms' | 'database'>,
+) {
   mkdirSync(join(repoRoot, '.tmp'), { recursive: true });
-  const dir = mkdtempSync(join(repoRoot, '.tmp', 'e2e-'));
+  const dir = mkdtempSync(join(repoRoot, '.tmp', prefix));
   const style =
-    c.variant === 'ts'
+    variant === 'ts'
       ? ({ language: 'ts', moduleFormat: 'esm' } as const)
-      : ({ language: 'js', moduleFormat: c.variant === 'js-cjs' ? 'cjs' : 'esm' } as const);
-  const ext = style.language === 'ts' ? '.ts' : '.js';
+      : ({ language: 'js', moduleFormat: variant === 'js-cjs' ? 'cjs' : 'esm' } as const);
+  const ext: '.ts' | '.js' = style.language === 'ts' ? '.ts' : '.js';
   const files = new Map<string, string>();
   const write = (path: string, content: string) => {
     files.set(path, content);
     mkdirSync(dirname(join(dir, path)), { recursive: true });
     writeFileSync(join(dir, path), content);
   };
-
-  for (const file of await renderGeneratedFiles({
-    targets: [c.target],
-    database: c.database,
+  const generated = await renderGeneratedFiles({
+    ...request,
     style,
     dir: 'src/db',
     version: '0.0.0-e2e',
-  })) {
-    write(file.path, file.content);
-  }
+  });
+  for (const file of generated) write(file.path, file.content);
+  return { dir, style, ext, files, write };
+}
+
+export async function createProject(c: Case): Promise<Project> {
+  const { dir, style, ext, files, write } = await generatedProject('e2e-', c.variant, {
+    targets: [c.target],
+    database: c.database,
+  });
   const locals = {
     database: c.database,
     target: c.target,
