@@ -148,7 +148,10 @@ export async function soak(options: SoakOptions): Promise<SoakReport> {
       const { rows } = await monitor.query<{ total: number; idle_in_tx: number }>(
         `SELECT count(*)::int AS total,
                 count(*) FILTER (WHERE state LIKE 'idle in transaction%')::int AS idle_in_tx
-           FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`,
+           FROM pg_stat_activity
+          WHERE datname = $1 AND pid <> pg_backend_pid()
+            -- Not autovacuum's workers: the transfers' updates bring them to this database too.
+            AND backend_type = 'client backend'`,
         [dbName],
       );
       return { total: rows[0]!.total, idleInTransaction: rows[0]!.idle_in_tx };
