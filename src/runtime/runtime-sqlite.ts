@@ -11,6 +11,7 @@
 import BetterSqlite3 from 'better-sqlite3';
 import {
   Database,
+  type LeaveQueue,
   type Params,
   type PoolOptions,
   PoolTimeoutError,
@@ -150,8 +151,8 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     }
   }
 
-  protected transactionTurn(signal: AbortSignal): Promise<() => void> {
-    return this.#lockForWriting(signal);
+  protected transactionTurn(leaveOnRelease: Set<LeaveQueue>): Promise<() => void> {
+    return this.#lockForWriting(leaveOnRelease);
   }
 
   protected async begin(conn: SqliteConnection, turn?: () => void): Promise<void> {
@@ -207,7 +208,7 @@ export class SqliteDatabase extends Database<SqliteConnection> {
   }
 
   /** Waits for the write lock; resolves with the function that gives it up (once). */
-  async #lockForWriting(signal?: AbortSignal): Promise<() => void> {
+  async #lockForWriting(leaveOnRelease?: Set<LeaveQueue>): Promise<() => void> {
     if (this.#writeLocked) {
       const timeout = this.#lockTimeoutMillis;
       // Handed over by the holder's unlock, still locked.
@@ -218,7 +219,7 @@ export class SqliteDatabase extends Database<SqliteConnection> {
         );
         return new PoolTimeoutError(timeout);
       };
-      await this.#waitingToWrite.wait(timeout, timedOut, signal);
+      await this.#waitingToWrite.wait(timeout, timedOut, leaveOnRelease);
     }
     this.#writeLocked = true;
     let held = true;

@@ -10,7 +10,6 @@
  * and close connections.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { setMaxListeners } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
@@ -206,7 +205,15 @@ export class ScopeReleasedError extends DbHooksError {
 }
 
 /** One request's state. Mutable: the first statement fills `conn`, release empties it. */
-class Scope<Conn> {
+/** The Database internals a scope's methods call: bound once per database, not per request. */
+interface ScopeControl<Conn> {
+  run<T>(frame: Frame<Conn>, fn: () => T): T;
+  connect(scope: Scope<Conn>): Promise<unknown>;
+  release(scope: Scope<Conn>, reason: ReleaseReason): Promise<void>;
+}
+
+/** One request's (or unit of work's) state, and the RequestScope its adapter holds. */
+class Scope<Conn> implements RequestScope {
   conn: Conn | undefined = undefined;
   /** The checkout in progress, shared by statements that start before it completes. */
   connecting: Promise<Conn> | undefined = undefined;
@@ -217,21 +224,40 @@ class Scope<Conn> {
   /** Database calls in flight: release() waits for them before returning the connection. */
   active = 0;
   whenIdle: (() => void)[] = [];
-  released: ReleaseReason | undefined = undefined;
+  releaseReason: ReleaseReason | undefined = undefined;
   releasing: Promise<void> | undefined = undefined;
-  /** Aborts what the scope still waits for (a connection, SQLite's turn to write) on release. */
-  waits: AbortController | undefined = undefined;
-  /** How many waits `waits` covers; it is dropped with the last, so release() aborts nothing. */
-  waiting = 0;
+  /** The waits in progress (for a connection, for SQLite's turn to write), left on release. */
+  leaveOnRelease: Set<LeaveQueue> | undefined = undefined;
   /** For leak detection: where the connection was checked out, and the pending warning. */
   checkedOutAt: Error | undefined = undefined;
   leakTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   leakReported = 0;
-  /** What a leak warning names, e.g. 'GET /users/1'. */
+  /** What a leak warning names (see nameInWarnings()), e.g. 'GET /users/1?page=2'. */
   readonly label: string;
+  /** The frame code runs in outside atomic(). */
+  readonly #frame: Frame<Conn> = { scope: this, depth: 0 };
+  readonly #control: ScopeControl<Conn>;
 
-  constructor(label: string) {
+  constructor(label: string, control: ScopeControl<Conn>) {
     this.label = label;
+    this.#control = control;
+  }
+
+  get released(): boolean {
+    return this.releaseReason !== undefined;
+  }
+
+  run<T>(fn: () => T): T {
+    return this.#control.run(this.#frame, fn);
+  }
+
+  async connect(): Promise<void> {
+    if (this.releaseReason) throw new ScopeReleasedError(this.releaseReason);
+    await this.#control.connect(this);
+  }
+
+  release(reason: ReleaseReason = 'done'): Promise<void> {
+    return this.#control.release(this, reason);
   }
 }
 
@@ -248,6 +274,9 @@ interface Frame<Conn> {
 /** A waiter in a WaitQueue: called with nothing when its turn comes, or with why it left. */
 type Waiter = (error?: Error) => void;
 
+/** Takes a waiter out of its queue early, rejecting its wait with `reason`. */
+export type LeaveQueue = (reason: Error) => void;
+
 /**
  * A FIFO of waiters with a deadline each: for a free connection here, and for SQLite's write
  * lock in its driver.
@@ -261,25 +290,28 @@ export class WaitQueue {
 
   /**
    * Resolves when handOff() picks this waiter. Rejects with timeoutError() at the deadline, or
-   * with the signal's reason when it aborts, and leaves the queue then.
+   * when its scope is released: while it waits, `leaveOnRelease` holds the function that takes
+   * it out of the queue.
    */
-  wait(timeoutMillis: number, timeoutError: () => Error, signal?: AbortSignal): Promise<void> {
+  wait(
+    timeoutMillis: number,
+    timeoutError: () => Error,
+    leaveOnRelease?: Set<LeaveQueue>,
+  ): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const leave = (error: Error) => {
+      const leave: LeaveQueue = (error) => {
         const index = this.#waiters.indexOf(waiter);
         if (index !== -1) this.#waiters.splice(index, 1);
         waiter(error);
       };
-      const onAbort = () => leave(signal?.reason as Error);
       const timer = setTimeout(() => leave(timeoutError()), timeoutMillis);
       const waiter: Waiter = (error) => {
         clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
+        leaveOnRelease?.delete(leave);
         if (error === undefined) resolve();
         else reject(error);
       };
-      if (signal?.aborted) return leave(signal.reason as Error);
-      signal?.addEventListener('abort', onAbort, { once: true });
+      leaveOnRelease?.add(leave);
       this.#waiters.push(waiter);
     });
   }
@@ -310,11 +342,11 @@ export class WaitQueue {
  * - `closeConnections()`: closes every connection, idle ones and any still checked out.
  * - `poolSize()`: connections open, and how many of them are idle.
  * - Optional: `begin(conn, turn?)`, `commit(conn)` and `rollback(conn)` (BEGIN, COMMIT and
- *   ROLLBACK by default, synchronous or not), and `transactionTurn(signal)`: what a transaction
- *   waits for before it takes a connection (SQLite: its turn to write), so that a request queued
- *   behind another's transaction holds no connection meanwhile. It resolves with the function
- *   that gives the turn up, which begin() then takes over; `signal` aborts the wait when the
- *   request's scope is released.
+ *   ROLLBACK by default, synchronous or not), and `transactionTurn(leaveOnRelease)`: what a
+ *   transaction waits for before it takes a connection (SQLite: its turn to write), so that a
+ *   request queued behind another's transaction holds no connection meanwhile. It resolves with
+ *   the function that gives the turn up, which begin() then takes over; its WaitQueue.wait() gets
+ *   `leaveOnRelease`, so that releasing the request's scope ends the wait.
  */
 export abstract class Database<Conn = unknown> {
   readonly #frames = new AsyncLocalStorage<Frame<Conn>>();
@@ -337,6 +369,12 @@ export abstract class Database<Conn = unknown> {
    * property of the request, which is cheaper than a WeakMap entry per request.
    */
   readonly #scopeMark = Symbol('db-hooks scope');
+  readonly #scopeControl: ScopeControl<Conn> = {
+    // Already inside (a later framework hook re-entering): no new frame needed.
+    run: (frame, fn) => (this.#frames.getStore() === frame ? fn() : this.#frames.run(frame, fn)),
+    connect: (scope) => this.#track(scope, () => this.#connection(scope)),
+    release: (scope, reason) => this.#release(scope, reason),
+  };
 
   constructor(options: PoolOptions = {}) {
     this.#max = options.max ?? 10;
@@ -361,7 +399,7 @@ export abstract class Database<Conn = unknown> {
   protected abstract closeConnections(): void | Promise<void>;
   protected abstract poolSize(): { total: number; idle: number };
 
-  protected transactionTurn?(signal: AbortSignal): Promise<() => void>;
+  protected transactionTurn?(leaveOnRelease: Set<LeaveQueue>): Promise<() => void>;
 
   /** How a transaction starts, commits and rolls back. A driver may answer synchronously. */
   protected begin(conn: Conn, turn?: () => void): unknown {
@@ -418,7 +456,7 @@ export abstract class Database<Conn = unknown> {
           'db.connectionContext(fn) in scripts.',
       );
     }
-    if (scope.released) throw new ScopeReleasedError(scope.released);
+    if (scope.releaseReason) throw new ScopeReleasedError(scope.releaseReason);
     if (scope.conn !== undefined || scope.connecting !== undefined) {
       if (!options.reuseIfOpen) {
         throw new ConnectionStateError(
@@ -440,7 +478,7 @@ export abstract class Database<Conn = unknown> {
    */
   async close(): Promise<boolean> {
     const scope = this.#frames.getStore()?.scope;
-    if (scope === undefined || scope.released) return false;
+    if (scope === undefined || scope.releaseReason) return false;
     if (scope.depth > 0) {
       throw new ConnectionStateError(
         'db.close() was called inside db.atomic(). Let the transaction finish (return or throw ' +
@@ -462,7 +500,7 @@ export abstract class Database<Conn = unknown> {
    */
   async connectionContext<T>(fn: () => Promise<T>): Promise<T> {
     const scope = this.#frames.getStore()?.scope;
-    if (scope !== undefined && !scope.released) return fn();
+    if (scope !== undefined && !scope.releaseReason) return fn();
     return this.#inOwnScope('connectionContext', 'eager', fn);
   }
 
@@ -483,7 +521,7 @@ export abstract class Database<Conn = unknown> {
     const frame = this.#frames.getStore();
     if (frame === undefined) return this.connectionContext(() => this.atomic(fn));
     const { scope } = frame;
-    if (scope.released) return Promise.reject(new ScopeReleasedError(scope.released));
+    if (scope.releaseReason) return Promise.reject(new ScopeReleasedError(scope.releaseReason));
     if (frame.depth !== scope.depth) {
       return Promise.reject(
         new ConnectionStateError(
@@ -514,20 +552,7 @@ export abstract class Database<Conn = unknown> {
 
   /** A scope for one unit of work; adapters use scopeForRequest() or scopeForFetch() instead. */
   createScope(label = 'a request'): RequestScope {
-    const scope = new Scope<Conn>(label);
-    const frame: Frame<Conn> = { scope, depth: 0 };
-    return {
-      get released() {
-        return scope.released !== undefined;
-      },
-      // Already inside (a later framework hook re-entering): no new frame needed.
-      run: (fn) => (this.#frames.getStore() === frame ? fn() : this.#frames.run(frame, fn)),
-      connect: async () => {
-        if (scope.released) throw new ScopeReleasedError(scope.released);
-        await this.#track(scope, () => this.#connection(scope));
-      },
-      release: (reason = 'done') => this.#release(scope, reason),
-    };
+    return new Scope(label, this.#scopeControl);
   }
 
   /**
@@ -541,7 +566,7 @@ export abstract class Database<Conn = unknown> {
    */
   scopeForRequest(req: IncomingMessage, res: ServerResponse): RequestScope | undefined {
     if (!this.#markScoped(req)) return undefined;
-    const scope = this.createScope(`${req.method} ${req.url?.split('?', 1)[0]}`);
+    const scope = new Scope(`${req.method} ${req.url}`, this.#scopeControl);
     releaseWhenOver(req, res, scope);
     if (hasBody(req)) runEventsInScope(req, scope);
     return scope;
@@ -554,7 +579,7 @@ export abstract class Database<Conn = unknown> {
    */
   scopeForFetch(request: Request): RequestScope | undefined {
     if (!this.#markScoped(request)) return undefined;
-    const scope = this.createScope(`${request.method} ${new URL(request.url).pathname}`);
+    const scope = new Scope(`${request.method} ${request.url}`, this.#scopeControl);
     const gone = () => void scope.release('client-gone');
     if (request.signal.aborted) gone();
     else request.signal.addEventListener('abort', gone, { once: true });
@@ -665,7 +690,7 @@ export abstract class Database<Conn = unknown> {
   #onConnection<R>(scope: Scope<Conn>, use: (conn: Conn) => R | Promise<R>): Promise<R> {
     return this.#track(scope, async () => {
       const conn = scope.conn;
-      if (conn === undefined) throw new ScopeReleasedError(scope.released ?? 'done');
+      if (conn === undefined) throw new ScopeReleasedError(scope.releaseReason ?? 'done');
       return use(conn);
     });
   }
@@ -683,7 +708,7 @@ export abstract class Database<Conn = unknown> {
   }
 
   #enter(scope: Scope<Conn>): void {
-    if (scope.released) throw new ScopeReleasedError(scope.released);
+    if (scope.releaseReason) throw new ScopeReleasedError(scope.releaseReason);
     scope.active++;
   }
 
@@ -716,34 +741,26 @@ export abstract class Database<Conn = unknown> {
       const conn = await this.#acquire(scope);
       scope.conn = conn; // released meanwhile: release() gives it back once we are done
       this.#watchForLeak(scope);
-      if (scope.released) throw new ScopeReleasedError(scope.released);
+      if (scope.releaseReason) throw new ScopeReleasedError(scope.releaseReason);
       return conn;
     } finally {
       scope.connecting = undefined;
     }
   }
 
-  /** Runs a wait of the scope's, given a signal that aborts it when the scope is released. */
-  async #whileWaiting<T>(
+  /** Runs a wait of the scope's (a queue's wait() given its leaveOnRelease), cut short by release(). */
+  #whileWaiting<T>(
     scope: Scope<Conn>,
-    wait: ((signal: AbortSignal) => Promise<T>) | undefined,
+    wait: ((leaveOnRelease: Set<LeaveQueue>) => Promise<T>) | undefined,
   ): Promise<T | undefined> {
-    if (wait === undefined) return undefined;
-    if (scope.waits === undefined) {
-      scope.waits = new AbortController();
-      // One listener per wait, and after db.close() a request may have many at once: no leak.
-      setMaxListeners(0, scope.waits.signal);
-    }
-    scope.waiting++;
-    try {
-      return await wait(scope.waits.signal);
-    } finally {
-      if (--scope.waiting === 0) scope.waits = undefined;
-    }
+    if (wait === undefined) return Promise.resolve(undefined);
+    if (scope.releaseReason) return Promise.reject(new ScopeReleasedError(scope.releaseReason));
+    scope.leaveOnRelease ??= new Set();
+    return wait(scope.leaveOnRelease);
   }
 
   async #inOwnScope<T>(label: string, checkout: Checkout, fn: () => Promise<T>): Promise<T> {
-    const scope = this.createScope(label);
+    const scope = new Scope(label, this.#scopeControl);
     try {
       if (checkout === 'eager') await scope.connect();
       return await scope.run(fn);
@@ -754,8 +771,11 @@ export abstract class Database<Conn = unknown> {
 
   #release(scope: Scope<Conn>, reason: ReleaseReason): Promise<void> {
     if (scope.releasing === undefined) {
-      scope.released = reason;
-      scope.waits?.abort(new ScopeReleasedError(reason));
+      scope.releaseReason = reason;
+      if (scope.leaveOnRelease?.size) {
+        const error = new ScopeReleasedError(reason);
+        for (const leave of scope.leaveOnRelease) leave(error);
+      }
       scope.releasing = this.#detach(scope).then(
         () => {},
         (error: unknown) => {
@@ -809,8 +829,8 @@ export abstract class Database<Conn = unknown> {
         );
         return new PoolTimeoutError(this.#acquireTimeoutMillis);
       };
-      const wait = (signal?: AbortSignal) =>
-        this.#queue.wait(this.#acquireTimeoutMillis, timedOut, signal);
+      const wait = (leaveOnRelease?: Set<LeaveQueue>) =>
+        this.#queue.wait(this.#acquireTimeoutMillis, timedOut, leaveOnRelease);
       await (scope ? this.#whileWaiting(scope, wait) : wait());
     }
     let conn: Conn;
@@ -884,7 +904,7 @@ export abstract class Database<Conn = unknown> {
       scope.leakReported = Date.now();
       const stack = scope.checkedOutAt?.stack?.split('\n').slice(1).join('\n');
       this.logger.warn(
-        `db-hooks: ${scope.label} has held a database connection for more than ${threshold} ` +
+        `db-hooks: ${nameInWarnings(scope.label)} has held a database connection for more than ${threshold} ` +
           `ms; it may have leaked. It was checked out at:\n${stack}`,
       );
     }, threshold);
@@ -896,14 +916,24 @@ export abstract class Database<Conn = unknown> {
     if (scope.leakReported > 0) {
       const late = Date.now() - scope.leakReported + this.#leakThresholdMillis;
       this.logger.warn(
-        `db-hooks: ${scope.label} returned its database connection after ${late} ms (reported above as a possible leak).`,
+        `db-hooks: ${nameInWarnings(scope.label)} returned its database connection after ${late} ms (reported above as a possible leak).`,
       );
     }
   }
 }
 
-/** Requests in flight on each connection: when it closes, none of them can be answered. */
-const openOnSocket = new WeakMap<Socket, Set<RequestScope>>();
+/**
+ * A scope's label as warnings name it: 'GET /users/1', without the query string (it may hold
+ * tokens) or a Web request's origin. Done here, not per request: most scopes are never named.
+ */
+function nameInWarnings(label: string): string {
+  const query = label.indexOf('?');
+  const name = query === -1 ? label : label.slice(0, query);
+  return name.replace(/ \w+:\/\/[^/]*/, ' ');
+}
+
+/** Per connection, its requests whose responses wait behind earlier pipelined ones. */
+const queuedOnSocket = new WeakMap<Socket, Set<RequestScope>>();
 
 function releaseWhenOver(req: IncomingMessage, res: ServerResponse, scope: RequestScope): void {
   const socket = req.socket;
@@ -912,25 +942,30 @@ function releaseWhenOver(req: IncomingMessage, res: ServerResponse, scope: Reque
     void scope.release('client-gone');
     return;
   }
+  // A response queued behind earlier pipelined ones has no socket yet and, on Node 22, gets
+  // neither 'finish' nor 'close' if the client hangs up before its turn (Node 24 emits 'close'):
+  // the socket's own 'close' is the only sign.
+  const queued = res.socket === null ? queuedOn(socket) : undefined;
+  queued?.add(scope);
   // 'close', not 'finish': 'finish' comes only when the whole response was written, while
   // 'close' comes once for every response that got the connection, sent or cut off.
-  res.once('close', () => {
-    openOnSocket.get(socket)?.delete(scope);
+  res.on('close', () => {
+    queued?.delete(scope);
     void scope.release(res.writableFinished ? 'done' : 'client-gone');
   });
-  // A response queued behind earlier pipelined ones gets neither 'finish' nor 'close' when the
-  // client hangs up: the socket's own 'close' is the only sign.
-  let open = openOnSocket.get(socket);
-  if (open === undefined) {
-    const requests = new Set<RequestScope>();
-    open = requests;
-    openOnSocket.set(socket, requests);
-    socket.once('close', () => {
-      for (const pending of requests) void pending.release('client-gone');
-      requests.clear();
+}
+
+function queuedOn(socket: Socket): Set<RequestScope> {
+  let queued = queuedOnSocket.get(socket);
+  if (queued === undefined) {
+    const scopes = new Set<RequestScope>();
+    queuedOnSocket.set(socket, scopes);
+    socket.on('close', () => {
+      for (const scope of scopes) void scope.release('client-gone');
     });
+    queued = scopes;
   }
-  open.add(scope);
+  return queued;
 }
 
 /** As body parsers decide it: a body is announced by its length or a transfer encoding. */

@@ -253,7 +253,7 @@ for (const kind of kinds) {
           withScope(db, async (_req, res) => {
             handled++;
             await db.get('SELECT 1 AS one'); // holds a connection from here on
-            await sleep(300);
+            await sleep(1500);
             res.end('ok');
           }),
         );
@@ -265,8 +265,9 @@ for (const kind of kinds) {
           socket.write(request('/a') + request('/b') + request('/c'));
           await waitFor(() => handled === 3 && db.stats().inUse === 3);
           socket.destroy(); // before any answer
-          await waitFor(() => db.stats().inUse === 0, 2000);
-          await sleep(400); // the handlers finish and try to answer
+          // At the hang-up, not when the handlers end: the two queued responses too.
+          await waitFor(() => db.stats().inUse === 0, 1000);
+          await sleep(1000); // the handlers finish and try to answer
           assert.equal(db.stats().inUse, 0);
           assert.equal(releases.count, 3, 'each connection back exactly once');
           assert.deepEqual(db.stats().waiting, 0);
@@ -388,6 +389,17 @@ for (const kind of kinds) {
       } finally {
         await server.close();
       }
+      // A Web request's URL is absolute: the warning leaves out its origin too.
+      logger.warnings.length = 0;
+      const scope = db.scopeForFetch(new Request('http://127.0.0.1:8080/reports/8?token=secret'))!;
+      await scope.run(() => db.get('SELECT 1 AS one'));
+      await waitFor(() => logger.warnings.length === 1);
+      await scope.release();
+      assert.match(
+        logger.warnings[0]!,
+        /db-hooks: GET \/reports\/8 has held a database connection/,
+      );
+      assert.doesNotMatch(logger.warnings.join('\n'), /secret|8080/);
     });
   });
 
