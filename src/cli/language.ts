@@ -7,9 +7,9 @@
 // so a run for a JavaScript project reads the result from dist/javascript/ and loads neither;
 // they load at run time only for a source the build did not see (e.g. an app entry under a
 // custom --dir).
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fingerprint } from './fingerprint.js';
 import { packageRoot } from './paths.js';
 import { precompiledTemplates } from './precompiled.js';
 
@@ -26,10 +26,9 @@ export function sourceExtension(style: OutputStyle): '.ts' | '.js' {
   return style.language === 'ts' ? '.ts' : '.js';
 }
 
-/** Where the build put the JavaScript made from `source`: named by its hash and module format. */
+/** Where the build put the JavaScript made from `source`: named by its fingerprint and module format. */
 export function prebuiltFile(source: string, moduleFormat: ModuleFormat): string {
-  const hash = createHash('sha256').update(source).digest('hex').slice(0, 24);
-  return join(packageRoot, 'dist', 'javascript', `${hash}.${moduleFormat}.js`);
+  return join(packageRoot, 'dist', 'javascript', `${fingerprint(source)}.${moduleFormat}.js`);
 }
 
 let recorder: ((source: string, moduleFormat: ModuleFormat, code: string) => void) | undefined;

@@ -2,10 +2,10 @@
 // generated. A re-run reads it to know the project (as shadcn's components.json does) and to tell
 // a file still as generated (safe to update) from one the user edited (never overwritten
 // without --force).
-import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import * as v from 'valibot';
 import { oneOf, UsageError } from './errors.js';
+import { fingerprint } from './fingerprint.js';
 import type { Language, ModuleFormat } from './language.js';
 import {
   type DatabaseId,
@@ -29,7 +29,7 @@ export interface Manifest {
   targets: TargetId[];
   /** --orm: ORMs bound to `db` (absent from manifests written before there were any). */
   orms?: OrmId[];
-  /** Project-relative path → `sha256-<hex>` of the content create-db-hooks wrote there. */
+  /** Project-relative path → `cyrb53-<hex>` of the content create-db-hooks wrote there. */
   files: Record<string, string>;
 }
 
@@ -80,22 +80,28 @@ export function sameCode(a: string, b: string): boolean {
 }
 
 /**
- * `sha256-<hex>` of a file's code without its layout, so a file the user (or their formatter)
+ * `cyrb53-<hex>` of a file's code without its layout, so a file the user (or their formatter)
  * only reformatted still reads as generated, never as edited.
  */
 export function hashContent(content: string): string {
-  return `sha256-${createHash('sha256').update(withoutLayout(content)).digest('hex')}`;
+  return `cyrb53-${fingerprint(withoutLayout(content))}`;
 }
 
 /**
- * Whether `content` is what a manifest recorded. Manifests of 0.1.0 hashed the text itself
- * (line endings normalised); they still match until the next run rewrites them.
+ * Whether `content` is what a manifest recorded. Manifests of earlier versions hold sha256
+ * hashes, of the code without its layout or (0.1.0) of the text itself; they still match until
+ * the next run rewrites them.
  */
 export function hashMatches(recorded: string | undefined, content: string): boolean {
   if (recorded === undefined) return false;
-  if (recorded === hashContent(content)) return true;
-  const exact = createHash('sha256').update(content.replace(/\r\n/g, '\n')).digest('hex');
-  return recorded === `sha256-${exact}`;
+  if (!recorded.startsWith('sha256-')) return recorded === hashContent(content);
+  // Loaded only for such a manifest: see fingerprint.ts.
+  const { createHash } = process.getBuiltinModule('node:crypto');
+  const sha256 = (text: string) => `sha256-${createHash('sha256').update(text).digest('hex')}`;
+  return (
+    recorded === sha256(withoutLayout(content)) ||
+    recorded === sha256(content.replace(/\r\n/g, '\n'))
+  );
 }
 
 /** Deterministic text: same manifest, same bytes, so an identical re-run writes nothing. */
@@ -211,8 +217,11 @@ const manifestSchema = v.object({
             addIssue({ message: `file '${path}' is outside the project` });
             return NEVER;
           }
-          if (typeof hash !== 'string' || !/^sha256-[0-9a-f]{64}$/.test(hash)) {
-            addIssue({ message: `the hash of '${path}' is not sha256-<64 hex digits>` });
+          if (
+            typeof hash !== 'string' ||
+            !/^(cyrb53-[0-9a-f]{14}|sha256-[0-9a-f]{64})$/.test(hash)
+          ) {
+            addIssue({ message: `the hash of '${path}' is not cyrb53-<14 hex digits>` });
             return NEVER;
           }
           files[normal] = hash;

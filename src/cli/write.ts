@@ -1,7 +1,6 @@
 // Effects on disk, after every check has passed. Each path must stay inside the project, also
 // through symlinks; files are staged as temporary files next to their targets and renamed into
 // place only once every one of them was written, so a failure leaves the project as it was.
-import { randomBytes } from 'node:crypto';
 import {
   accessSync,
   constants,
@@ -116,10 +115,8 @@ export function writeFilesAtomically(root: string, files: readonly FileToWrite[]
         const first = mkdirSync(dir, { recursive: true });
         if (first) createdDirs.push(first);
       }
-      const temp = join(
-        dir,
-        `.${file.path.split('/').at(-1)}.${randomBytes(6).toString('hex')}.tmp`,
-      );
+      const unique = Math.random().toString(36).slice(2, 10);
+      const temp = join(dir, `.${file.path.split('/').at(-1)}.${unique}.tmp`);
       writeFileSync(temp, file.content, { flag: 'wx' });
       staged.push({ temp, target });
     }
