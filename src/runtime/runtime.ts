@@ -204,7 +204,6 @@ export class ScopeReleasedError extends DbHooksError {
   }
 }
 
-/** One request's state. Mutable: the first statement fills `conn`, release empties it. */
 /** The Database internals a scope's methods call: bound once per database, not per request. */
 interface ScopeControl<Conn> {
   run<T>(frame: Frame<Conn>, fn: () => T): T;
@@ -212,7 +211,10 @@ interface ScopeControl<Conn> {
   release(scope: Scope<Conn>, reason: ReleaseReason): Promise<void>;
 }
 
-/** One request's (or unit of work's) state, and the RequestScope its adapter holds. */
+/**
+ * One request's (or unit of work's) state, and the RequestScope its adapter holds. Mutable: the
+ * first statement fills `conn`, release empties it.
+ */
 class Scope<Conn> implements RequestScope {
   conn: Conn | undefined = undefined;
   /** The checkout in progress, shared by statements that start before it completes. */
