@@ -254,8 +254,7 @@ class Scope<Conn> implements RequestScope {
   }
 
   async connect(): Promise<void> {
-    if (this.releaseReason) throw new ScopeReleasedError(this.releaseReason);
-    await this.#control.connect(this);
+    await this.#control.connect(this); // refused (ScopeReleasedError) once released
   }
 
   release(reason: ReleaseReason = 'done'): Promise<void> {
