@@ -458,19 +458,16 @@ export abstract class Database<Conn = unknown> {
       );
     }
     if (scope.releaseReason) throw new ScopeReleasedError(scope.releaseReason);
-    if (scope.conn !== undefined || scope.connecting !== undefined) {
-      if (!options.reuseIfOpen) {
-        throw new ConnectionStateError(
-          'The connection for this request is already open. Call db.connect() once per ' +
-            'request, or pass { reuseIfOpen: true }.',
-        );
-      }
-      await this.#track(scope, () => this.#connection(scope));
-      return false;
+    const alreadyOpen = scope.conn !== undefined || scope.connecting !== undefined;
+    if (alreadyOpen && !options.reuseIfOpen) {
+      throw new ConnectionStateError(
+        'The connection for this request is already open. Call db.connect() once per ' +
+          'request, or pass { reuseIfOpen: true }.',
+      );
     }
-    scope.holdsConnection = true;
+    scope.holdsConnection = true; // again, after a db.close()
     await this.#track(scope, () => this.#connection(scope));
-    return true;
+    return !alreadyOpen;
   }
 
   /**
