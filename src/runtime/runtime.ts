@@ -466,7 +466,7 @@ export abstract class Database<Conn = unknown> {
       );
     }
     scope.holdsConnection = true; // again, after a db.close()
-    await this.#track(scope, () => this.#connection(scope));
+    await scope.connect();
     return !alreadyOpen;
   }
 
@@ -954,15 +954,13 @@ function releaseWhenOver(req: IncomingMessage, res: ServerResponse, scope: Reque
 }
 
 function queuedOn(socket: Socket): Set<RequestScope> {
-  let queued = queuedOnSocket.get(socket);
-  if (queued === undefined) {
-    const scopes = new Set<RequestScope>();
-    queuedOnSocket.set(socket, scopes);
-    socket.on('close', () => {
-      for (const scope of scopes) void scope.release('client-gone');
-    });
-    queued = scopes;
-  }
+  const known = queuedOnSocket.get(socket);
+  if (known !== undefined) return known;
+  const queued = new Set<RequestScope>();
+  queuedOnSocket.set(socket, queued);
+  socket.on('close', () => {
+    for (const scope of queued) void scope.release('client-gone');
+  });
   return queued;
 }
 
