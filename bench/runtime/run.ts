@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
 import { transform } from 'sucrase';
+import { createScope } from '../../src/runtime/runtime.ts';
 import { createTestDatabase, postgresUrl } from '../../test/support/postgres.ts';
 
 type PostgresModule = typeof import('../../src/runtime/runtime-postgres.ts');
@@ -61,7 +62,7 @@ function scoped(
   sql: string,
 ): Op {
   return async (id) => {
-    const scope = db.createScope();
+    const scope = createScope(db);
     try {
       return await scope.run(() => db.get(sql, [id]));
     } finally {

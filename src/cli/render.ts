@@ -5,7 +5,14 @@ import { join, posix } from 'node:path';
 import { type OutputStyle, sourceExtension, toProjectLanguage } from './language.js';
 import { packageRoot } from './paths.js';
 import { precompiledTemplates } from './precompiled.js';
-import { type DatabaseId, findDatabase, type OrmId, type TargetId } from './targets.js';
+import {
+  type DatabaseId,
+  findDatabase,
+  findTarget,
+  type OrmId,
+  runtimeFiles,
+  type TargetId,
+} from './targets.js';
 
 export interface GenerationRequest {
   targets: readonly TargetId[];
@@ -105,26 +112,27 @@ export async function renderGeneratedFiles(request: GenerationRequest): Promise<
   const runtimeSource = (name: string) =>
     readFileSync(join(packageRoot, 'src', 'runtime', `${name}.ts`), 'utf8');
 
-  const files: GeneratedFile[] = [
-    {
-      path: out('runtime'),
-      content: await finish(runtimeSource('runtime'), request),
+  const lifecycles = new Set(
+    request.targets
+      .flatMap((id) => findTarget(id)?.lifecycles ?? [])
+      .map((name) => `runtime-${name}`),
+  );
+  const files: GeneratedFile[] = [];
+  for (const name of [...runtimeFiles, ...lifecycles, database.runtimeFile]) {
+    files.push({
+      path: out(name),
+      content: await finish(runtimeSource(name), request),
       kind: 'runtime',
-    },
-    {
-      path: out(database.runtimeFile),
-      content: await finish(runtimeSource(database.runtimeFile), request),
-      kind: 'runtime',
-    },
-    {
-      path: out('index'),
-      content: await finish(
-        await renderTemplate(`databases/${request.database}/index.ts.ejs`, locals),
-        request,
-      ),
-      kind: 'index',
-    },
-  ];
+    });
+  }
+  files.push({
+    path: out('index'),
+    content: await finish(
+      await renderTemplate(`databases/${request.database}/index.ts.ejs`, locals),
+      request,
+    ),
+    kind: 'index',
+  });
   for (const target of request.targets) {
     const source = await renderTemplate(`targets/${target}/adapter.ts.ejs`, { ...locals, target });
     files.push({

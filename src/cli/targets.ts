@@ -37,7 +37,20 @@ export interface TargetDefinition {
   usage: string;
   /** Where that line goes in the app, for the Next steps; none when it wraps the whole server. */
   placement?: string;
+  /** The request lifecycles its adapter imports (src/runtime/runtime-<name>.ts). */
+  lifecycles: readonly ('node' | 'fetch')[];
 }
+
+/** The runtime library every project gets (src/runtime/<file>.ts), besides lifecycles and driver. */
+export const runtimeFiles = [
+  'runtime',
+  'runtime-errors',
+  'runtime-pool',
+  'runtime-scope',
+  'runtime-transaction',
+  'runtime-driver',
+  'runtime-database',
+] as const;
 
 export const targets = [
   {
@@ -53,6 +66,7 @@ export const targets = [
     exports: ['dbHooks'],
     usage: 'app.use(dbHooks())',
     placement: 'before the routes that use the database',
+    lifecycles: ['node'],
   },
   {
     id: 'fastify',
@@ -64,6 +78,7 @@ export const targets = [
     exports: ['dbHooks'],
     usage: 'await app.register(dbHooks)',
     placement: 'before the routes; its hooks apply to the whole app',
+    lifecycles: ['node'],
   },
   {
     id: 'koa',
@@ -78,6 +93,7 @@ export const targets = [
     exports: ['dbHooks'],
     usage: 'app.use(dbHooks())',
     placement: 'first, so it wraps the middleware that use the database',
+    lifecycles: ['node'],
   },
   {
     id: 'hono',
@@ -92,6 +108,7 @@ export const targets = [
     exports: ['dbHooks'],
     usage: 'app.use(dbHooks())',
     placement: 'before the routes that use the database',
+    lifecycles: ['node', 'fetch'],
   },
   {
     id: 'node-http',
@@ -102,6 +119,7 @@ export const targets = [
     frameworkDependencies: [],
     exports: ['withDatabase'],
     usage: 'http.createServer(withDatabase(listener))',
+    lifecycles: ['node'],
   },
   {
     id: 'fetch',
@@ -113,6 +131,7 @@ export const targets = [
     frameworkDependencies: [{ name: '@hono/node-server', version: '^2.1.9' }],
     exports: ['withDatabase'],
     usage: 'export default { fetch: withDatabase(handler) }',
+    lifecycles: ['fetch'],
   },
   {
     id: 'hooks',
@@ -123,6 +142,7 @@ export const targets = [
     frameworkDependencies: [],
     exports: ['beforeRequest', 'teardownRequest', 'requestScope'],
     usage: 'http.createServer(requestScope(app)); beforeRequest() ... teardownRequest()',
+    lifecycles: ['node'],
   },
   {
     id: 'nestjs',
@@ -141,6 +161,7 @@ export const targets = [
     exports: ['DbHooksModule'],
     usage: 'imports: [DbHooksModule]',
     placement: 'in the root module; it covers every route of the app',
+    lifecycles: ['node'],
   },
 ] as const satisfies readonly TargetDefinition[];
 

@@ -5,29 +5,27 @@
  * pg, runs statements, and keeps a server restart or a killed backend from crashing the process:
  * such a connection is marked broken, its statements fail with DatabaseUnavailableError (503),
  * and it is closed instead of reused.
+ *
+ * Library file: configure the database in index.ts, not here.
  */
 import pg from 'pg';
-import {
-  Database,
-  DatabaseUnavailableError,
-  DbHooksError,
-  type Params,
-  type PoolOptions,
-  type RawOptions,
-  type RawResult,
-  type RunResult,
-  type StatementMode,
-} from './runtime.js';
+import { Database, type DatabaseOptions } from './runtime-database.js';
+import type {
+  Driver,
+  Params,
+  RawOptions,
+  RawResult,
+  StatementMode,
+  StatementResults,
+} from './runtime-driver.js';
+import { DatabaseUnavailableError, DbHooksError } from './runtime-errors.js';
+import type { Logger } from './runtime-pool.js';
 
-export interface PostgresOptions extends PoolOptions {
-  /** postgres://user:password@host:port/database (pg also reads the PG* environment variables). */
-  connectionString?: string;
-  /** TLS options, passed to pg as they are. */
-  ssl?: pg.PoolConfig['ssl'];
-  /** Idle connections are closed after this long. Default 10000. */
-  idleTimeoutMillis?: number;
-  /** Connections are replaced after this age (0 = never). Default 0. */
-  maxLifetimeSeconds?: number;
+/**
+ * pg's PoolConfig (connectionString, ssl, application_name, statement_timeout, min, maxUses,
+ * onConnect, ...), passed to pg as it is, with this project's own options beside it.
+ */
+export interface PostgresOptions extends DatabaseOptions, pg.PoolConfig {
   /**
    * Set when connecting through PgBouncer in transaction pooling mode, where consecutive
    * statements may run on different server connections. Statements that change session state
@@ -35,6 +33,20 @@ export interface PostgresOptions extends PoolOptions {
    * db.atomic() instead. The runtime never uses named prepared statements in either mode.
    */
   pgbouncer?: boolean;
+}
+
+export class PostgresDatabase extends Database<pg.PoolClient> {
+  constructor(options: PostgresOptions = {}) {
+    const {
+      acquireTimeoutMillis,
+      closeTimeoutMillis,
+      leakDetectionThresholdMillis,
+      logger = console,
+      pgbouncer = false,
+      ...poolConfig
+    } = options;
+    super(new PostgresDriver(poolConfig, pgbouncer, logger), options);
+  }
 }
 
 // Session-level commands; SET LOCAL / SET TRANSACTION / SET CONSTRAINTS only last a transaction.
@@ -53,84 +65,96 @@ function isConnectionFailure(error: unknown): boolean {
   return error instanceof Error && /Connection terminated/.test(error.message);
 }
 
-/** A raw() statement as pg takes it: its row mode and type parsers are the ORM's. */
-function queryConfig(
-  sql: string,
-  values: unknown[] | undefined,
-  options: RawOptions,
-): pg.QueryConfig {
-  const config: pg.QueryConfig = {
-    text: sql,
-    values,
-    types: options.types as pg.CustomTypesConfig | undefined,
-  };
-  if (options.rowMode === 'array') (config as pg.QueryArrayConfig).rowMode = 'array';
+/** A statement as pg takes it; raw() passes the ORM's row mode and type parsers. */
+function queryConfig(sql: string, values: unknown[] | undefined, options?: RawOptions) {
+  const config: pg.QueryConfig = { text: sql, values };
+  if (options?.types !== undefined) config.types = options.types as pg.CustomTypesConfig;
+  if (options?.rowMode === 'array') (config as pg.QueryArrayConfig).rowMode = 'array';
   return config;
 }
 
-export class PostgresDatabase extends Database<pg.PoolClient> {
+class PostgresDriver implements Driver<pg.PoolClient> {
   // Private, so the connection string never shows up in console.log(db).
-  readonly #pool: pg.Pool;
+  readonly #config: pg.PoolConfig;
+  #pool: pg.Pool | undefined;
   readonly #pgbouncer: boolean;
-  /** Clients whose connection failed: closed on release instead of reused. */
+  readonly #logger: Logger;
+  /** Clients whose connection failed: closed on check-in instead of reused. */
   readonly #broken = new WeakSet<pg.PoolClient>();
   /**
    * The last statement sent on each client, while it runs. A request may run statements at once
    * (Promise.all) on its one connection, which runs one at a time: pg 8 queues the others with a
-   * deprecation warning, and pg 9 will not queue them. So they wait for each other here. (A
-   * Map: an entry lasts one statement.)
+   * deprecation warning, and pg 9 will not queue them. So they wait for each other here.
    */
-  readonly #running = new Map<pg.PoolClient, Promise<unknown>>();
+  readonly #running = new Map<pg.PoolClient, Promise<pg.QueryResult>>();
 
-  constructor(options: PostgresOptions = {}) {
-    super(options);
-    this.#pgbouncer = options.pgbouncer ?? false;
-    this.#pool = new pg.Pool({
-      connectionString: options.connectionString,
-      ssl: options.ssl,
-      // The runtime never asks for more than max at once, so pg's pool never queues: its
-      // timeout only bounds how long opening a new connection may take.
-      max: options.max ?? 10,
-      connectionTimeoutMillis: options.acquireTimeoutMillis ?? 5000,
-      idleTimeoutMillis: options.idleTimeoutMillis ?? 10000,
-      maxLifetimeSeconds: options.maxLifetimeSeconds ?? 0,
-    });
-    // An idle client whose server connection dies makes the pool emit 'error'; with no listener
-    // Node would crash. The pool has already dropped that client, so nothing to do.
-    this.#pool.on('error', () => {});
-    // A checked-out client has no pool listener: mark it broken instead of crashing.
-    this.#pool.on('connect', (client) => {
-      client.on('error', () => this.#broken.add(client));
-    });
+  constructor(config: pg.PoolConfig, pgbouncer: boolean, logger: Logger) {
+    this.#config = {
+      // Opening a connection gives up after this; the wait for a free one is the runtime's.
+      connectionTimeoutMillis: 5000,
+      idleTimeoutMillis: 10000,
+      // Idle connections never keep the process alive, e.g. after a late statement reopened
+      // the pool during shutdown.
+      allowExitOnIdle: true,
+      ...config,
+    };
+    this.#pgbouncer = pgbouncer;
+    this.#logger = logger;
   }
 
-  protected async acquireConnection(): Promise<pg.PoolClient> {
+  /** pg's pool, made again after closeAll(). */
+  #connections(): pg.Pool {
+    if (this.#pool === undefined) {
+      const pool = new pg.Pool(this.#config);
+      // An idle client whose server connection dies makes the pool emit 'error'; with no
+      // listener Node would crash. The pool has already dropped that client.
+      pool.on('error', () => {});
+      // A checked-out client has no pool listener: mark it broken instead of crashing.
+      pool.on('connect', (client) => {
+        client.on('error', () => this.#broken.add(client));
+      });
+      this.#pool = pool;
+    }
+    return this.#pool;
+  }
+
+  async checkOut(): Promise<pg.PoolClient> {
     try {
-      return await this.#pool.connect();
+      return await this.#connections().connect();
     } catch (error) {
-      this.logger.error(
-        `db-hooks: could not connect to PostgreSQL (${(error as Error).message}). Check that ` +
-          'the server is up and that DATABASE_URL points to it.',
+      this.#logger.error(
+        `db-hooks: could not open a PostgreSQL connection (${(error as Error).message}). Check ` +
+          'that the server is up, that DATABASE_URL points to it, and the onConnect hook if any.',
       );
       throw new DatabaseUnavailableError({ cause: error });
     }
   }
 
-  protected releaseConnection(client: pg.PoolClient, discard: boolean): void {
+  checkIn(client: pg.PoolClient, discard: boolean): void {
     client.release(discard); // release(true) closes the connection instead of reusing it
   }
 
-  protected isBroken(client: pg.PoolClient): boolean {
+  isBroken(client: pg.PoolClient): boolean {
     return this.#broken.has(client);
   }
 
-  protected async execute(
+  async closeAll(): Promise<void> {
+    const pool = this.#pool;
+    this.#pool = undefined;
+    await pool?.end();
+  }
+
+  size(): { total: number; idle: number } {
+    return { total: this.#pool?.totalCount ?? 0, idle: this.#pool?.idleCount ?? 0 };
+  }
+
+  async execute<M extends StatementMode>(
     client: pg.PoolClient,
-    mode: StatementMode,
+    mode: M,
     sql: string,
     params: Params | undefined,
     options?: RawOptions,
-  ): Promise<unknown> {
+  ): Promise<StatementResults[M]> {
     if (this.#pgbouncer && SESSION_STATE.test(sql)) {
       throw new DbHooksError(
         'SESSION_STATE',
@@ -143,11 +167,8 @@ export class PostgresDatabase extends Database<pg.PoolClient> {
       throw new TypeError('PostgreSQL takes positional parameters: an array for $1, $2...');
     }
     // No values means pg's simple query protocol, as for an undefined `params`.
-    const values = params as unknown[] | undefined;
-    const send =
-      options === undefined
-        ? () => client.query(sql, values)
-        : () => client.query(queryConfig(sql, values, options));
+    const config = queryConfig(sql, params as unknown[] | undefined, options);
+    const send = () => client.query(config);
     const previous = this.#running.get(client);
     const query = previous === undefined ? send() : previous.then(send, send);
     this.#running.set(client, query);
@@ -159,26 +180,32 @@ export class PostgresDatabase extends Database<pg.PoolClient> {
       // with "not queryable" before it reaches the server.
       if (!isConnectionFailure(error) && !this.#broken.has(client)) throw error;
       this.#broken.add(client);
-      this.logger.error(
+      this.#logger.error(
         `db-hooks: lost the PostgreSQL connection during a statement (${(error as Error).message}).`,
       );
       throw new DatabaseUnavailableError({ cause: error });
     } finally {
       if (this.#running.get(client) === query) this.#running.delete(client);
     }
-    if (mode === 'all') return result.rows;
-    if (mode === 'get') return result.rows[0];
-    if (mode === 'raw') {
-      return { rows: result.rows, changes: result.rowCount ?? undefined } satisfies RawResult;
-    }
-    return { changes: result.rowCount ?? 0 } satisfies RunResult;
+    const changes = result.rowCount ?? undefined;
+    const results: StatementResults = {
+      all: result.rows,
+      get: result.rows[0],
+      run: { changes: changes ?? 0 },
+      raw: { rows: result.rows, changes } satisfies RawResult,
+    };
+    return results[mode];
   }
 
-  protected poolSize(): { total: number; idle: number } {
-    return { total: this.#pool.totalCount, idle: this.#pool.idleCount };
+  async begin(client: pg.PoolClient): Promise<void> {
+    await this.execute(client, 'run', 'BEGIN', undefined);
   }
 
-  protected async closeConnections(): Promise<void> {
-    await this.#pool.end();
+  async commit(client: pg.PoolClient): Promise<void> {
+    await this.execute(client, 'run', 'COMMIT', undefined);
+  }
+
+  async rollback(client: pg.PoolClient): Promise<void> {
+    await this.execute(client, 'run', 'ROLLBACK', undefined);
   }
 }

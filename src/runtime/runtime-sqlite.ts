@@ -7,34 +7,58 @@
  * write lock instead: a write transaction (BEGIN IMMEDIATE) holds it from BEGIN to COMMIT, a
  * single write statement holds it while it runs, and other requests wait for it without blocking
  * the event loop. WAL mode lets reads run on their own connections meanwhile.
+ *
+ * Library file: configure the database in index.ts, not here.
  */
 import BetterSqlite3 from 'better-sqlite3';
-import {
-  Database,
-  type LeaveQueue,
-  type Params,
-  type PoolOptions,
-  PoolTimeoutError,
-  type RawOptions,
-  type StatementMode,
-  WaitQueue,
-} from './runtime.js';
+import { Database, type DatabaseOptions } from './runtime-database.js';
+import type {
+  Driver,
+  Params,
+  RawOptions,
+  StatementMode,
+  StatementResults,
+} from './runtime-driver.js';
+import { DatabaseUnavailableError, PoolTimeoutError } from './runtime-errors.js';
+import { type Logger, WaitQueue } from './runtime-pool.js';
 
-export interface SqliteOptions extends PoolOptions {
+/** better-sqlite3's options (timeout, readonly, fileMustExist, ...), passed as they are, and ours. */
+export interface SqliteOptions extends DatabaseOptions, BetterSqlite3.Options {
   /** Database file. Default 'app.db'. ':memory:' gets a single connection. */
   path?: string;
-  /**
-   * How long SQLite waits for a lock held by another process (this process never waits on it).
-   * That wait blocks the event loop, so keep it short. Default 5000.
-   */
-  busyTimeoutMillis?: number;
-  /**
-   * SQLite's `synchronous` setting. Default 'normal': with WAL a commit survives the process
-   * crashing, and only a power loss can undo the last few. 'full' also syncs the disk on every
-   * commit, which better-sqlite3 does synchronously: each write then blocks the event loop for
-   * the disk's flush time.
-   */
-  synchronous?: 'normal' | 'full';
+  /** Set on every new connection, over the defaults: `{ journal_mode: 'wal', synchronous: 'normal' }`. */
+  pragmas?: Record<string, string | number>;
+  /** Awaited before a new connection is first used; when it throws, the connection is closed. */
+  onConnect?: (connection: BetterSqlite3.Database) => void | Promise<void>;
+  /** How long a write waits for another request's write transaction to end. Default 5000. */
+  writeTimeoutMillis?: number;
+}
+
+export class SqliteDatabase extends Database<SqliteConnection> {
+  constructor(options: SqliteOptions = {}) {
+    const {
+      path = 'app.db',
+      pragmas,
+      onConnect,
+      writeTimeoutMillis = 5000,
+      max,
+      acquireTimeoutMillis,
+      closeTimeoutMillis,
+      leakDetectionThresholdMillis,
+      logger = console,
+      ...driverOptions
+    } = options;
+    const driver = new SqliteDriver({
+      path,
+      driverOptions,
+      pragmas: { journal_mode: 'wal', synchronous: 'normal', ...pragmas },
+      onConnect,
+      writeTimeoutMillis,
+      logger,
+    });
+    // Every ':memory:' connection is a separate empty database, so share one.
+    super(driver, { ...options, max: path === ':memory:' ? 1 : max });
+  }
 }
 
 export interface SqliteConnection {
@@ -45,33 +69,42 @@ export interface SqliteConnection {
   unlock: (() => void) | undefined;
 }
 
+interface DriverSettings {
+  path: string;
+  driverOptions: BetterSqlite3.Options;
+  pragmas: Record<string, string | number>;
+  onConnect: SqliteOptions['onConnect'];
+  writeTimeoutMillis: number;
+  logger: Logger;
+}
+
 const STATEMENT_CACHE_SIZE = 200;
+
+/** A pragma as SQL; names and values are checked, as PRAGMA takes no parameters. */
+function pragmaStatement(name: string, value: string | number): string {
+  if (!/^\w+$/.test(name) || !/^[\w.-]+$/.test(String(value))) {
+    throw new TypeError(
+      `Invalid SQLite pragma ${JSON.stringify(name)}: ${JSON.stringify(value)}. Use a pragma ` +
+        "name and a plain value, e.g. { cache_size: -20000, foreign_keys: 'on' }.",
+    );
+  }
+  return `${name} = ${value}`;
+}
 
 function runStatement(
   statement: BetterSqlite3.Statement,
   mode: StatementMode,
-  params?: Params,
+  args: unknown[],
   options?: RawOptions,
-) {
-  // better-sqlite3 takes positional values as arguments, named ones as one object.
-  const args: unknown[] = params === undefined ? [] : Array.isArray(params) ? params : [params];
-  if (mode === 'raw') return runRaw(statement, args, options);
-  if (mode === 'run') {
+): StatementResults[StatementMode] {
+  if (mode === 'run' || !statement.reader) {
     const result = statement.run(...args);
-    return { changes: result.changes, lastInsertId: result.lastInsertRowid };
+    const changes = { changes: result.changes, lastInsertId: result.lastInsertRowid };
+    if (mode === 'run') return changes;
+    return mode === 'raw' ? { rows: [], ...changes } : mode === 'all' ? [] : undefined;
   }
-  if (!statement.reader) {
-    statement.run(...args);
-    return mode === 'all' ? [] : undefined;
-  }
-  return mode === 'all' ? statement.all(...args) : statement.get(...args);
-}
-
-function runRaw(statement: BetterSqlite3.Statement, args: unknown[], options?: RawOptions) {
-  if (!statement.reader) {
-    const result = statement.run(...args);
-    return { rows: [], changes: result.changes, lastInsertId: result.lastInsertRowid };
-  }
+  if (mode === 'get') return statement.get(...args);
+  if (mode === 'all') return statement.all(...args);
   if (options?.rowMode !== 'array') return { rows: statement.all(...args) };
   // The statement is cached and shared with db.query(): arrays for this call only.
   try {
@@ -81,31 +114,26 @@ function runRaw(statement: BetterSqlite3.Statement, args: unknown[], options?: R
   }
 }
 
-export class SqliteDatabase extends Database<SqliteConnection> {
-  readonly #path: string;
-  readonly #busyTimeoutMillis: number;
-  readonly #synchronous: 'NORMAL' | 'FULL';
-  readonly #lockTimeoutMillis: number;
+class SqliteDriver implements Driver<SqliteConnection> {
+  readonly #settings: DriverSettings;
+  readonly #pragmas: string[];
   readonly #all = new Set<SqliteConnection>();
   readonly #idle: SqliteConnection[] = [];
   #writeLocked = false;
   readonly #waitingToWrite = new WaitQueue();
 
-  constructor(options: SqliteOptions = {}) {
-    const path = options.path ?? 'app.db';
-    // Every ':memory:' connection is a separate empty database, so share one.
-    super({ ...options, max: path === ':memory:' ? 1 : options.max });
-    this.#path = path;
-    this.#busyTimeoutMillis = options.busyTimeoutMillis ?? 5000;
-    this.#synchronous = options.synchronous === 'full' ? 'FULL' : 'NORMAL';
-    this.#lockTimeoutMillis = options.acquireTimeoutMillis ?? 5000;
+  constructor(settings: DriverSettings) {
+    this.#settings = settings;
+    this.#pragmas = Object.entries(settings.pragmas).map(([name, value]) =>
+      pragmaStatement(name, value),
+    );
   }
 
-  protected acquireConnection(): SqliteConnection {
+  checkOut(): SqliteConnection | Promise<SqliteConnection> {
     return this.#idle.pop() ?? this.#open();
   }
 
-  protected releaseConnection(conn: SqliteConnection, discard: boolean): void {
+  checkIn(conn: SqliteConnection, discard: boolean): void {
     if (!discard && conn.handle.inTransaction) {
       try {
         this.#rollbackNow(conn); // a BEGIN run by hand and left open
@@ -122,40 +150,45 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     }
   }
 
-  protected isBroken(conn: SqliteConnection): boolean {
+  isBroken(conn: SqliteConnection): boolean {
     return !conn.handle.open;
   }
 
-  protected execute(
+  closeAll(): void {
+    for (const conn of this.#all) {
+      this.#releaseWriteLock(conn);
+      conn.handle.close(); // SQLite rolls back a transaction left open
+    }
+    this.#all.clear();
+    this.#idle.length = 0;
+  }
+
+  size(): { total: number; idle: number } {
+    return { total: this.#all.size, idle: this.#idle.length };
+  }
+
+  execute<M extends StatementMode>(
     conn: SqliteConnection,
-    mode: StatementMode,
+    mode: M,
     sql: string,
     params: Params | undefined,
     options?: RawOptions,
-  ): unknown {
+  ): StatementResults[M] | Promise<StatementResults[M]> {
     const statement = this.#prepare(conn, sql);
+    // better-sqlite3 takes positional values as arguments, named ones as one object.
+    const args = params === undefined ? [] : Array.isArray(params) ? params : [params];
+    const run = () => runStatement(statement, mode, args, options) as StatementResults[M];
     // Reads never wait. Inside a transaction this connection already holds the write lock.
     // A write while nobody holds the lock runs now: nothing else can run until it returns.
-    if (statement.readonly || conn.handle.inTransaction || !this.#writeLocked) {
-      return runStatement(statement, mode, params, options);
-    }
-    return this.#whenUnlocked(() => runStatement(statement, mode, params, options));
+    if (statement.readonly || conn.handle.inTransaction || !this.#writeLocked) return run();
+    return this.#whenUnlocked(run);
   }
 
-  async #whenUnlocked<T>(write: () => T): Promise<T> {
-    const unlock = await this.#lockForWriting();
-    try {
-      return write();
-    } finally {
-      unlock();
-    }
+  transactionTurn(signal: AbortSignal): Promise<() => void> {
+    return this.#lockForWriting(signal);
   }
 
-  protected transactionTurn(leaveOnRelease: Set<LeaveQueue>): Promise<() => void> {
-    return this.#lockForWriting(leaveOnRelease);
-  }
-
-  protected async begin(conn: SqliteConnection, turn?: () => void): Promise<void> {
+  async begin(conn: SqliteConnection, turn?: () => void): Promise<void> {
     conn.unlock = turn ?? (await this.#lockForWriting());
     try {
       // IMMEDIATE takes SQLite's write lock now, not at the first write, so it cannot fail later.
@@ -166,7 +199,7 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     }
   }
 
-  protected commit(conn: SqliteConnection): void {
+  commit(conn: SqliteConnection): void {
     try {
       conn.handle.exec('COMMIT');
     } catch (error) {
@@ -177,21 +210,17 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     this.#releaseWriteLock(conn);
   }
 
-  protected rollback(conn: SqliteConnection): void {
+  rollback(conn: SqliteConnection): void {
     this.#rollbackNow(conn);
   }
 
-  protected poolSize(): { total: number; idle: number } {
-    return { total: this.#all.size, idle: this.#idle.length };
-  }
-
-  protected closeConnections(): void {
-    for (const conn of this.#all) {
-      this.#releaseWriteLock(conn);
-      conn.handle.close(); // SQLite rolls back a transaction left open
+  async #whenUnlocked<T>(write: () => T): Promise<T> {
+    const unlock = await this.#lockForWriting();
+    try {
+      return write();
+    } finally {
+      unlock();
     }
-    this.#all.clear();
-    this.#idle.length = 0;
   }
 
   #rollbackNow(conn: SqliteConnection): void {
@@ -208,18 +237,19 @@ export class SqliteDatabase extends Database<SqliteConnection> {
   }
 
   /** Waits for the write lock; resolves with the function that gives it up (once). */
-  async #lockForWriting(leaveOnRelease?: Set<LeaveQueue>): Promise<() => void> {
+  async #lockForWriting(signal?: AbortSignal): Promise<() => void> {
     if (this.#writeLocked) {
-      const timeout = this.#lockTimeoutMillis;
+      const timeout = this.#settings.writeTimeoutMillis;
       // Handed over by the holder's unlock, still locked.
       const timedOut = () => {
-        this.logger.error(
+        this.#settings.logger.error(
           `db-hooks: waited ${timeout} ms for another request's SQLite write transaction to ` +
-            'finish. Keep db.atomic() blocks short (no slow awaits inside).',
+            'finish. Keep db.atomic() blocks short (no slow awaits inside), or raise ' +
+            'writeTimeoutMillis in index.',
         );
         return new PoolTimeoutError(timeout);
       };
-      await this.#waitingToWrite.wait(timeout, timedOut, leaveOnRelease);
+      await this.#waitingToWrite.wait(timeout, timedOut, signal);
     }
     this.#writeLocked = true;
     let held = true;
@@ -246,11 +276,18 @@ export class SqliteDatabase extends Database<SqliteConnection> {
     return statement;
   }
 
-  #open(): SqliteConnection {
-    const handle = new BetterSqlite3(this.#path, { timeout: this.#busyTimeoutMillis });
-    // WAL: readers do not block the writer and the writer does not block readers.
-    handle.pragma('journal_mode = WAL');
-    handle.pragma(`synchronous = ${this.#synchronous}`);
+  async #open(): Promise<SqliteConnection> {
+    const { path, driverOptions, onConnect, logger } = this.#settings;
+    let handle: BetterSqlite3.Database | undefined;
+    try {
+      handle = new BetterSqlite3(path, driverOptions);
+      for (const pragma of this.#pragmas) handle.pragma(pragma);
+      await onConnect?.(handle);
+    } catch (error) {
+      handle?.close();
+      logger.error(`db-hooks: could not open a SQLite connection to ${path}:`, error);
+      throw new DatabaseUnavailableError({ cause: error });
+    }
     const conn: SqliteConnection = { handle, statements: new Map(), unlock: undefined };
     this.#all.add(conn);
     return conn;

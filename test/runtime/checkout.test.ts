@@ -4,7 +4,7 @@
 // its own; and a checkout still waiting when its scope is released leaves the queue at once.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { type Database, ScopeReleasedError } from '../../src/runtime/runtime.ts';
+import { createScope, type Database, ScopeReleasedError } from '../../src/runtime/runtime.ts';
 import {
   capturingLogger,
   countReleases,
@@ -28,7 +28,7 @@ for (const kind of kinds) {
       await withDatabase(kind, { max: 1 }, async ({ db }) => {
         const acquired = recordAcquires(db);
         const releases = countReleases(db);
-        const scope = db.createScope('GET /health');
+        const scope = createScope(db, 'GET /health');
         const answer = await scope.run(async () => {
           await sleep(20); // e.g. rendering a page that needs no data
           assert.equal(db.stats().inUse, 0);
@@ -49,8 +49,8 @@ for (const kind of kinds) {
         const { db } = opened;
         const whoami = identify(opened);
         const acquired = recordAcquires(db);
-        const scope = db.createScope('GET /x');
-        const other = db.createScope('GET /y');
+        const scope = createScope(db, 'GET /x');
+        const other = createScope(db, 'GET /y');
         await scope.run(async () => {
           assert.equal(db.stats().inUse, 0);
           await db.run('CREATE TEMP TABLE mine (v integer)');
@@ -85,7 +85,7 @@ for (const kind of kinds) {
         const { db } = opened;
         const whoami = identify(opened);
         const acquired = recordAcquires(db);
-        const scope = db.createScope();
+        const scope = createScope(db);
         // pg@8 warns that a query sent while another runs will not be queued in pg@9: the
         // runtime must run a connection's statements one at a time itself.
         const warnings: Error[] = [];
@@ -101,9 +101,9 @@ for (const kind of kinds) {
         await scope.release();
 
         // While the pool is full, the first statements of one request wait as one checkout.
-        const holders = [db.createScope(), db.createScope()];
+        const holders = [createScope(db), createScope(db)];
         await Promise.all(holders.map((h) => h.connect()));
-        const late = db.createScope();
+        const late = createScope(db);
         const pending = late.run(() => Promise.all(Array.from({ length: 5 }, () => whoami())));
         await waitFor(() => db.stats().waiting > 0);
         await sleep(10);
@@ -122,7 +122,7 @@ for (const kind of kinds) {
         const { db } = opened;
         const acquired = recordAcquires(db);
         const ran = recordStatements(db);
-        const scope = db.createScope();
+        const scope = createScope(db);
         await scope.connect();
         assert.equal(db.stats().inUse, 1);
         assert.equal(acquired.length, 1);
@@ -151,7 +151,7 @@ for (const kind of kinds) {
         const { db } = opened;
         const whoami = identify(opened);
         const releases = countReleases(db);
-        const scope = db.createScope('POST /orders');
+        const scope = createScope(db, 'POST /orders');
         let mine: unknown;
         let job!: Promise<unknown[]>;
         let jobDone = false;
@@ -230,9 +230,9 @@ for (const kind of kinds) {
       const logger = capturingLogger();
       const options = { max: 1, acquireTimeoutMillis: 5000, logger };
       await withDatabase(kind, options, async ({ db }) => {
-        const holder = db.createScope();
+        const holder = createScope(db);
         await holder.connect();
-        const scope = db.createScope('GET /slow');
+        const scope = createScope(db, 'GET /slow');
         const statement = scope.run(() => db.get('SELECT 1 AS one'));
         statement.catch(() => {});
         await waitFor(() => db.stats().waiting === 1);
@@ -257,9 +257,9 @@ for (const kind of kinds) {
 
     test('after db.close(), every statement of the scope waiting for the pool is cancelled', async () => {
       await withDatabase(kind, { max: 1, acquireTimeoutMillis: 5000 }, async ({ db }) => {
-        const holder = db.createScope();
+        const holder = createScope(db);
         await holder.connect();
-        const scope = db.createScope();
+        const scope = createScope(db);
         // Many at once is no leak: Node must not warn about the listeners of one scope's waits.
         const warnings: Error[] = [];
         const onWarning = (warning: Error) => warnings.push(warning);
@@ -301,7 +301,7 @@ test('sqlite: a transaction waiting for its turn to write is cancelled when its 
   try {
     await db.run('CREATE TABLE t (v integer)');
     const acquired = recordAcquires(db);
-    const writer = db.createScope('POST /a');
+    const writer = createScope(db, 'POST /a');
     let commit!: () => void;
     const first = writer.run(() =>
       db.atomic(async () => {
@@ -313,7 +313,7 @@ test('sqlite: a transaction waiting for its turn to write is cancelled when its 
     );
     await waitFor(() => commit !== undefined);
     // A second writer queues for its turn; its client leaves meanwhile.
-    const queued = db.createScope('POST /b');
+    const queued = createScope(db, 'POST /b');
     const second = queued.run(() => db.atomic(() => db.run('INSERT INTO t (v) VALUES (2)')));
     second.catch(() => {});
     await sleep(20);

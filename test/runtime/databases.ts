@@ -4,13 +4,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Database, PoolOptions as RuntimePoolOptions } from '../../src/runtime/runtime.ts';
+import type { Database, DatabaseOptions } from '../../src/runtime/runtime.ts';
 import { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
-import { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
+import { SqliteDatabase, type SqliteOptions } from '../../src/runtime/runtime-sqlite.ts';
 import { createTestDatabase } from '../support/postgres.ts';
 
 export type PoolOptions = Pick<
-  RuntimePoolOptions,
+  DatabaseOptions,
   'max' | 'acquireTimeoutMillis' | 'closeTimeoutMillis' | 'leakDetectionThresholdMillis' | 'logger'
 >;
 
@@ -30,11 +30,14 @@ export interface Kind {
 }
 
 export async function openSqlite(
-  options: PoolOptions & { busyTimeoutMillis?: number; parentDir?: string } = {},
+  options: PoolOptions &
+    Pick<SqliteOptions, 'timeout' | 'writeTimeoutMillis'> & { parentDir?: string } = {},
 ): Promise<Opened<SqliteDatabase>> {
   const { parentDir = tmpdir(), ...poolOptions } = options;
   const dir = mkdtempSync(join(parentDir, 'cdh-sqlite-'));
-  const db = new SqliteDatabase({ path: join(dir, 'app.db'), ...poolOptions });
+  // Tests that wait longer for a connection wait as long for their turn to write.
+  const writeTimeoutMillis = options.writeTimeoutMillis ?? options.acquireTimeoutMillis;
+  const db = new SqliteDatabase({ path: join(dir, 'app.db'), ...poolOptions, writeTimeoutMillis });
   return {
     db,
     sql: (text) => text,

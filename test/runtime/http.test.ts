@@ -7,11 +7,13 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect as connectTcp } from 'node:net';
 import { describe, test } from 'node:test';
 import {
+  createScope,
   type Database,
   type RequestScope,
-  releaseWhenRead,
   ScopeReleasedError,
 } from '../../src/runtime/runtime.ts';
+import { releaseWhenRead, scopeForFetch } from '../../src/runtime/runtime-fetch.ts';
+import { scopeForRequest } from '../../src/runtime/runtime-node.ts';
 import {
   capturingLogger,
   countReleases,
@@ -57,7 +59,7 @@ async function serve(handler: Handler): Promise<{
 /** The adapter: the request's scope, with the handler run inside it. */
 function withScope(db: Database<any>, handler: Handler, scopes?: RequestScope[]): Handler {
   return (req, res) => {
-    const scope = db.scopeForRequest(req, res);
+    const scope = scopeForRequest(db, req, res);
     assert.ok(scope, 'a first adapter gets a scope');
     scopes?.push(scope);
     return scope.run(() => handler(req, res));
@@ -183,7 +185,7 @@ for (const kind of kinds) {
         const server = await serve(async (req, res) => {
           arrived.resolve();
           await new Promise((resolve) => res.once('close', resolve)); // the middleware awaits
-          const scope = db.scopeForRequest(req, res)!;
+          const scope = scopeForRequest(db, req, res)!;
           const released = scope.released;
           const error = await scope
             .run(() => db.get('SELECT 1 AS one'))
@@ -213,7 +215,7 @@ for (const kind of kinds) {
 
     test('a client that hangs up while its first statement waits for the pool leaves the queue at once', async () => {
       await withDatabase(kind, { max: 1, acquireTimeoutMillis: 5000 }, async ({ db }) => {
-        const holder = db.createScope();
+        const holder = createScope(db);
         await holder.connect(); // the pool is full
         const refused = signal<{ error: unknown; ms: number }>();
         let hungUpAt = 0;
@@ -283,10 +285,10 @@ for (const kind of kinds) {
         const releases = countReleases(db);
         const seen: Array<RequestScope | undefined> = [];
         const server = await serve((req, res) => {
-          const outer = db.scopeForRequest(req, res);
+          const outer = scopeForRequest(db, req, res);
           seen.push(outer);
           return outer!.run(async () => {
-            const inner = db.scopeForRequest(req, res); // the same adapter again, on a router
+            const inner = scopeForRequest(db, req, res); // the same adapter again, on a router
             seen.push(inner);
             await db.get('SELECT 1 AS one');
             res.end('ok');
@@ -391,7 +393,7 @@ for (const kind of kinds) {
       }
       // A Web request's URL is absolute: the warning leaves out its origin too.
       logger.warnings.length = 0;
-      const scope = db.scopeForFetch(new Request('http://127.0.0.1:8080/reports/8?token=secret'))!;
+      const scope = scopeForFetch(db, new Request('http://127.0.0.1:8080/reports/8?token=secret'))!;
       await scope.run(() => db.get('SELECT 1 AS one'));
       await waitFor(() => logger.warnings.length === 1);
       await scope.release();
@@ -408,8 +410,8 @@ for (const kind of kinds) {
       await withDatabase(kind, { max: 1 }, async ({ db }) => {
         const controller = new AbortController();
         const request = new Request('http://localhost/items?page=2', { signal: controller.signal });
-        const scope = db.scopeForFetch(request)!;
-        assert.equal(db.scopeForFetch(request), undefined, 'a second adapter steps aside');
+        const scope = scopeForFetch(db, request)!;
+        assert.equal(scopeForFetch(db, request), undefined, 'a second adapter steps aside');
         await scope.run(() => db.get('SELECT 1 AS one'));
         assert.equal(db.stats().inUse, 1);
         controller.abort();
@@ -421,7 +423,7 @@ for (const kind of kinds) {
         );
 
         const gone = new Request('http://localhost/x', { signal: AbortSignal.abort() });
-        const late = db.scopeForFetch(gone)!;
+        const late = scopeForFetch(db, gone)!;
         assert.equal(late.released, true);
         await assert.rejects(
           late.run(() => db.get('SELECT 1')),
@@ -436,7 +438,7 @@ for (const kind of kinds) {
         const { db } = opened;
         const whoami = identify(opened);
         const acquired = recordAcquires(db);
-        const scope = db.scopeForFetch(new Request('http://localhost/export'))!;
+        const scope = scopeForFetch(db, new Request('http://localhost/export'))!;
         const handlerConn = await scope.run(() => whoami());
         let pulls = 0;
         // The handler returns a streamed body: each chunk comes from a statement, run when the
@@ -465,7 +467,7 @@ for (const kind of kinds) {
         );
 
         // A client that stops reading: the scope is released as gone.
-        const cut = db.scopeForFetch(new Request('http://localhost/export'))!;
+        const cut = scopeForFetch(db, new Request('http://localhost/export'))!;
         await cut.run(() => db.get('SELECT 1 AS one'));
         const endless = new ReadableStream<Uint8Array>({
           pull: (controller) => controller.enqueue(new Uint8Array([1])),

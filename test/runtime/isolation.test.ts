@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import pg from 'pg';
-import { ScopeReleasedError } from '../../src/runtime/runtime.ts';
+import { createScope, ScopeReleasedError } from '../../src/runtime/runtime.ts';
 import { kinds, sleep, tick, withDatabase } from './databases.ts';
 
 const REQUESTS = 1000;
@@ -23,7 +23,7 @@ for (const kind of kinds) {
         const violations: string[] = [];
 
         async function request(i: number): Promise<'committed' | 'rolled back'> {
-          const scope = db.createScope();
+          const scope = createScope(db);
           try {
             return await scope.run(async () => {
               await db.connect();
@@ -119,7 +119,7 @@ for (const kind of kinds) {
         const abandoned: Promise<unknown>[] = [];
         for (let round = 0; round < 10; round++) {
           for (const [index, handler] of handlers.entries()) {
-            const scope = db.createScope();
+            const scope = createScope(db);
             // The peewee-style handler connects itself; the others get an eager connection.
             if (index !== 2) await scope.connect();
             try {

@@ -3,6 +3,7 @@
 // out, then one line when the connection comes back; quick requests and a threshold of 0 are silent.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { createScope } from '../../src/runtime/runtime.ts';
 import { capturingLogger, kinds, sleep, withDatabase } from './databases.ts';
 
 const THRESHOLD = 100;
@@ -13,7 +14,7 @@ for (const kind of kinds) {
       const logger = capturingLogger();
       const options = { leakDetectionThresholdMillis: THRESHOLD, logger };
       await withDatabase(kind, options, async ({ db }) => {
-        const scope = db.createScope('GET /x');
+        const scope = createScope(db, 'GET /x');
         await scope.run(() => db.get('SELECT 1 AS one')); // the checkout happens here
         await sleep(300);
         assert.equal(logger.warnings.length, 1, `warnings: ${JSON.stringify(logger.warnings)}`);
@@ -35,7 +36,7 @@ for (const kind of kinds) {
       const logger = capturingLogger();
       const options = { leakDetectionThresholdMillis: THRESHOLD, logger };
       await withDatabase(kind, options, async ({ db }) => {
-        const scope = db.createScope('GET /callbacks');
+        const scope = createScope(db, 'GET /callbacks');
         // As an Express or node:http handler without async/await: once the checkout completes,
         // nothing of this function is left on the stack.
         function route(done: () => void): void {
@@ -53,7 +54,7 @@ for (const kind of kinds) {
       const logger = capturingLogger();
       const options = { leakDetectionThresholdMillis: THRESHOLD, logger };
       await withDatabase(kind, options, async ({ db }) => {
-        const scope = db.createScope('POST /upload');
+        const scope = createScope(db, 'POST /upload');
         await scope.connect();
         await sleep(200);
         await scope.release();
@@ -68,7 +69,7 @@ for (const kind of kinds) {
       const options = { leakDetectionThresholdMillis: THRESHOLD, logger };
       await withDatabase(kind, options, async ({ db }) => {
         for (let i = 0; i < 5; i++) {
-          const scope = db.createScope(`GET /quick/${i}`);
+          const scope = createScope(db, `GET /quick/${i}`);
           await scope.run(async () => {
             await db.get('SELECT 1 AS one');
             await sleep(10);
@@ -86,7 +87,7 @@ for (const kind of kinds) {
       for (const leakDetectionThresholdMillis of [0, undefined]) {
         const logger = capturingLogger();
         await withDatabase(kind, { leakDetectionThresholdMillis, logger }, async ({ db }) => {
-          const scope = db.createScope('GET /slow');
+          const scope = createScope(db, 'GET /slow');
           await scope.run(() => db.get('SELECT 1 AS one'));
           await sleep(250);
           await scope.release();

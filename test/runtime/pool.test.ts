@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
+  createScope,
   PoolClosedError,
   PoolTimeoutError,
   ScopeReleasedError,
@@ -33,11 +34,11 @@ for (const kind of kinds) {
       const logger = capturingLogger();
       const options = { max: 3, acquireTimeoutMillis: TIMEOUT, logger };
       await withDatabase(kind, options, async ({ db }) => {
-        const held = [db.createScope(), db.createScope(), db.createScope()];
+        const held = [createScope(db), createScope(db), createScope(db)];
         await Promise.all(held.map((scope) => scope.connect()));
         assert.equal(db.stats().inUse, 3);
 
-        const extra = db.createScope();
+        const extra = createScope(db);
         const waiting = elapsed(extra.connect());
         await sleep(20);
         assert.equal(db.stats().waiting, 1);
@@ -74,9 +75,9 @@ for (const kind of kinds) {
         // No PoolTimeoutError: served by the release, not left to the deadline.
         assert.equal(again.error, undefined);
         // A waiter is served as soon as a connection comes back, well before its deadline.
-        const next = db.createScope();
+        const next = createScope(db);
         await next.connect();
-        const last = db.createScope();
+        const last = createScope(db);
         const queued = elapsed(last.connect());
         await sleep(50);
         await held[1]!.release();
@@ -96,7 +97,7 @@ for (const kind of kinds) {
         assert.ok(error instanceof PoolClosedError, `got ${error}`);
         assert.equal((error as PoolClosedError).status, 503);
         assert.ok(ms < 50, `${ms} ms`);
-        await assert.rejects(db.createScope().connect(), PoolClosedError);
+        await assert.rejects(createScope(db).connect(), PoolClosedError);
         await assert.rejects(
           db.connectionContext(async () => 1),
           PoolClosedError,
@@ -111,13 +112,13 @@ for (const kind of kinds) {
 
     test('closePool() waits for a connection in use, then closes', async () => {
       await withDatabase(kind, { max: 2, closeTimeoutMillis: 3000 }, async ({ db }) => {
-        const scope = db.createScope();
+        const scope = createScope(db);
         await scope.connect();
         const closing = elapsed(db.closePool());
         await sleep(20);
         // Still usable by the request that holds it; new checkouts are refused.
         assert.deepEqual(await scope.run(() => db.get('SELECT 1 AS one')), { one: 1 });
-        await assert.rejects(db.createScope().connect(), PoolClosedError);
+        await assert.rejects(createScope(db).connect(), PoolClosedError);
         await sleep(150);
         await scope.release();
         const { ms, error } = await closing;
@@ -130,7 +131,7 @@ for (const kind of kinds) {
 
     test('closePool() gives up waiting after closeTimeoutMillis and closes anyway', async () => {
       await withDatabase(kind, { max: 2, closeTimeoutMillis: 200 }, async ({ db }) => {
-        const scope = db.createScope();
+        const scope = createScope(db);
         await scope.connect();
         const { ms, error } = await elapsed(db.closePool());
         assert.equal(error, undefined);
@@ -144,8 +145,8 @@ for (const kind of kinds) {
 
     test('closePool() resolves as soon as the last connection comes back', async () => {
       await withDatabase(kind, { max: 3, closeTimeoutMillis: 5000 }, async ({ db }) => {
-        const first = db.createScope();
-        const second = db.createScope();
+        const first = createScope(db);
+        const second = createScope(db);
         await Promise.all([first.connect(), second.connect()]);
         const closing = elapsed(db.closePool());
         setTimeout(() => void first.release(), 50);
@@ -160,9 +161,9 @@ for (const kind of kinds) {
 
     test('closePool() rejects checkouts waiting in the queue at once', async () => {
       await withDatabase(kind, { max: 1, acquireTimeoutMillis: 5000 }, async ({ db }) => {
-        const holder = db.createScope();
+        const holder = createScope(db);
         await holder.connect();
-        const waiting = elapsed(db.createScope().connect());
+        const waiting = elapsed(createScope(db).connect());
         await sleep(10);
         assert.equal(db.stats().waiting, 1);
         const closing = db.closePool();
@@ -178,7 +179,7 @@ for (const kind of kinds) {
     test('closePool() past its timeout closes a held connection: its next statement gets PoolClosedError', async () => {
       await withDatabase(kind, { max: 2, closeTimeoutMillis: 200 }, async ({ db }) => {
         const releases = countReleases(db);
-        const scope = db.createScope();
+        const scope = createScope(db);
         await scope.run(() => db.get('SELECT 1 AS one'));
         const { ms, error } = await elapsed(db.closePool());
         assert.equal(error, undefined);

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { transform } from 'sucrase';
+import { createScope } from '../../src/runtime/runtime.ts';
 
 const FILES = ['runtime', 'runtime-postgres', 'runtime-sqlite'];
 const ALLOWED_IMPORT = [
@@ -68,7 +69,7 @@ test('the runtime stripped to JavaScript by sucrase loads as ESM and serves a re
     assert.equal(typeof postgres.PostgresDatabase, 'function');
     const db = new sqlite.SqliteDatabase({ path: join(dir, 'app.db') });
     assert.ok(db instanceof core.Database, 'db instanceof core.Database');
-    const scope = db.createScope();
+    const scope = createScope(db);
     await scope.connect();
     const row = await scope.run(() => db.atomic(() => db.get('SELECT 1 AS one')));
     await scope.release();

@@ -6,6 +6,7 @@ import { createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import pg from 'pg';
 import {
+  createScope,
   DatabaseUnavailableError,
   DbHooksError,
   PoolClosedError,
@@ -63,7 +64,7 @@ test('killing every backend mid-run does not crash the process; later requests s
   try {
     await db.run('CREATE TABLE t (v integer)');
     async function request(i: number): Promise<void> {
-      const scope = db.createScope();
+      const scope = createScope(db);
       try {
         await scope.connect();
         await scope.run(async () => {
@@ -123,7 +124,7 @@ test('a connection with a broken backend is destroyed; an SQL error keeps it', a
     assert.equal(await pid(), first);
 
     // The backend is killed while a request holds the connection.
-    const scope = db.createScope();
+    const scope = createScope(db);
     await scope.connect();
     await terminateAll(url!);
     await assert.rejects(scope.run(() => db.get('SELECT 1')));
@@ -142,7 +143,7 @@ test('an error event on a checked-out client is caught, and that client is not r
     const pid = async () => (await db.get<{ pid: number }>('SELECT pg_backend_pid() AS pid'))!.pid;
     const first = await pid();
     const acquired = recordAcquires<pg.PoolClient>(db);
-    const scope = db.createScope();
+    const scope = createScope(db);
     await scope.connect();
     const [client] = acquired;
     assert.equal(acquired.length, 1);
@@ -159,7 +160,7 @@ test('an error event on a checked-out client is caught, and that client is not r
 test('closePool() past its timeout closes connections still in use on the server', async () => {
   const { db, url, cleanup } = await openPostgres({ max: 3, closeTimeoutMillis: 100 });
   try {
-    const scopes = [db.createScope(), db.createScope()];
+    const scopes = [createScope(db), createScope(db)];
     await Promise.all(scopes.map((s) => s.connect()));
     await scopes[0]!.run(() => db.run('CREATE TEMP TABLE x (v integer)'));
     const inFlight = scopes[1]!.run(() => db.get('SELECT pg_sleep(0.5)'));
@@ -210,7 +211,7 @@ for (const inTransaction of [true, false]) {
     try {
       await db.run('CREATE TABLE t (v integer)');
       const releases = countReleases(db);
-      const scope = db.createScope('POST /t');
+      const scope = createScope(db, 'POST /t');
       let pid: number | undefined;
       let resume!: () => void;
       const paused = new Promise<void>((resolve) => {
@@ -249,7 +250,7 @@ for (const inTransaction of [true, false]) {
       assert.equal(db.stats().inUse, 0);
 
       // The pool serves the next request on a new connection.
-      const next = db.createScope('GET /t');
+      const next = createScope(db, 'GET /t');
       const rows = await next.run(async () => {
         const row = await db.get<{ pid: number }>('SELECT pg_backend_pid() AS pid');
         assert.notEqual(row!.pid, pid);
@@ -271,10 +272,10 @@ test("the pool timeout is the runtime's own deadline, not pg-pool's", async () =
   const { db, cleanup } = await openPostgres({ max: 1, acquireTimeoutMillis: 600, logger });
   try {
     const acquired = recordAcquires(db);
-    const holder = db.createScope();
+    const holder = createScope(db);
     await holder.connect();
     const started = performance.now();
-    await assert.rejects(db.createScope().connect(), (error: unknown) => {
+    await assert.rejects(createScope(db).connect(), (error: unknown) => {
       assert.ok(error instanceof PoolTimeoutError, `got ${String(error)}`);
       assert.equal(error.status, 503);
       return true;
@@ -301,7 +302,7 @@ test('an unreachable server: DatabaseUnavailableError, safe for the client; the 
     logger,
   });
   try {
-    for (const attempt of [() => db.get('SELECT 1'), () => db.createScope().connect()]) {
+    for (const attempt of [() => db.get('SELECT 1'), () => createScope(db).connect()]) {
       await assert.rejects(attempt(), (error: unknown) => {
         assert.ok(error instanceof DatabaseUnavailableError, `got ${String(error)}`);
         assert.deepEqual([error.status, error.statusCode, error.expose], [503, 503, true]);
@@ -393,7 +394,7 @@ test('pgbouncer: transactions with SET LOCAL work; session-level SET is refused'
     // Twenty requests, each holding a connection to PgBouncer, over two server connections.
     const timeouts = await Promise.all(
       Array.from({ length: 20 }, async (_, i) => {
-        const scope = db.createScope();
+        const scope = createScope(db);
         try {
           await scope.connect();
           return await scope.run(() =>

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
-import { ScopeReleasedError } from '../../src/runtime/runtime.ts';
+import { createScope, ScopeReleasedError } from '../../src/runtime/runtime.ts';
 import { openPostgres, openSqlite } from './databases.ts';
 
 test('sqlite: rows, changes and the rowid; arrays on request, only for that call', async () => {
@@ -40,7 +40,7 @@ test('postgres: rows and rowCount, arrays, the caller type parsers, one connecti
     });
     assert.deepEqual(rows, { rows: [[1, '2026-01-02 03:04:05']], changes: 1 });
 
-    const scope = db.createScope();
+    const scope = createScope(db);
     const [a, b] = await scope.run(() =>
       Promise.all([
         db.raw<{ pid: number }>('SELECT pg_backend_pid() AS pid'),

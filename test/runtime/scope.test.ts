@@ -2,7 +2,7 @@
 // is idempotent, and returns the connection exactly once, whenever it is called.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ScopeReleasedError } from '../../src/runtime/runtime.ts';
+import { createScope, ScopeReleasedError } from '../../src/runtime/runtime.ts';
 import {
   capturingLogger,
   countReleases,
@@ -18,7 +18,7 @@ for (const kind of kinds) {
     test('release is idempotent, refuses later calls, and returns the connection once', async () => {
       await withDatabase(kind, { max: 1 }, async ({ db }) => {
         const releases = countReleases(db);
-        const scope = db.createScope();
+        const scope = createScope(db);
         await scope.connect();
         await scope.connect(); // eager connect twice is harmless
         assert.equal(db.stats().inUse, 1);
@@ -44,7 +44,7 @@ for (const kind of kinds) {
         await assert.rejects(scope.connect(), ScopeReleasedError);
         assert.equal(releases.count, 1);
         // The single connection serves the next request.
-        const next = db.createScope();
+        const next = createScope(db);
         await next.connect();
         assert.deepEqual(await next.run(() => db.get('SELECT 2 AS two')), { two: 2 });
         await next.release();
@@ -54,7 +54,7 @@ for (const kind of kinds) {
 
     test('background work a request started can use connectionContext after release', async () => {
       await withDatabase(kind, { max: 2 }, async ({ db }) => {
-        const scope = db.createScope();
+        const scope = createScope(db);
         let background!: Promise<unknown>;
         await scope.run(async () => {
           await db.connect();
@@ -72,7 +72,7 @@ for (const kind of kinds) {
 
     test('run() can re-enter the same scope later (e.g. a later framework hook)', async () => {
       await withDatabase(kind, {}, async ({ db }) => {
-        const scope = db.createScope();
+        const scope = createScope(db);
         await scope.run(() => db.connect());
         assert.equal(db.isClosed(), true, 'outside the scope there is no connection');
         assert.equal(
@@ -89,8 +89,8 @@ for (const kind of kinds) {
 
     test('two scopes never share a connection', async () => {
       await withDatabase(kind, { max: 2 }, async ({ db }) => {
-        const a = db.createScope();
-        const b = db.createScope();
+        const a = createScope(db);
+        const b = createScope(db);
         await Promise.all([a.connect(), b.connect()]);
         assert.equal(db.stats().inUse, 2);
         await a.release();
@@ -106,7 +106,7 @@ for (const kind of kinds) {
     test('release during a transaction rolls it back; the transaction then fails', async () => {
       await withDatabase(kind, { max: 1 }, async ({ db, sql }) => {
         await db.run('CREATE TABLE t (v integer)');
-        const scope = db.createScope();
+        const scope = createScope(db);
         await scope.connect();
         let resume!: () => void;
         const paused = new Promise<void>((resolve) => {
@@ -139,9 +139,9 @@ for (const kind of kinds) {
     test('release while connect() waits for the pool cancels the wait at once', async () => {
       await withDatabase(kind, { max: 1, acquireTimeoutMillis: 5000 }, async ({ db }) => {
         const releases = countReleases(db);
-        const holder = db.createScope();
+        const holder = createScope(db);
         await holder.connect();
-        const late = db.createScope();
+        const late = createScope(db);
         const connecting = late.connect();
         connecting.catch(() => {});
         await sleep(10);
@@ -171,7 +171,7 @@ test('release() resolves even when returning the connection fails, and logs it',
   const logger = capturingLogger();
   const { db, cleanup } = await openSqlite({ closeTimeoutMillis: 50, logger });
   try {
-    const scope = db.createScope();
+    const scope = createScope(db);
     await scope.connect();
     const failure = new Error('release failed');
     (db as any).releaseConnection = () => {
@@ -190,7 +190,7 @@ test('postgres: release waits for the query in flight, then returns the connecti
   const { db, cleanup } = await openPostgres({ max: 1 });
   try {
     const releases = countReleases(db);
-    const scope = db.createScope();
+    const scope = createScope(db);
     await scope.connect();
     let querySettled = false;
     const query = scope
@@ -228,8 +228,8 @@ test('sqlite: release waits for a write that is queued behind another transactio
   try {
     await db.run('CREATE TABLE t (v integer)');
     const releases = countReleases(db);
-    const writer = db.createScope();
-    const queued = db.createScope();
+    const writer = createScope(db);
+    const queued = createScope(db);
     await writer.connect();
     await queued.connect();
     let commit!: () => void;

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
   ConnectionStateError,
+  createScope,
   DatabaseUnavailableError,
   DbHooksError,
   PoolClosedError,
@@ -59,7 +60,7 @@ for (const kind of kinds) {
   describe(`${kind.name}: peewee semantics`, () => {
     test('connect twice throws unless reuseIfOpen; close reports whether it closed', async () => {
       await withDatabase(kind, { max: 2 }, async ({ db }) => {
-        const scope = db.createScope();
+        const scope = createScope(db);
         await scope.run(async () => {
           assert.equal(db.isClosed(), true);
           assert.equal(await db.connect(), true);
@@ -100,7 +101,7 @@ for (const kind of kinds) {
     test('close inside atomic() throws and leaves the transaction usable', async () => {
       await withDatabase(kind, {}, async ({ db, sql }) => {
         await db.run('CREATE TABLE t (v integer)');
-        await db.createScope().run(async () => {
+        await createScope(db).run(async () => {
           await db.connect();
           await db.atomic(async () => {
             await db.run(sql('INSERT INTO t (v) VALUES (?)'), [1]);
@@ -143,7 +144,7 @@ for (const kind of kinds) {
 
     test('connectionContext inside a request reuses its open connection', async () => {
       await withDatabase(kind, {}, async ({ db }) => {
-        const scope = db.createScope();
+        const scope = createScope(db);
         await scope.connect();
         await scope.run(() =>
           db.connectionContext(async () => {
@@ -211,7 +212,7 @@ for (const kind of kinds) {
       await withDatabase(kind, {}, async ({ db, sql }) => {
         await db.run('CREATE TABLE t (v integer)');
         const insert = sql('INSERT INTO t (v) VALUES (?)');
-        const scope = db.createScope();
+        const scope = createScope(db);
         await scope.connect();
         const [first, second] = await scope.run(() =>
           Promise.allSettled([
@@ -293,7 +294,7 @@ for (const kind of kinds) {
         await db.run('CREATE TABLE t (v integer)');
         const acquired = recordAcquires(db);
         const ran = recordStatements(db);
-        const scope = db.createScope();
+        const scope = createScope(db);
         await scope.run(async () => {
           assert.equal(db.isClosed(), true, 'no connection before the first statement');
           assert.equal(db.stats().inUse, 0);
@@ -322,7 +323,7 @@ for (const kind of kinds) {
     test('after db.close() a request borrows per statement and per transaction', async () => {
       await withDatabase(kind, { max: 2 }, async ({ db, sql }) => {
         await db.run('CREATE TABLE t (v integer)');
-        const scope = db.createScope();
+        const scope = createScope(db);
         await scope.run(async () => {
           await db.get('SELECT 1 AS one');
           assert.equal(await db.close(), true);

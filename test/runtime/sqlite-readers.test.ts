@@ -2,6 +2,7 @@
 // of the pool's connections meanwhile, or 20 queued writers starve every reader of a pool of 10.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { createScope } from '../../src/runtime/runtime.ts';
 import { openSqlite, sleep } from './databases.ts';
 
 test('sqlite: writers queued behind a transaction hold no connection; readers go on', async () => {
@@ -13,7 +14,7 @@ test('sqlite: writers queued behind a transaction hold no connection; readers go
     const holding = new Promise<void>((resolve) => {
       finish = resolve;
     });
-    const holder = db.createScope('holder');
+    const holder = createScope(db, 'holder');
     const held = holder.run(() =>
       db.atomic(async () => {
         await db.run('INSERT INTO t (v) VALUES (1)');
@@ -23,7 +24,7 @@ test('sqlite: writers queued behind a transaction hold no connection; readers go
     await sleep(20);
     // 20 more requests each start a transaction: they queue for the write lock.
     const writers = Array.from({ length: 20 }, (_, i) => {
-      const scope = db.createScope(`writer ${i}`);
+      const scope = createScope(db, `writer ${i}`);
       return scope
         .run(() => db.atomic(() => db.run('INSERT INTO t (v) VALUES (2)')))
         .finally(() => scope.release());
@@ -32,7 +33,7 @@ test('sqlite: writers queued behind a transaction hold no connection; readers go
     assert.equal(db.stats().inUse, 1, 'queued writers took connections while they waited');
 
     // Readers are served at once: the nine connections the holder leaves, all at the same time.
-    const readers = Array.from({ length: 9 }, () => db.createScope('reader'));
+    const readers = Array.from({ length: 9 }, () => createScope(db, 'reader'));
     const started = performance.now();
     const counts = await Promise.all(
       readers.map((scope) => scope.run(() => db.get<{ n: number }>('SELECT count(*) AS n FROM t'))),

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { test } from 'node:test';
-import { PoolClosedError } from '../../src/runtime/runtime.ts';
+import { createScope, PoolClosedError } from '../../src/runtime/runtime.ts';
 import { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
 import { capturingLogger, openSqlite, sleep, tick } from './databases.ts';
 
@@ -21,7 +21,8 @@ test('sqlite: 500 concurrent write transactions with awaits inside never stall t
     parentDir: RAM_DIR,
     max: 8,
     acquireTimeoutMillis: 20_000,
-    busyTimeoutMillis: 2000,
+    writeTimeoutMillis: 20_000,
+    timeout: 2000,
   });
   const delay = monitorEventLoopDelay({ resolution: 10 });
   try {
@@ -35,7 +36,7 @@ test('sqlite: 500 concurrent write transactions with awaits inside never stall t
     const started = performance.now();
     const results = await Promise.allSettled(
       Array.from({ length: 500 }, async (_, i) => {
-        const scope = slow.createScope();
+        const scope = createScope(slow);
         try {
           await scope.connect();
           return await scope.run(async () => {
@@ -87,7 +88,7 @@ test('sqlite: 500 concurrent write transactions with awaits inside never stall t
 
 test('sqlite: a transaction holding the write lock too long makes the next writer time out', async () => {
   const logger = capturingLogger();
-  const { db, cleanup } = await openSqlite({ max: 2, acquireTimeoutMillis: 200, logger });
+  const { db, cleanup } = await openSqlite({ max: 2, writeTimeoutMillis: 200, logger });
   try {
     await db.run('CREATE TABLE t (v integer)');
     let finish!: () => void;
@@ -145,7 +146,7 @@ test('sqlite: a forced closePool() with writers queued behind a transaction: all
   const { db, cleanup } = await openSqlite(options);
   try {
     await db.run('CREATE TABLE t (v integer)');
-    const [a, b, c] = [db.createScope('A'), db.createScope('B'), db.createScope('C')];
+    const [a, b, c] = [createScope(db, 'A'), createScope(db, 'B'), createScope(db, 'C')];
     const transaction = a.run(() =>
       db.atomic(async () => {
         await db.run('INSERT INTO t (v) VALUES (1)');

@@ -1,0 +1,258 @@
+/**
+ * db-hooks runtime: the database object handlers use (db in index), on top of a driver
+ * (runtime-postgres, runtime-sqlite) that opens connections and runs statements. Inside a
+ * request every statement and transaction runs on the request's connection; outside one, each
+ * statement (or transaction) borrows a connection for itself.
+ *
+ * Library file: configure the database in index.ts, not here.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type {
+  Driver,
+  Params,
+  RawOptions,
+  RawResult,
+  RunResult,
+  StatementMode,
+  StatementResults,
+} from './runtime-driver.js';
+import { ConnectionStateError, ScopeReleasedError } from './runtime-errors.js';
+import { type Logger, Pool, type PoolOptions, type PoolStats } from './runtime-pool.js';
+import { type Frame, type RequestScope, Scope, type ScopeContext } from './runtime-scope.js';
+import { savepoint, transaction } from './runtime-transaction.js';
+
+export interface DatabaseOptions extends PoolOptions {
+  /**
+   * Warn when one request keeps a connection longer than this (HikariCP's
+   * leakDetectionThreshold), naming the request and where it checked the connection out. 0 turns
+   * it off. Default 0.
+   */
+  leakDetectionThresholdMillis?: number;
+  /** Where warnings and the operator's side of errors go, the adapters' included. Default: console. */
+  logger?: Logger;
+}
+
+export interface ConnectOptions {
+  /** When the request already has its connection, return false instead of throwing. */
+  reuseIfOpen?: boolean;
+}
+
+/**
+ * When a request's connection is checked out: `'lazy'` at its first statement (a request that
+ * never queries never takes one), `'eager'` as soon as the request arrives.
+ */
+export type Checkout = 'lazy' | 'eager';
+
+/** What every adapter takes as its last argument. */
+export interface AdapterOptions<D extends Database<any> = Database<any>> {
+  /** The database whose connections the requests use. Default: `db` from ./index. */
+  database?: D;
+  /** Default 'lazy'. */
+  checkout?: Checkout;
+}
+
+/** What an adapter was set up with, its defaults applied. */
+export interface RequestSettings {
+  database: Database<any>;
+  checkout?: Checkout | undefined;
+}
+
+let scopeOf: <Conn>(database: Database<Conn>, label: string) => Scope<Conn>;
+let frameOf: <Conn>(database: Database<Conn>) => Frame<Conn> | undefined;
+
+export class Database<Conn = unknown> {
+  readonly logger: Logger;
+  readonly #frames = new AsyncLocalStorage<Frame<Conn>>();
+  readonly #pool: Pool<Conn>;
+  readonly #driver: Driver<Conn>;
+  readonly #context: ScopeContext<Conn>;
+
+  static {
+    scopeOf = (database, label) => new Scope(label, database.#context);
+    frameOf = (database) => database.#frames.getStore();
+  }
+
+  constructor(driver: Driver<Conn>, options: DatabaseOptions = {}) {
+    this.logger = options.logger ?? console;
+    this.#driver = driver;
+    this.#pool = new Pool(driver, options, this.logger);
+    this.#context = {
+      frames: this.#frames,
+      pool: this.#pool,
+      driver,
+      leakDetectionThresholdMillis: options.leakDetectionThresholdMillis ?? 0,
+      logger: this.logger,
+    };
+  }
+
+  query<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T[]> {
+    return this.#statement('all', sql, params) as Promise<T[]>;
+  }
+
+  get<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T | undefined> {
+    return this.#statement('get', sql, params) as Promise<T | undefined>;
+  }
+
+  run(sql: string, params?: Params): Promise<RunResult> {
+    return this.#statement('run', sql, params);
+  }
+
+  /**
+   * For ORM bindings: one statement, run as db.query() runs it, returning rows and the change
+   * count together, as query builders expect. Their transactions go through atomic().
+   */
+  raw<Row = Record<string, unknown>>(
+    sql: string,
+    params?: Params,
+    options?: RawOptions,
+  ): Promise<RawResult<Row>> {
+    return this.#statement('raw', sql, params, options) as Promise<RawResult<Row>>;
+  }
+
+  /** Checks the current request's connection out now. False if it was already (reuseIfOpen). */
+  async connect(options: ConnectOptions = {}): Promise<boolean> {
+    const scope = this.#frames.getStore()?.scope;
+    if (scope === undefined) {
+      throw new ConnectionStateError(
+        'db.connect() was called outside a request scope, so there is nothing to bind the ' +
+          'connection to. Install the db-hooks adapter for your framework, or use ' +
+          'db.connectionContext(fn) in scripts.',
+      );
+    }
+    const alreadyOpen = scope.conn !== undefined || !scope.holdsConnection;
+    if (scope.conn !== undefined && !options.reuseIfOpen) {
+      throw new ConnectionStateError(
+        'The connection for this request is already open. Call db.connect() once per ' +
+          'request, or pass { reuseIfOpen: true }.',
+      );
+    }
+    scope.holdsConnection = true; // again, after a db.close()
+    await scope.connect();
+    return !alreadyOpen || scope.conn === undefined;
+  }
+
+  /**
+   * Returns the current request's connection to the pool now; its later statements borrow one
+   * each. False if it had none.
+   */
+  async close(): Promise<boolean> {
+    const scope = this.#frames.getStore()?.scope;
+    if (scope === undefined || scope.released) return false;
+    if (scope.depth > 0) {
+      throw new ConnectionStateError(
+        'db.close() was called inside db.atomic(). Let the transaction finish (return or throw ' +
+          'from the atomic() callback) before closing the connection.',
+      );
+    }
+    scope.holdsConnection = false;
+    return scope.checkIn();
+  }
+
+  /** True when the current request holds no connection. */
+  isClosed(): boolean {
+    return this.#frames.getStore()?.scope.conn === undefined;
+  }
+
+  /**
+   * Runs fn with a connection: the current request's, or, outside a request, one checked out for
+   * fn and returned when it settles (as peewee's connection_context).
+   */
+  connectionContext<T>(fn: () => Promise<T>): Promise<T> {
+    const scope = this.#frames.getStore()?.scope;
+    if (scope !== undefined && !scope.released) return fn();
+    return this.#inOwnScope('connectionContext', 'eager', fn);
+  }
+
+  /**
+   * Runs fn in a scope of its own, even inside a request: for work that outlives the response
+   * (fire-and-forget jobs, a query per event of a long-lived stream). It checks a connection out
+   * at its first statement and returns it when fn settles.
+   */
+  detached<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#inOwnScope('detached', 'lazy', fn);
+  }
+
+  /**
+   * Runs fn in a transaction: commits when it returns, rolls back when it throws. Nested calls
+   * use savepoints, so an inner failure rolls back only the inner part.
+   */
+  atomic<T>(fn: () => Promise<T>): Promise<T> {
+    const frame = this.#frames.getStore();
+    if (frame === undefined) return this.connectionContext(() => this.atomic(fn));
+    const { scope } = frame;
+    if (scope.releaseReason) return Promise.reject(new ScopeReleasedError(scope.releaseReason));
+    if (frame.depth !== scope.depth) {
+      return Promise.reject(
+        new ConnectionStateError(
+          'db.atomic() was called while another db.atomic() of the same request is running ' +
+            '(for example in Promise.all). A request has one connection, so its transactions ' +
+            'must run one after another: await each one before starting the next.',
+        ),
+      );
+    }
+    scope.holdsConnection = true; // a transaction needs one connection from BEGIN to COMMIT
+    return scope.depth === 0
+      ? transaction(this.#context, scope, fn)
+      : savepoint(this.#context, scope, fn);
+  }
+
+  stats(): PoolStats {
+    return this.#pool.stats();
+  }
+
+  /**
+   * Refuses new checkouts (PoolClosedError, a 503), waits for the connections in use to come
+   * back (up to closeTimeoutMillis), then closes every connection. Call it once the server has
+   * stopped taking requests. The next checkout opens the pool again.
+   */
+  closePool(): Promise<void> {
+    return this.#pool.close();
+  }
+
+  #statement<M extends StatementMode>(
+    mode: M,
+    sql: string,
+    params: Params | undefined,
+    options?: RawOptions,
+  ): Promise<StatementResults[M]> {
+    const execute = (conn: Conn) =>
+      this.#pool.use(conn, () => this.#driver.execute(conn, mode, sql, params, options));
+    const scope = this.#frames.getStore()?.scope;
+    if (scope === undefined) return this.#borrow(execute);
+    return scope.track(async () =>
+      !scope.holdsConnection && scope.conn === undefined
+        ? this.#borrow(execute, scope.signal)
+        : execute(await scope.connection()),
+    );
+  }
+
+  /** A connection for one statement (or one transaction) outside any held connection. */
+  async #borrow<R>(use: (conn: Conn) => Promise<R>, signal?: AbortSignal): Promise<R> {
+    const conn = await this.#pool.checkOut(signal);
+    try {
+      return await use(conn);
+    } finally {
+      this.#pool.checkIn(conn);
+    }
+  }
+
+  async #inOwnScope<T>(label: string, checkout: Checkout, fn: () => Promise<T>): Promise<T> {
+    const scope = scopeOf(this, label);
+    try {
+      if (checkout === 'eager') await scope.connect();
+      return await scope.run(fn);
+    } finally {
+      await scope.release();
+    }
+  }
+}
+
+/** A new scope of `database` for one unit of work: the request lifecycles open one per request. */
+export function createScope(database: Database<any>, label = 'a request'): RequestScope {
+  return scopeOf(database, label);
+}
+
+/** The scope the calling code runs in, if any (the hooks target's teardownRequest() ends it). */
+export function currentScope(database: Database<any>): RequestScope | undefined {
+  return frameOf(database)?.scope;
+}

@@ -1,0 +1,64 @@
+/**
+ * db-hooks runtime: what a driver (runtime-postgres, runtime-sqlite) does, and the shapes of
+ * statements and their results.
+ *
+ * Library file: configure the database in index.ts, not here.
+ */
+import type { ConnectionSource } from './runtime-pool.js';
+
+/** Statement parameters, in the driver's own placeholder style (`?` for SQLite, `$1` for PostgreSQL). */
+export type Params = readonly unknown[] | Record<string, unknown>;
+
+export interface RunResult {
+  /** Rows inserted, updated or deleted. */
+  changes: number;
+  /** SQLite's rowid of the last inserted row. PostgreSQL: use `RETURNING id` with get() instead. */
+  lastInsertId?: number | bigint;
+}
+
+/** How raw() returns its rows, for ORMs that map rows themselves. */
+export interface RawOptions {
+  /** 'array': each row as an array of values in column order (no name clashes in joins). */
+  rowMode?: 'object' | 'array';
+  /** PostgreSQL: pg's type parsers for this statement (QueryConfig `types`). SQLite ignores it. */
+  types?: unknown;
+}
+
+/** What raw() returns: the rows, and what the statement changed. */
+export interface RawResult<Row = unknown> {
+  rows: Row[];
+  /** Rows inserted, updated or deleted; undefined for a SQLite statement that returns rows. */
+  changes?: number;
+  /** SQLite's rowid of the last inserted row. */
+  lastInsertId?: number | bigint;
+}
+
+/** What a statement gives, by how it was run: query(), get(), run() or raw(). */
+export interface StatementResults<Row = unknown> {
+  all: Row[];
+  get: Row | undefined;
+  run: RunResult;
+  raw: RawResult<Row>;
+}
+export type StatementMode = keyof StatementResults;
+
+/** What a driver does besides keeping connections (ConnectionSource). */
+export interface Driver<Conn> extends ConnectionSource<Conn> {
+  execute<M extends StatementMode>(
+    conn: Conn,
+    mode: M,
+    sql: string,
+    params: Params | undefined,
+    options?: RawOptions,
+  ): StatementResults[M] | Promise<StatementResults[M]>;
+  /** BEGIN. `turn` is what transactionTurn() gave, if the driver has one: begin() owns it. */
+  begin(conn: Conn, turn?: () => void): void | Promise<void>;
+  commit(conn: Conn): void | Promise<void>;
+  rollback(conn: Conn): void | Promise<void>;
+  /**
+   * What a transaction waits for before it takes a connection (SQLite: its turn to write), so
+   * that a request queued behind another's transaction holds no connection meanwhile. Resolves
+   * with the function that gives the turn up; `signal` ends the wait early.
+   */
+  transactionTurn?(signal: AbortSignal): Promise<() => void>;
+}

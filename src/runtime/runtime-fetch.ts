@@ -1,0 +1,88 @@
+/**
+ * db-hooks runtime: the scope of a Web `Request` (the fetch target, Hono off Node): released
+ * when the response body has been read or cancelled, at once for a response with no body or a
+ * handler that threw, or when the request's signal aborts (the client went away).
+ *
+ * Library file: configure the database in index.ts, not here.
+ */
+import { createScope, type Database, type RequestSettings } from './runtime-database.js';
+import type { RequestScope } from './runtime-scope.js';
+
+const kScopes = Symbol('db-hooks scopes');
+type ScopedRequest = Request & { [kScopes]?: Set<Database<any>> };
+
+/**
+ * Runs `handler` inside the request's scope (checking the connection out first for eager
+ * checkout) and hands the scope's release over to the response. A request that already has a
+ * scope of this database just runs `handler`.
+ */
+export async function respondInScope(
+  request: Request,
+  settings: RequestSettings,
+  handler: () => Response | Promise<Response>,
+): Promise<Response> {
+  const scope = scopeForFetch(settings.database, request);
+  if (scope === undefined) return handler();
+  let response: Response;
+  try {
+    if (settings.checkout === 'eager') await scope.connect();
+    response = await scope.run(handler);
+  } catch (error) {
+    await scope.release();
+    throw error;
+  }
+  if (response.body === null) {
+    await scope.release();
+    return response;
+  }
+  // The body may still be produced from the database while the server sends it: keep the
+  // connection until it has been read or cancelled.
+  return new Response(releaseWhenRead(response.body, scope), response);
+}
+
+/** Opens the request's scope of `database`; undefined when it has one already. */
+export function scopeForFetch(database: Database<any>, request: Request): RequestScope | undefined {
+  const scoped = request as ScopedRequest;
+  if (scoped[kScopes]?.has(database)) return undefined;
+  scoped[kScopes] ??= new Set();
+  scoped[kScopes].add(database);
+  const scope = createScope(database, `${request.method} ${request.url}`);
+  const gone = () => void scope.release('client-gone');
+  if (request.signal.aborted) gone();
+  else request.signal.addEventListener('abort', gone, { once: true });
+  return scope;
+}
+
+/**
+ * The same body, read inside the request's scope (so a body produced from the database uses
+ * the request's connection), releasing the scope when it has been read or cancelled.
+ */
+export function releaseWhenRead(
+  body: ReadableStream<Uint8Array>,
+  scope: RequestScope,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const chunk = await scope.run(() => reader.read());
+        if (chunk.done) {
+          controller.close();
+          await scope.release();
+        } else {
+          controller.enqueue(chunk.value);
+        }
+      } catch (error) {
+        controller.error(error);
+        await scope.release();
+      }
+    },
+    async cancel(reason) {
+      try {
+        await reader.cancel(reason);
+      } finally {
+        await scope.release('client-gone');
+      }
+    },
+  });
+}

@@ -1,0 +1,121 @@
+/**
+ * db-hooks runtime: the scope of a node:http request, for the adapters of frameworks on
+ * node:http (Express, Fastify, Koa, Hono on @hono/node-server, NestJS, node:http itself, the
+ * hooks target). The scope is released exactly once when the exchange is over: the response was
+ * sent, or the client went away, before the adapter ran, during the handler, or while the
+ * response waited behind earlier pipelined ones.
+ *
+ * Library file: configure the database in index.ts, not here.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { createScope, type Database, type RequestSettings } from './runtime-database.js';
+import type { RequestScope } from './runtime-scope.js';
+
+const kScopes = Symbol('db-hooks scopes');
+type ScopedRequest = IncomingMessage & { [kScopes]?: Map<Database<any>, RequestScope> };
+
+/**
+ * What every adapter does with a request: opens its scope, checks the connection out at once
+ * for eager checkout, then runs `next` inside the scope. Resolves with the scope, or undefined
+ * when the request already had one of this database (the adapter registered twice): the first
+ * one covers it, and `next` just runs.
+ *
+ * Rejects with what eager checkout met (PoolTimeoutError, or ScopeReleasedError if the client
+ * left meanwhile), or with what `next` threw or rejected with.
+ */
+export async function enterRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  settings: RequestSettings,
+  next: () => unknown,
+): Promise<RequestScope | undefined> {
+  const scope = scopeForRequest(settings.database, req, res);
+  if (scope === undefined) {
+    await next();
+    return undefined;
+  }
+  if (settings.checkout === 'eager') await scope.connect();
+  await scope.run(next);
+  return scope;
+}
+
+/**
+ * Opens the request's scope of `database`. The request's body events ('data', 'end') run inside
+ * it too, so code that reads the body keeps the request's connection. Undefined when the request
+ * has one already.
+ */
+export function scopeForRequest(
+  database: Database<any>,
+  req: IncomingMessage,
+  res: ServerResponse,
+): RequestScope | undefined {
+  const scoped = req as ScopedRequest;
+  if (scoped[kScopes]?.has(database)) return undefined;
+  const scope = createScope(database, `${req.method} ${req.url}`);
+  scoped[kScopes] ??= new Map();
+  scoped[kScopes].set(database, scope);
+  releaseWhenOver(req, res, scope);
+  if (hasBody(req)) runEventsInScope(req, scope);
+  return scope;
+}
+
+/** The request's scope of `database`, once an adapter opened it. */
+export function findRequestScope(
+  database: Database<any>,
+  req: IncomingMessage,
+): RequestScope | undefined {
+  return (req as ScopedRequest)[kScopes]?.get(database);
+}
+
+function releaseWhenOver(req: IncomingMessage, res: ServerResponse, scope: RequestScope): void {
+  const socket = req.socket;
+  // The client left before the adapter ran (e.g. while an earlier middleware awaited).
+  if (res.closed || socket.destroyed) {
+    void scope.release('client-gone');
+    return;
+  }
+  // Until Node 22's end of life (2027-04-30): a response queued behind earlier pipelined ones
+  // has no socket yet and, on Node 22, gets neither 'finish' nor 'close' if the client hangs up
+  // before its turn (Node 24 emits 'close'). The socket's own 'close' is the only sign.
+  const queued = res.socket === null ? queuedOn(socket) : undefined;
+  queued?.add(scope);
+  // 'close', not 'finish': 'finish' comes only when the whole response was written, while
+  // 'close' comes once for every response that got the connection, sent or cut off.
+  res.on('close', () => {
+    queued?.delete(scope);
+    void scope.release(res.writableFinished ? 'done' : 'client-gone');
+  });
+}
+
+/** Per connection, its requests whose responses wait behind earlier pipelined ones. */
+const queuedOnSocket = new WeakMap<Socket, Set<RequestScope>>();
+
+function queuedOn(socket: Socket): Set<RequestScope> {
+  let queued = queuedOnSocket.get(socket);
+  if (queued === undefined) {
+    const scopes = new Set<RequestScope>();
+    socket.on('close', () => {
+      for (const scope of scopes) void scope.release('client-gone');
+    });
+    queuedOnSocket.set(socket, scopes);
+    queued = scopes;
+  }
+  return queued;
+}
+
+/** As body parsers decide it: a body is announced by its length or a transfer encoding. */
+function hasBody(req: IncomingMessage): boolean {
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  const length = req.headers['content-length'];
+  return length !== undefined && length !== '0';
+}
+
+/**
+ * Node emits a request's body events from the connection's context, not the request's: run
+ * their listeners inside the scope, so a handler that reads the body keeps its connection.
+ */
+function runEventsInScope(req: IncomingMessage, scope: RequestScope): void {
+  const emit = req.emit.bind(req);
+  req.emit = (event: string | symbol, ...args: unknown[]) => scope.run(() => emit(event, ...args));
+}

@@ -1,0 +1,207 @@
+/**
+ * db-hooks runtime: one request's scope. The scope checks a connection out at the request's
+ * first statement (or at once, for eager checkout), every statement of the request then runs on
+ * it, and release() gives it back exactly once: after the statement in flight, with a
+ * transaction left open rolled back, and refusing the request's later calls. This is the one
+ * place those rules are written. It also warns about connections held too long (leak detection).
+ *
+ * Library file: configure the database in index.ts, not here.
+ */
+import type { AsyncLocalStorage } from 'node:async_hooks';
+import type { Driver } from './runtime-driver.js';
+import { type ReleaseReason, ScopeReleasedError } from './runtime-errors.js';
+import type { Logger, Pool } from './runtime-pool.js';
+
+/** One request's scope, as adapters hold it. */
+export interface RequestScope {
+  /** True once release() was called: later database calls in this scope throw ScopeReleasedError. */
+  readonly released: boolean;
+  /** Runs fn (and everything it awaits) inside this scope. Can be called again for the same request. */
+  run<T>(fn: () => T): T;
+  /** Checks the request's connection out now (eager checkout). PoolTimeoutError when none is free in time. */
+  connect(): Promise<void>;
+  /**
+   * Ends the scope: waits for the statement in flight, rolls back a transaction left open, returns
+   * the connection to the pool exactly once, and refuses the request's later database calls.
+   * Safe to call any number of times, at any moment. Never rejects.
+   */
+  release(reason?: ReleaseReason): Promise<void>;
+}
+
+/**
+ * What code sees through AsyncLocalStorage: its scope, and the atomic() depth it runs at. A
+ * nested atomic() runs at the scope's depth; a concurrent one in the same request (e.g. in
+ * Promise.all) does not, and is refused instead of sharing the transaction.
+ */
+export interface Frame<Conn> {
+  scope: Scope<Conn>;
+  depth: number;
+}
+
+/** What every scope of one database shares. */
+export interface ScopeContext<Conn> {
+  frames: AsyncLocalStorage<Frame<Conn>>;
+  pool: Pool<Conn>;
+  driver: Driver<Conn>;
+  leakDetectionThresholdMillis: number;
+  logger: Logger;
+}
+
+export class Scope<Conn> implements RequestScope {
+  /** The request's connection, from its first statement until release (or db.close()). */
+  conn: Conn | undefined = undefined;
+  /** False after db.close(): later statements borrow a connection each instead. */
+  holdsConnection = true;
+  /** atomic() nesting on `conn`: 0 = no transaction, 1 = transaction, 2+ = savepoints. */
+  depth = 0;
+  releaseReason: ReleaseReason | undefined = undefined;
+  /** What a leak warning names, e.g. 'GET /users/1?page=2' (see nameInWarnings()). */
+  readonly label: string;
+  /** The checkout in progress, shared by statements that start before it completes. */
+  #checkingOut: Promise<Conn> | undefined = undefined;
+  /** Calls in flight: release() waits for them before returning the connection. */
+  #active = 0;
+  #whenIdle: (() => void)[] = [];
+  #releasing: Promise<void> | undefined = undefined;
+  /** Aborted by release(): ends this scope's waits (for a connection, for SQLite's write turn). */
+  readonly #released = new AbortController();
+  #checkedOutAt: Error | undefined = undefined;
+  #leakTimer: ReturnType<typeof setTimeout> | undefined = undefined;
+  #leakReportedAt = 0;
+  readonly #frame: Frame<Conn> = { scope: this, depth: 0 };
+  readonly #context: ScopeContext<Conn>;
+
+  constructor(label: string, context: ScopeContext<Conn>) {
+    this.label = label;
+    this.#context = context;
+  }
+
+  get released(): boolean {
+    return this.releaseReason !== undefined;
+  }
+
+  /** Aborts when the scope is released; the scope's waits take it. */
+  get signal(): AbortSignal {
+    return this.#released.signal;
+  }
+
+  run<T>(fn: () => T): T {
+    const frames = this.#context.frames;
+    // Already inside (a later framework hook re-entering): no new frame needed.
+    return frames.getStore() === this.#frame ? fn() : frames.run(this.#frame, fn);
+  }
+
+  async connect(): Promise<void> {
+    await this.track(() => this.connection());
+  }
+
+  /** The scope's connection, checked out on first use. Concurrent callers share one checkout. */
+  connection(): Promise<Conn> {
+    if (this.conn !== undefined) return Promise.resolve(this.conn);
+    this.#checkingOut ??= this.#checkOut();
+    return this.#checkingOut;
+  }
+
+  /** Runs `call` as a call in flight of this scope: release() waits for it. */
+  async track<R>(call: () => R | Promise<R>): Promise<R> {
+    if (this.releaseReason) throw new ScopeReleasedError(this.releaseReason);
+    this.#active++;
+    try {
+      return await call();
+    } finally {
+      this.#active--;
+      if (this.#active === 0) for (const resolve of this.#whenIdle.splice(0)) resolve();
+    }
+  }
+
+  release(reason: ReleaseReason = 'done'): Promise<void> {
+    if (this.#releasing === undefined) {
+      this.releaseReason = reason;
+      this.#released.abort(new ScopeReleasedError(reason));
+      this.#releasing = this.checkIn().then(
+        () => {},
+        (error: unknown) => {
+          this.#context.logger.error('db-hooks: could not return a connection to the pool:', error);
+        },
+      );
+    }
+    return this.#releasing;
+  }
+
+  /**
+   * Waits for the calls in flight, then returns the connection to the pool (once), rolling back
+   * a transaction left open; a connection that cannot roll back is closed instead. False if the
+   * scope held no connection.
+   */
+  async checkIn(): Promise<boolean> {
+    while (this.#active > 0) await new Promise<void>((resolve) => this.#whenIdle.push(resolve));
+    const conn = this.conn;
+    if (conn === undefined) return false;
+    const inTransaction = this.depth > 0;
+    this.conn = undefined;
+    this.depth = 0;
+    this.#reportReturn();
+    const { driver, pool } = this.#context;
+    let discard = false;
+    if (inTransaction && !driver.isBroken(conn)) {
+      await Promise.resolve(driver.rollback(conn)).catch(() => {
+        discard = true;
+      });
+    }
+    pool.checkIn(conn, discard);
+    return true;
+  }
+
+  async #checkOut(): Promise<Conn> {
+    // For leak detection, taken now: once the checkout completes, a handler that is not an
+    // async function has left no frame on the stack.
+    if (this.#context.leakDetectionThresholdMillis > 0) {
+      this.#checkedOutAt = new Error('checked out here');
+    }
+    try {
+      const conn = await this.#context.pool.checkOut(this.signal);
+      this.conn = conn; // released meanwhile: release() returns it once we are done
+      this.#watchForLeak();
+      if (this.releaseReason) throw new ScopeReleasedError(this.releaseReason);
+      return conn;
+    } finally {
+      this.#checkingOut = undefined;
+    }
+  }
+
+  #watchForLeak(): void {
+    const { leakDetectionThresholdMillis: threshold, logger } = this.#context;
+    if (threshold <= 0) return;
+    this.#leakReportedAt = 0;
+    this.#leakTimer = setTimeout(() => {
+      this.#leakReportedAt = Date.now();
+      const stack = this.#checkedOutAt?.stack?.split('\n').slice(1).join('\n');
+      logger.warn(
+        `db-hooks: ${nameInWarnings(this.label)} has held a database connection for more than ` +
+          `${threshold} ms; it may have leaked. It was checked out at:\n${stack}`,
+      );
+    }, threshold);
+    this.#leakTimer.unref();
+  }
+
+  #reportReturn(): void {
+    clearTimeout(this.#leakTimer);
+    if (this.#leakReportedAt > 0) {
+      const late = Date.now() - this.#leakReportedAt + this.#context.leakDetectionThresholdMillis;
+      this.#context.logger.warn(
+        `db-hooks: ${nameInWarnings(this.label)} returned its database connection after ` +
+          `${late} ms (reported above as a possible leak).`,
+      );
+    }
+  }
+}
+
+/**
+ * A scope's label as warnings name it: 'GET /users/1', without the query string (it may hold
+ * tokens) or a Web request's origin.
+ */
+function nameInWarnings(label: string): string {
+  const query = label.indexOf('?');
+  const name = query === -1 ? label : label.slice(0, query);
+  return name.replace(/ \w+:\/\/[^/]*/, ' ');
+}
