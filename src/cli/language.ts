@@ -119,14 +119,18 @@ const importNamed = /^import \{([^}]*)\} from ('[^']+');$/;
 const importBare = /^import ('[^']+');$/;
 const exportDeclaration = /^export\s+(?:(async function|function|class|const|let)\s+(\w+))/;
 const exportList = /^export \{([^}]*)\};$/;
+const exportFrom = /^export \{([^}]*)\} from ('[^']+');$/;
 
 /** Rewrites the ESM forms our sources use into CommonJS. Anything else is a bug in a template. */
 export function esmToCommonJs(source: string): string {
   const exported: string[] = [];
-  // Multi-line named imports are joined first so each import is one line.
-  const joined = source.replace(/^import \{([^}]*)\} from/gm, (_m, names: string) => {
-    return `import {${names.replace(/\s+/g, ' ')}} from`;
-  });
+  // Multi-line named imports and re-exports are joined first so each is one line.
+  const joined = source.replace(
+    /^(import|export) \{([^}]*)\} from/gm,
+    (_m, verb, names: string) => {
+      return `${verb} {${names.replace(/\s+/g, ' ')}} from`;
+    },
+  );
   const lines = joined.split('\n').map((line) => {
     let match = importDefault.exec(line) ?? importNamespace.exec(line);
     if (match) return `const ${match[1]} = require(${match[2]});`;
@@ -137,6 +141,12 @@ export function esmToCommonJs(source: string): string {
     }
     match = importBare.exec(line);
     if (match) return `require(${match[1]});`;
+    match = exportFrom.exec(line);
+    if (match) {
+      const names = splitNames(match[1]!);
+      exported.push(...names);
+      return `const { ${names.join(', ')} } = require(${match[2]});`;
+    }
     match = exportList.exec(line);
     if (match) {
       exported.push(...splitNames(match[1]!));

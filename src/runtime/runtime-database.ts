@@ -44,7 +44,7 @@ export interface ConnectOptions {
 export type Checkout = 'lazy' | 'eager';
 
 /** What every adapter takes as its last argument. */
-export interface AdapterOptions<D extends Database<any> = Database<any>> {
+export interface AdapterOptions<D extends Database = Database> {
   /** The database whose connections the requests use. Default: `db` from ./index. */
   database?: D;
   /** Default 'lazy'. */
@@ -53,7 +53,7 @@ export interface AdapterOptions<D extends Database<any> = Database<any>> {
 
 /** What an adapter was set up with, its defaults applied. */
 export interface RequestSettings {
-  database: Database<any>;
+  database: Database;
   checkout?: Checkout | undefined;
 }
 
@@ -64,7 +64,8 @@ export class Database<Conn = unknown> {
   readonly logger: Logger;
   readonly #frames = new AsyncLocalStorage<Frame<Conn>>();
   readonly #pool: Pool<Conn>;
-  readonly #driver: Driver<Conn>;
+  /** How connections are opened and statements run: runtime-postgres or runtime-sqlite. */
+  protected readonly driver: Driver<Conn>;
   readonly #context: ScopeContext<Conn>;
 
   static {
@@ -74,7 +75,7 @@ export class Database<Conn = unknown> {
 
   constructor(driver: Driver<Conn>, options: DatabaseOptions = {}) {
     this.logger = options.logger ?? console;
-    this.#driver = driver;
+    this.driver = driver;
     this.#pool = new Pool(driver, options, this.logger);
     this.#context = {
       frames: this.#frames,
@@ -216,7 +217,7 @@ export class Database<Conn = unknown> {
     options?: RawOptions,
   ): Promise<StatementResults[M]> {
     const execute = (conn: Conn) =>
-      this.#pool.use(conn, () => this.#driver.execute(conn, mode, sql, params, options));
+      this.#pool.use(conn, () => this.driver.execute(conn, mode, sql, params, options));
     const scope = this.#frames.getStore()?.scope;
     if (scope === undefined) return this.#borrow(execute);
     return scope.track(async () =>
@@ -248,11 +249,11 @@ export class Database<Conn = unknown> {
 }
 
 /** A new scope of `database` for one unit of work: the request lifecycles open one per request. */
-export function createScope(database: Database<any>, label = 'a request'): RequestScope {
+export function createScope(database: Database, label = 'a request'): RequestScope {
   return scopeOf(database, label);
 }
 
 /** The scope the calling code runs in, if any (the hooks target's teardownRequest() ends it). */
-export function currentScope(database: Database<any>): RequestScope | undefined {
+export function currentScope(database: Database): RequestScope | undefined {
   return frameOf(database)?.scope;
 }

@@ -9,7 +9,7 @@ import { createScope, type Database, type RequestSettings } from './runtime-data
 import type { RequestScope } from './runtime-scope.js';
 
 const kScopes = Symbol('db-hooks scopes');
-type ScopedRequest = Request & { [kScopes]?: Set<Database<any>> };
+type ScopedRequest = Request & { [kScopes]?: Set<Database> };
 
 /**
  * Runs `handler` inside the request's scope (checking the connection out first for eager
@@ -41,7 +41,7 @@ export async function respondInScope(
 }
 
 /** Opens the request's scope of `database`; undefined when it has one already. */
-export function scopeForFetch(database: Database<any>, request: Request): RequestScope | undefined {
+export function scopeForFetch(database: Database, request: Request): RequestScope | undefined {
   const scoped = request as ScopedRequest;
   if (scoped[kScopes]?.has(database)) return undefined;
   scoped[kScopes] ??= new Set();

@@ -13,7 +13,7 @@ import { createScope, type Database, type RequestSettings } from './runtime-data
 import type { RequestScope } from './runtime-scope.js';
 
 const kScopes = Symbol('db-hooks scopes');
-type ScopedRequest = IncomingMessage & { [kScopes]?: Map<Database<any>, RequestScope> };
+type ScopedRequest = IncomingMessage & { [kScopes]?: Map<Database, RequestScope> };
 
 /**
  * What every adapter does with a request: opens its scope, checks the connection out at once
@@ -46,7 +46,7 @@ export async function enterRequest(
  * has one already.
  */
 export function scopeForRequest(
-  database: Database<any>,
+  database: Database,
   req: IncomingMessage,
   res: ServerResponse,
 ): RequestScope | undefined {
@@ -62,7 +62,7 @@ export function scopeForRequest(
 
 /** The request's scope of `database`, once an adapter opened it. */
 export function findRequestScope(
-  database: Database<any>,
+  database: Database,
   req: IncomingMessage,
 ): RequestScope | undefined {
   return (req as ScopedRequest)[kScopes]?.get(database);

@@ -3,18 +3,44 @@
  * a connection out of the pool at its first statement and gives it back exactly once when the
  * response is done. This file gathers what apps and adapters import; each job has a file:
  *
- *   runtime-database   the `db` API handlers call
- *   runtime-scope      one request's scope: the release rules, leak detection
+ *   runtime-database     the `db` API handlers call
+ *   runtime-scope        one request's scope: the release rules, leak detection
  *   runtime-transaction  db.atomic(): transactions and savepoints
- *   runtime-pool       slots, the wait for a free connection, drain and reopen
- *   runtime-driver     what a driver does (runtime-postgres, runtime-sqlite)
- *   runtime-errors     the errors, with codes and client-safe messages
- *   runtime-node, runtime-fetch   the lifecycle of a node:http or Web request
+ *   runtime-pool         slots, the wait for a free connection, drain and reopen
+ *   runtime-driver       what a driver does (runtime-postgres, runtime-sqlite)
+ *   runtime-errors       the errors, with codes and client-safe messages
+ *   runtime-node, runtime-fetch  the lifecycle of a node:http or a Web request
  *
  * Library file: configure the database in index.ts, not here.
  */
-export * from './runtime-database.js';
-export type * from './runtime-driver.js';
-export * from './runtime-errors.js';
+export {
+  type AdapterOptions,
+  type Checkout,
+  type ConnectOptions,
+  createScope,
+  currentScope,
+  Database,
+  type DatabaseOptions,
+  type RequestSettings,
+} from './runtime-database.js';
+export type {
+  Params,
+  RawOptions,
+  RawResult,
+  RunResult,
+  StatementMode,
+  StatementResults,
+} from './runtime-driver.js';
+export {
+  ConnectionStateError,
+  DatabaseUnavailableError,
+  DbHooksError,
+  isGoneClient,
+  PoolClosedError,
+  PoolTimeoutError,
+  type ReleaseReason,
+  ScopeReleasedError,
+  ServiceUnavailableError,
+} from './runtime-errors.js';
 export type { Logger, PoolOptions, PoolStats } from './runtime-pool.js';
 export type { RequestScope } from './runtime-scope.js';

@@ -14,7 +14,7 @@ export type PoolOptions = Pick<
   'max' | 'acquireTimeoutMillis' | 'closeTimeoutMillis' | 'leakDetectionThresholdMillis' | 'logger'
 >;
 
-export interface Opened<Db extends Database<any> = Database<any>> {
+export interface Opened<Db extends Database = Database> {
   db: Db;
   /** Rewrites `?` placeholders for this database. */
   sql(text: string): string;
@@ -117,14 +117,14 @@ export function capturingLogger(): CapturingLogger {
 }
 
 /**
- * Counts connections handed back to the driver (the protected releaseConnection), to prove
- * "exactly once".
+ * Counts connections handed back to the driver (its checkIn, on the protected `driver`), to
+ * prove "exactly once".
  */
-export function countReleases(db: Database<any>): { count: number; discarded: number } {
+export function countReleases(db: Database): { count: number; discarded: number } {
   const counter = { count: 0, discarded: 0 };
-  const target = db as any;
-  const original = target.releaseConnection.bind(db);
-  target.releaseConnection = (conn: unknown, discard: boolean) => {
+  const target = (db as any).driver;
+  const original = target.checkIn.bind(target);
+  target.checkIn = (conn: unknown, discard: boolean) => {
     counter.count++;
     if (discard) counter.discarded++;
     return original(conn, discard);
@@ -132,12 +132,12 @@ export function countReleases(db: Database<any>): { count: number; discarded: nu
   return counter;
 }
 
-/** Records the connections the driver hands out (the protected acquireConnection). */
-export function recordAcquires<Conn = unknown>(db: Database<any>): Conn[] {
+/** Records the connections the driver hands out (its checkOut). */
+export function recordAcquires<Conn = unknown>(db: Database): Conn[] {
   const acquired: Conn[] = [];
-  const target = db as any;
-  const original = target.acquireConnection.bind(db);
-  target.acquireConnection = async () => {
+  const target = (db as any).driver;
+  const original = target.checkOut.bind(target);
+  target.checkOut = async () => {
     const conn = (await original()) as Conn;
     acquired.push(conn);
     return conn;
@@ -145,14 +145,14 @@ export function recordAcquires<Conn = unknown>(db: Database<any>): Conn[] {
   return acquired;
 }
 
-/** Records which connection object ran each statement (the protected execute). */
-export function recordStatements(db: Database<any>): Array<{ sql: string; conn: unknown }> {
+/** Records which connection object ran each statement (the driver's execute). */
+export function recordStatements(db: Database): Array<{ sql: string; conn: unknown }> {
   const ran: Array<{ sql: string; conn: unknown }> = [];
-  const target = db as any;
-  const original = target.execute.bind(db);
-  target.execute = (conn: unknown, mode: string, sql: string, params: unknown) => {
+  const target = (db as any).driver;
+  const original = target.execute.bind(target);
+  target.execute = (conn: unknown, mode: string, sql: string, params: unknown, options: unknown) => {
     ran.push({ sql, conn });
-    return original(conn, mode, sql, params);
+    return original(conn, mode, sql, params, options);
   };
   return ran;
 }

@@ -88,11 +88,12 @@ for (const kind of kinds) {
       });
     });
 
-    test('after closePool() every checkout fails fast with PoolClosedError', async () => {
+    test('while closePool() drains, checkouts fail fast with PoolClosedError; then the pool opens again', async () => {
       await withDatabase(kind, { max: 2 }, async ({ db }) => {
-        await db.get('SELECT 1 AS one');
-        await db.closePool();
-        await db.closePool(); // idempotent
+        const holder = createScope(db);
+        await holder.run(() => db.get('SELECT 1 AS one'));
+        const closing = db.closePool();
+        assert.equal(db.closePool(), closing, 'one drain at a time');
         const { ms, error } = await elapsed(db.get('SELECT 1 AS one'));
         assert.ok(error instanceof PoolClosedError, `got ${error}`);
         assert.equal((error as PoolClosedError).status, 503);
@@ -106,6 +107,15 @@ for (const kind of kinds) {
           db.atomic(async () => 1),
           PoolClosedError,
         );
+        await holder.release();
+        await closing;
+        assert.deepEqual(db.stats(), { total: 0, idle: 0, inUse: 0, waiting: 0 });
+        // Closed, not dead: the next checkout opens the pool again, as after peewee's close_all().
+        assert.deepEqual(await db.get('SELECT 1 AS one'), { one: 1 });
+        await db.connectionContext(() => db.atomic(() => db.run('SELECT 1')));
+        assert.deepEqual(db.stats(), { total: 1, idle: 1, inUse: 0, waiting: 0 });
+        await db.closePool();
+        await db.closePool(); // idempotent
         assert.equal(db.stats().total, 0);
       });
     });

@@ -2,29 +2,38 @@
 // their types by sucrase and rewritten to CommonJS by a line-based rewriter. This checks that they
 // only use the module forms that rewriter understands and that the stripped ESM really runs.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { transform } from 'sucrase';
-import { createScope } from '../../src/runtime/runtime.ts';
 
-const FILES = ['runtime', 'runtime-postgres', 'runtime-sqlite'];
+const FILES = readdirSync(join('src', 'runtime')).map((file) => file.replace(/\.ts$/, ''));
 const ALLOWED_IMPORT = [
   /^import \w+ from '[^']+';$/,
   /^import \{[^}]*\} from '[^']+';$/,
   /^import type \{[^}]*\} from '[^']+';$/,
 ];
 const ALLOWED_EXPORT =
-  /^export (class|abstract class|function|async function|const|interface|type) /;
+  /^export (class|abstract class|function|async function|const|interface|type) |^export (type )?\{[^}]*\} from '[^']+';$/;
 
 test('runtime sources use only the module forms the JavaScript conversion understands', () => {
   for (const name of FILES) {
     const source = readFileSync(join('src', 'runtime', `${name}.ts`), 'utf8');
     assert.match(source, /^\/\*\*\n \* db-hooks /, `${name}.ts starts with its doc comment`);
-    const joined = source.replace(/^import \{([^}]*)\}/gm, (_m, names: string) => {
-      return `import {${names.replace(/\s+/g, ' ')}}`;
-    });
+    const joined = source.replace(
+      /^(import type|import|export type|export) \{([^}]*)\}/gm,
+      (_m, verb, names: string) => {
+        return `${verb} {${names.replace(/\s+/g, ' ')}}`;
+      },
+    );
     for (const line of joined.split('\n')) {
       if (line.startsWith('import ')) {
         assert.ok(
@@ -69,7 +78,7 @@ test('the runtime stripped to JavaScript by sucrase loads as ESM and serves a re
     assert.equal(typeof postgres.PostgresDatabase, 'function');
     const db = new sqlite.SqliteDatabase({ path: join(dir, 'app.db') });
     assert.ok(db instanceof core.Database, 'db instanceof core.Database');
-    const scope = createScope(db);
+    const scope = core.createScope(db);
     await scope.connect();
     const row = await scope.run(() => db.atomic(() => db.get('SELECT 1 AS one')));
     await scope.release();

@@ -351,7 +351,7 @@ test('a database or role that does not exist: DatabaseUnavailableError, the deta
   }
 });
 
-test('a server that accepts but never answers: DatabaseUnavailableError at the deadline, no hang', async () => {
+test('a server that accepts but never answers: DatabaseUnavailableError at connectionTimeoutMillis, no hang', async () => {
   const sockets = new Set<Socket>();
   const silent = createServer((socket) => {
     sockets.add(socket);
@@ -362,7 +362,8 @@ test('a server that accepts but never answers: DatabaseUnavailableError at the d
   const db = new PostgresDatabase({
     connectionString: `postgres://postgres@127.0.0.1:${port}/app`,
     max: 1,
-    acquireTimeoutMillis: 300,
+    // The wait to open a connection has its own bound, pg's option.
+    connectionTimeoutMillis: 300,
     logger,
   });
   try {

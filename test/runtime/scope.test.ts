@@ -174,7 +174,7 @@ test('release() resolves even when returning the connection fails, and logs it',
     const scope = createScope(db);
     await scope.connect();
     const failure = new Error('release failed');
-    (db as any).releaseConnection = () => {
+    (db as any).driver.checkIn = () => {
       throw failure;
     };
     await scope.release(); // must not reject
