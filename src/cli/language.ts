@@ -120,6 +120,7 @@ const importBare = /^import ('[^']+');$/;
 const exportDeclaration = /^export\s+(?:(async function|function|class|const|let)\s+(\w+))/;
 const exportList = /^export \{([^}]*)\};$/;
 const exportFrom = /^export \{([^}]*)\} from ('[^']+');$/;
+const exportAll = /^export \* from ('[^']+');$/;
 
 /** Rewrites the ESM forms our sources use into CommonJS. Anything else is a bug in a template. */
 export function esmToCommonJs(source: string): string {
@@ -146,6 +147,11 @@ export function esmToCommonJs(source: string): string {
       const names = splitNames(match[1]!);
       exported.push(...names);
       return `const { ${names.join(', ')} } = require(${match[2]});`;
+    }
+    match = exportAll.exec(line);
+    if (match) {
+      exported.push(`...require(${match[1]})`);
+      return '';
     }
     match = exportList.exec(line);
     if (match) {

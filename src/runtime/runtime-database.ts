@@ -3,8 +3,6 @@
  * (runtime-postgres, runtime-sqlite) that opens connections and runs statements. Inside a
  * request every statement and transaction runs on the request's connection; outside one, each
  * statement (or transaction) borrows a connection for itself.
- *
- * Library file: configure the database in index.ts, not here.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type {

@@ -1,8 +1,6 @@
 /**
  * db-hooks runtime: what a driver (runtime-postgres, runtime-sqlite) does, and the shapes of
  * statements and their results.
- *
- * Library file: configure the database in index.ts, not here.
  */
 import type { ConnectionSource } from './runtime-pool.js';
 

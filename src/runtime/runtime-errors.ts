@@ -2,8 +2,6 @@
  * db-hooks runtime: the errors it throws. Each has a stable `code`; those a client may see say
  * nothing about the server (the detail goes to the log), and frameworks answer them with their
  * `status`.
- *
- * Library file: configure the database in index.ts, not here.
  */
 
 /** Why a scope was released; it decides what a later database call of that request is told. */

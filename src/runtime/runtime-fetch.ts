@@ -2,8 +2,6 @@
  * db-hooks runtime: the scope of a Web `Request` (the fetch target, Hono off Node): released
  * when the response body has been read or cancelled, at once for a response with no body or a
  * handler that threw, or when the request's signal aborts (the client went away).
- *
- * Library file: configure the database in index.ts, not here.
  */
 import { createScope, type Database, type RequestSettings } from './runtime-database.js';
 import type { RequestScope } from './runtime-scope.js';

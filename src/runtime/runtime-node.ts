@@ -4,8 +4,6 @@
  * hooks target). The scope is released exactly once when the exchange is over: the response was
  * sent, or the client went away, before the adapter ran, during the handler, or while the
  * response waited behind earlier pipelined ones.
- *
- * Library file: configure the database in index.ts, not here.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';

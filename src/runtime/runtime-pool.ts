@@ -3,8 +3,6 @@
  * a checkout past that waits in line, up to a deadline, for one to come back. closePool() drains
  * the pool and closes it; the next checkout opens it again. The driver keeps the connections
  * themselves (pg's Pool, or SQLite's idle list).
- *
- * Library file: configure the database in index.ts, not here.
  */
 import { PoolClosedError, PoolTimeoutError } from './runtime-errors.js';
 

@@ -5,8 +5,6 @@
  * pg, runs statements, and keeps a server restart or a killed backend from crashing the process:
  * such a connection is marked broken, its statements fail with DatabaseUnavailableError (503),
  * and it is closed instead of reused.
- *
- * Library file: configure the database in index.ts, not here.
  */
 import pg from 'pg';
 import { Database, type DatabaseOptions } from './runtime-database.js';
@@ -37,15 +35,7 @@ export interface PostgresOptions extends DatabaseOptions, pg.PoolConfig {
 
 export class PostgresDatabase extends Database<pg.PoolClient> {
   constructor(options: PostgresOptions = {}) {
-    const {
-      acquireTimeoutMillis,
-      closeTimeoutMillis,
-      leakDetectionThresholdMillis,
-      logger = console,
-      pgbouncer = false,
-      ...poolConfig
-    } = options;
-    super(new PostgresDriver(poolConfig, pgbouncer, logger), options);
+    super(new PostgresDriver(options), options);
   }
 }
 
@@ -88,7 +78,8 @@ class PostgresDriver implements Driver<pg.PoolClient> {
    */
   readonly #running = new Map<pg.PoolClient, Promise<pg.QueryResult>>();
 
-  constructor(config: pg.PoolConfig, pgbouncer: boolean, logger: Logger) {
+  constructor(options: PostgresOptions) {
+    // pg takes its own options from these and ignores the rest.
     this.#config = {
       // Opening a connection gives up after this; the wait for a free one is the runtime's.
       connectionTimeoutMillis: 5000,
@@ -96,10 +87,10 @@ class PostgresDriver implements Driver<pg.PoolClient> {
       // Idle connections never keep the process alive, e.g. after a late statement reopened
       // the pool during shutdown.
       allowExitOnIdle: true,
-      ...config,
+      ...options,
     };
-    this.#pgbouncer = pgbouncer;
-    this.#logger = logger;
+    this.#pgbouncer = options.pgbouncer ?? false;
+    this.#logger = options.logger ?? console;
   }
 
   /** pg's pool, made again after closeAll(). */

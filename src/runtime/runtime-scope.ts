@@ -4,8 +4,6 @@
  * it, and release() gives it back exactly once: after the statement in flight, with a
  * transaction left open rolled back, and refusing the request's later calls. This is the one
  * place those rules are written. It also warns about connections held too long (leak detection).
- *
- * Library file: configure the database in index.ts, not here.
  */
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { Driver } from './runtime-driver.js';
@@ -13,20 +11,7 @@ import { type ReleaseReason, ScopeReleasedError } from './runtime-errors.js';
 import type { Logger, Pool } from './runtime-pool.js';
 
 /** One request's scope, as adapters hold it. */
-export interface RequestScope {
-  /** True once release() was called: later database calls in this scope throw ScopeReleasedError. */
-  readonly released: boolean;
-  /** Runs fn (and everything it awaits) inside this scope. Can be called again for the same request. */
-  run<T>(fn: () => T): T;
-  /** Checks the request's connection out now (eager checkout). PoolTimeoutError when none is free in time. */
-  connect(): Promise<void>;
-  /**
-   * Ends the scope: waits for the statement in flight, rolls back a transaction left open, returns
-   * the connection to the pool exactly once, and refuses the request's later database calls.
-   * Safe to call any number of times, at any moment. Never rejects.
-   */
-  release(reason?: ReleaseReason): Promise<void>;
-}
+export type RequestScope = Pick<Scope<unknown>, 'released' | 'run' | 'connect' | 'release'>;
 
 /**
  * What code sees through AsyncLocalStorage: its scope, and the atomic() depth it runs at. A
@@ -47,7 +32,7 @@ export interface ScopeContext<Conn> {
   logger: Logger;
 }
 
-export class Scope<Conn> implements RequestScope {
+export class Scope<Conn> {
   /** The request's connection, from its first statement until release (or db.close()). */
   conn: Conn | undefined = undefined;
   /** False after db.close(): later statements borrow a connection each instead. */
@@ -76,6 +61,7 @@ export class Scope<Conn> implements RequestScope {
     this.#context = context;
   }
 
+  /** True once release() was called: later database calls in this scope throw ScopeReleasedError. */
   get released(): boolean {
     return this.releaseReason !== undefined;
   }
@@ -85,12 +71,14 @@ export class Scope<Conn> implements RequestScope {
     return this.#released.signal;
   }
 
+  /** Runs fn (and everything it awaits) inside this scope. Can be called again for the same request. */
   run<T>(fn: () => T): T {
     const frames = this.#context.frames;
     // Already inside (a later framework hook re-entering): no new frame needed.
     return frames.getStore() === this.#frame ? fn() : frames.run(this.#frame, fn);
   }
 
+  /** Checks the connection out now (eager checkout). PoolTimeoutError when none is free in time. */
   async connect(): Promise<void> {
     await this.track(() => this.connection());
   }
@@ -114,6 +102,11 @@ export class Scope<Conn> implements RequestScope {
     }
   }
 
+  /**
+   * Ends the scope: waits for the calls in flight, rolls back a transaction left open, returns
+   * the connection exactly once, and refuses the request's later database calls. Safe to call
+   * any number of times, at any moment. Never rejects.
+   */
   release(reason: ReleaseReason = 'done'): Promise<void> {
     if (this.#releasing === undefined) {
       this.releaseReason = reason;

@@ -7,8 +7,6 @@
  * write lock instead: a write transaction (BEGIN IMMEDIATE) holds it from BEGIN to COMMIT, a
  * single write statement holds it while it runs, and other requests wait for it without blocking
  * the event loop. WAL mode lets reads run on their own connections meanwhile.
- *
- * Library file: configure the database in index.ts, not here.
  */
 import BetterSqlite3 from 'better-sqlite3';
 import { Database, type DatabaseOptions } from './runtime-database.js';
@@ -36,28 +34,12 @@ export interface SqliteOptions extends DatabaseOptions, BetterSqlite3.Options {
 
 export class SqliteDatabase extends Database<SqliteConnection> {
   constructor(options: SqliteOptions = {}) {
-    const {
-      path = 'app.db',
-      pragmas,
-      onConnect,
-      writeTimeoutMillis = 5000,
-      max,
-      acquireTimeoutMillis,
-      closeTimeoutMillis,
-      leakDetectionThresholdMillis,
-      logger = console,
-      ...driverOptions
-    } = options;
-    const driver = new SqliteDriver({
-      path,
-      driverOptions,
-      pragmas: { journal_mode: 'wal', synchronous: 'normal', ...pragmas },
-      onConnect,
-      writeTimeoutMillis,
-      logger,
-    });
+    const path = options.path ?? 'app.db';
     // Every ':memory:' connection is a separate empty database, so share one.
-    super(driver, { ...options, max: path === ':memory:' ? 1 : max });
+    super(new SqliteDriver(path, options), {
+      ...options,
+      max: path === ':memory:' ? 1 : options.max,
+    });
   }
 }
 
@@ -67,15 +49,6 @@ export interface SqliteConnection {
   statements: Map<string, BetterSqlite3.Statement>;
   /** Gives up the write lock this connection's transaction holds. */
   unlock: (() => void) | undefined;
-}
-
-interface DriverSettings {
-  path: string;
-  driverOptions: BetterSqlite3.Options;
-  pragmas: Record<string, string | number>;
-  onConnect: SqliteOptions['onConnect'];
-  writeTimeoutMillis: number;
-  logger: Logger;
 }
 
 const STATEMENT_CACHE_SIZE = 200;
@@ -115,18 +88,23 @@ function runStatement(
 }
 
 class SqliteDriver implements Driver<SqliteConnection> {
-  readonly #settings: DriverSettings;
+  readonly #path: string;
+  readonly #options: SqliteOptions;
   readonly #pragmas: string[];
+  readonly #writeTimeoutMillis: number;
+  readonly #logger: Logger;
   readonly #all = new Set<SqliteConnection>();
   readonly #idle: SqliteConnection[] = [];
   #writeLocked = false;
   readonly #waitingToWrite = new WaitQueue();
 
-  constructor(settings: DriverSettings) {
-    this.#settings = settings;
-    this.#pragmas = Object.entries(settings.pragmas).map(([name, value]) =>
-      pragmaStatement(name, value),
-    );
+  constructor(path: string, options: SqliteOptions) {
+    this.#path = path;
+    this.#options = options;
+    const pragmas = { journal_mode: 'wal', synchronous: 'normal', ...options.pragmas };
+    this.#pragmas = Object.entries(pragmas).map(([name, value]) => pragmaStatement(name, value));
+    this.#writeTimeoutMillis = options.writeTimeoutMillis ?? 5000;
+    this.#logger = options.logger ?? console;
   }
 
   checkOut(): SqliteConnection | Promise<SqliteConnection> {
@@ -239,10 +217,10 @@ class SqliteDriver implements Driver<SqliteConnection> {
   /** Waits for the write lock; resolves with the function that gives it up (once). */
   async #lockForWriting(signal?: AbortSignal): Promise<() => void> {
     if (this.#writeLocked) {
-      const timeout = this.#settings.writeTimeoutMillis;
+      const timeout = this.#writeTimeoutMillis;
       // Handed over by the holder's unlock, still locked.
       const timedOut = () => {
-        this.#settings.logger.error(
+        this.#logger.error(
           `db-hooks: waited ${timeout} ms for another request's SQLite write transaction to ` +
             'finish. Keep db.atomic() blocks short (no slow awaits inside), or raise ' +
             'writeTimeoutMillis in index.',
@@ -264,12 +242,10 @@ class SqliteDriver implements Driver<SqliteConnection> {
     let statement = conn.statements.get(sql);
     if (statement === undefined) {
       statement = conn.handle.prepare(sql);
-      if (conn.statements.size >= STATEMENT_CACHE_SIZE) {
-        // Maps keep insertion order: drop the oldest.
-        for (const oldest of conn.statements.keys()) {
-          conn.statements.delete(oldest);
-          break;
-        }
+      // Maps keep insertion order: the first key is the oldest.
+      const oldest = conn.statements.keys().next();
+      if (conn.statements.size >= STATEMENT_CACHE_SIZE && !oldest.done) {
+        conn.statements.delete(oldest.value);
       }
       conn.statements.set(sql, statement);
     }
@@ -277,15 +253,15 @@ class SqliteDriver implements Driver<SqliteConnection> {
   }
 
   async #open(): Promise<SqliteConnection> {
-    const { path, driverOptions, onConnect, logger } = this.#settings;
     let handle: BetterSqlite3.Database | undefined;
     try {
-      handle = new BetterSqlite3(path, driverOptions);
+      // better-sqlite3 takes its own options from these and ignores the rest.
+      handle = new BetterSqlite3(this.#path, this.#options);
       for (const pragma of this.#pragmas) handle.pragma(pragma);
-      await onConnect?.(handle);
+      await this.#options.onConnect?.(handle);
     } catch (error) {
       handle?.close();
-      logger.error(`db-hooks: could not open a SQLite connection to ${path}:`, error);
+      this.#logger.error(`db-hooks: could not open a SQLite connection to ${this.#path}:`, error);
       throw new DatabaseUnavailableError({ cause: error });
     }
     const conn: SqliteConnection = { handle, statements: new Map(), unlock: undefined };

@@ -2,8 +2,6 @@
  * db-hooks runtime: db.atomic()'s two paths. A scope's outermost block is a transaction (BEGIN,
  * then COMMIT, or ROLLBACK when it throws); a nested block is a savepoint, so an inner failure
  * rolls back only the inner part.
- *
- * Library file: configure the database in index.ts, not here.
  */
 import { ScopeReleasedError } from './runtime-errors.js';
 import type { Scope, ScopeContext } from './runtime-scope.js';

@@ -10,37 +10,9 @@
  *   runtime-driver       what a driver does (runtime-postgres, runtime-sqlite)
  *   runtime-errors       the errors, with codes and client-safe messages
  *   runtime-node, runtime-fetch  the lifecycle of a node:http or a Web request
- *
- * Library file: configure the database in index.ts, not here.
  */
-export {
-  type AdapterOptions,
-  type Checkout,
-  type ConnectOptions,
-  createScope,
-  currentScope,
-  Database,
-  type DatabaseOptions,
-  type RequestSettings,
-} from './runtime-database.js';
-export type {
-  Params,
-  RawOptions,
-  RawResult,
-  RunResult,
-  StatementMode,
-  StatementResults,
-} from './runtime-driver.js';
-export {
-  ConnectionStateError,
-  DatabaseUnavailableError,
-  DbHooksError,
-  isGoneClient,
-  PoolClosedError,
-  PoolTimeoutError,
-  type ReleaseReason,
-  ScopeReleasedError,
-  ServiceUnavailableError,
-} from './runtime-errors.js';
+export * from './runtime-database.js';
+export type * from './runtime-driver.js';
+export * from './runtime-errors.js';
 export type { Logger, PoolOptions, PoolStats } from './runtime-pool.js';
 export type { RequestScope } from './runtime-scope.js';

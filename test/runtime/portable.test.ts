@@ -22,7 +22,7 @@ const ALLOWED_IMPORT = [
   /^import type \{[^}]*\} from '[^']+';$/,
 ];
 const ALLOWED_EXPORT =
-  /^export (class|abstract class|function|async function|const|interface|type) |^export (type )?\{[^}]*\} from '[^']+';$/;
+  /^export (class|abstract class|function|async function|const|interface|type) |^export (type )?(\{[^}]*\}|\*) from '[^']+';$/;
 
 test('runtime sources use only the module forms the JavaScript conversion understands', () => {
   for (const name of FILES) {
