@@ -220,3 +220,11 @@ export function detectProject(cwd: string, env: NodeJS.ProcessEnv = process.env)
     manifest,
   };
 }
+
+/** The major version of a dependency, from the range package.json gives it (^4.21.2 → 4). */
+export function dependencyMajor(facts: ProjectFacts, name: string): number | undefined {
+  const json = facts.packageJson;
+  const range = json?.dependencies?.[name] ?? json?.devDependencies?.[name];
+  const major = /(\d+)/.exec(range ?? '')?.[1];
+  return major === undefined ? undefined : Number(major);
+}

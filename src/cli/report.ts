@@ -3,7 +3,7 @@
 // next steps.
 import { basename, relative } from 'node:path';
 import type { Draft } from './answers.js';
-import type { PackageManager, ProjectFacts } from './detect.js';
+import { dependencyMajor, type PackageManager, type ProjectFacts } from './detect.js';
 import { oneOf } from './errors.js';
 import { formatCommand, type InstallCommand, installCommands } from './install.js';
 import type { ModuleFormat } from './language.js';
@@ -22,14 +22,9 @@ import { findDatabase, findOrm, findTarget, type TargetId } from './targets.js';
  * `Express 5 · TypeScript (ESM) · npm · src/db`.
  */
 export function projectSummary(facts: ProjectFacts, draft: Draft): string {
-  const major = (name: string) => {
-    const range =
-      facts.packageJson?.dependencies?.[name] ?? facts.packageJson?.devDependencies?.[name];
-    return /(\d+)/.exec(range ?? '')?.[1];
-  };
   const frameworks = facts.frameworks.map((id) => {
     const target = findTarget(id)!;
-    const version = major(target.detectedBy[0] ?? '');
+    const version = dependencyMajor(facts, target.detectedBy[0] ?? '');
     return version ? `${target.name} ${version}` : target.name;
   });
   const language = `${draft.language === 'ts' ? 'TypeScript' : 'JavaScript'} (${draft.moduleFormat === 'esm' ? 'ESM' : 'CommonJS'})`;
@@ -130,11 +125,14 @@ export async function dryRunText(plan: Plan, commands: readonly InstallCommand[]
   return `${out.join('\n').trimEnd()}\n`;
 }
 
-function importLine(plan: Plan, target: TargetId): string {
+function importLine(
+  plan: Plan,
+  target: TargetId,
+  names = findTarget(target)!.exports.join(', '),
+): string {
   const { dir, language, moduleFormat } = plan.answers;
   const fromSrc = dir.startsWith('src/') ? dir.slice('src/'.length) : dir;
   const specifier = `./${fromSrc}/${target}.js`;
-  const names = findTarget(target)!.exports.join(', ');
   return language === 'js' && moduleFormat === 'cjs'
     ? `const { ${names} } = require('${specifier}');`
     : `import { ${names} } from '${specifier}';`;
@@ -151,6 +149,8 @@ export interface ReportInput {
   declinedFrameworks?: readonly MissingFramework[];
   /** The directory the user ran us from, to print `cd` for a new app made elsewhere. */
   invokedFrom: string;
+  /** The project's Express major: Express 4 apps get one more step. */
+  expressMajor?: number | undefined;
 }
 
 /** The closing report: what happened to each file, then what to do next. */
@@ -161,6 +161,7 @@ export function finalReport({
   declinedFrameworks = [],
   fixes = [],
   invokedFrom,
+  expressMajor,
 }: ReportInput): string {
   const out: string[] = [];
   const section = (title: string, files: PlannedFile[]) => {
@@ -224,6 +225,13 @@ export function finalReport({
         `${target.name}: in your app (import path as seen from ${base}):`,
         `    ${importLine(plan, target.id)}`,
         `    ${usageFor(target.id, answers.moduleFormat)}${'placement' in target ? `   // ${target.placement}` : ''}`,
+      );
+    }
+    if (expressMajor === 4 && added.some((file) => file.target === 'express')) {
+      steps.push(
+        'Express 4 ignores the promise of an async handler, so a statement refused because its client left would end the process. Call once in your entry file:',
+        `    ${importLine(plan, 'express', 'ignoreGoneClientRejections')}`,
+        '    ignoreGoneClientRejections();',
       );
     }
     for (const file of plan.files.filter((f) => f.kind === 'orm' && f.status === 'created')) {

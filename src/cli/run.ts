@@ -2,7 +2,13 @@
 // defaults, then prompts) → plan → check → dry run or write → install → report. Loaded lazily by
 // main.ts so --help, --version and --list stay instant.
 import { type Answers, type CliOptions, draftAnswers, finishAnswers } from './answers.js';
-import { detectProject, findProjectRoot, isEmptyFolder, type ProjectFacts } from './detect.js';
+import {
+  dependencyMajor,
+  detectProject,
+  findProjectRoot,
+  isEmptyFolder,
+  type ProjectFacts,
+} from './detect.js';
 import { oneOf, UsageError } from './errors.js';
 import {
   formatCommand,
@@ -226,6 +232,7 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
     declinedFrameworks: declined,
     fixes: outcome.fixes,
     invokedFrom: io.cwd,
+    expressMajor: dependencyMajor(facts, 'express'),
   });
   io.stdout(report);
   return outcome.failed ? 1 : 0;

@@ -71,7 +71,7 @@ export const targets = [
   {
     id: 'fastify',
     name: 'Fastify',
-    title: 'Fastify 5 (plugin; closes the pool on app.close())',
+    title: 'Fastify 5 (plugin)',
     detectedBy: ['fastify'],
     dependencies: [{ name: 'fastify-plugin', version: '^5.0.1' }],
     frameworkDependencies: [{ name: 'fastify', version: '^5.4.0' }],
@@ -147,7 +147,7 @@ export const targets = [
   {
     id: 'nestjs',
     name: 'NestJS',
-    title: 'NestJS 12 on Express or Fastify (module; closes the pool on shutdown)',
+    title: 'NestJS 12 on Express or Fastify (module)',
     detectedBy: ['@nestjs/core'],
     runsOn: ['express', 'fastify'],
     dependencies: [],

@@ -948,6 +948,25 @@ describe('small things users meet', () => {
     assert.match(esmResult.stdout, /^ +await app\.register\(dbHooks\) /m);
   });
 
+  test('Express 4: Next steps call ignoreGoneClientRejections() in the entry file; Express 5 needs no such step', async () => {
+    const four = makeProject({}, { name: 'x', dependencies: { express: '^4.21.2' } });
+    const result = await runCli(['-C', four, '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /Express 4 ignores the promise of an async handler/);
+    assert.match(
+      result.stdout,
+      /^ {6}const \{ ignoreGoneClientRejections \} = require\('\.\/db\/express\.js'\);\n {6}ignoreGoneClientRejections\(\);$/m,
+    );
+    assert.match(
+      readFileSync(join(four, 'db/express.js'), 'utf8'),
+      /^function ignoreGoneClientRejections\(\)/m,
+    );
+    const five = makeProject({}, { name: 'x', dependencies: { express: '^5.1.0' } });
+    const fiveResult = await runCli(['-C', five, '-y', '--no-install']);
+    assert.equal(fiveResult.code, 0, fiveResult.stderr);
+    assert.doesNotMatch(fiveResult.stdout, /ignoreGoneClientRejections/);
+  });
+
   test('--dry-run names a skipped file in one pair of brackets', async () => {
     const root = makeProject({ 'db/index.js': 'mine\n' }, { name: 'x' });
     const result = await runCli(['-C', root, 'express', '--dry-run']);
