@@ -6,8 +6,8 @@
 // handler's connection; `Database` is injected by type and is `db`; pool exhaustion is a 503
 // from Nest's exception layer (its usual JSON, Retry-After, no stack in the log), before any
 // guard with eager checkout; a client that leaves is no logged error; on SIGTERM with
-// enableShutdownHooks() the request in flight finishes, then the pool closes. And the new app
-// the CLI makes in an empty folder type-checks and serves its route.
+// enableShutdownHooks() the request in flight finishes, then the app's shutdown hook closes the
+// pool. And the new app the CLI makes in an empty folder type-checks and serves its route.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -75,6 +75,7 @@ import {
   type MiddlewareConsumer,
   type NestInterceptor,
   type NestModule,
+  type OnApplicationShutdown,
   Param,
   type PipeTransform,
   Post,
@@ -200,8 +201,12 @@ class ProbeModule {}
   ],
   controllers: [ProbeController],
 })
-class AppModule implements NestModule {
+class AppModule implements NestModule, OnApplicationShutdown {
   constructor(private readonly probe: Probe) {}
+  // The app owns the pool: once Nest has stopped the server and finished the requests in flight.
+  onApplicationShutdown(): Promise<void> {
+    return database.closePool();
+  }
   // The app's own middleware: registered after DbHooksModule's (a global module's goes first).
   configure(consumer: MiddlewareConsumer) {
     consumer
