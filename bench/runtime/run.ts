@@ -13,34 +13,36 @@
 // to every function and closure and would inflate the runtime's cost several times over.
 import { AsyncLocalStorage, createHook } from 'node:async_hooks';
 import { execSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
 import { transform } from 'sucrase';
-import { createScope } from '../../src/runtime/runtime.ts';
 import { createTestDatabase, postgresUrl } from '../../test/support/postgres.ts';
 
 type PostgresModule = typeof import('../../src/runtime/runtime-postgres.ts');
 type SqliteModule = typeof import('../../src/runtime/runtime-sqlite.ts');
+type CoreModule = typeof import('../../src/runtime/runtime.ts');
 
 /** Strips the runtime's types with sucrase into bench/.cache/runtime and imports it. */
-async function loadRuntime(): Promise<PostgresModule & SqliteModule> {
+async function loadRuntime(): Promise<PostgresModule & SqliteModule & CoreModule> {
   const out = join('bench', '.cache', 'runtime');
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, 'package.json'), '{ "type": "module" }\n');
-  for (const name of ['runtime', 'runtime-postgres', 'runtime-sqlite']) {
-    const source = readFileSync(join('src', 'runtime', `${name}.ts`), 'utf8');
+  for (const file of readdirSync(join('src', 'runtime'))) {
+    const source = readFileSync(join('src', 'runtime', file), 'utf8');
     const { code } = transform(source, { transforms: ['typescript'], disableESTransforms: true });
-    writeFileSync(join(out, `${name}.js`), code);
+    writeFileSync(join(out, file.replace(/\.ts$/, '.js')), code);
   }
-  const postgres = await import(join(process.cwd(), out, 'runtime-postgres.js'));
-  const sqlite = await import(join(process.cwd(), out, 'runtime-sqlite.js'));
-  return { ...postgres, ...sqlite };
+  const load = (name: string) => import(join(process.cwd(), out, `${name}.js`));
+  const [core, postgres, sqlite] = await Promise.all(
+    ['runtime', 'runtime-postgres', 'runtime-sqlite'].map(load),
+  );
+  return { ...core, ...postgres, ...sqlite };
 }
 
-const { PostgresDatabase, SqliteDatabase } = await loadRuntime();
+const { PostgresDatabase, SqliteDatabase, createScope } = await loadRuntime();
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
