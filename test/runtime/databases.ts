@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Database, DatabaseOptions } from '../../src/runtime/runtime.ts';
-import { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
+import { PostgresDatabase, type PostgresOptions } from '../../src/runtime/runtime-postgres.ts';
 import { SqliteDatabase, type SqliteOptions } from '../../src/runtime/runtime-sqlite.ts';
 import { createTestDatabase } from '../support/postgres.ts';
 
@@ -20,6 +20,8 @@ export interface Opened<Db extends Database = Database> {
   sql(text: string): string;
   /** PostgreSQL only: the database URL, for a separate admin connection. */
   url?: string;
+  /** SQLite only: the database file. */
+  path?: string;
   /** Closes the pool (if the test did not) and deletes the database. */
   cleanup(): Promise<void>;
 }
@@ -29,17 +31,19 @@ export interface Kind {
   open(options?: PoolOptions): Promise<Opened>;
 }
 
+/** Any SqliteDatabase option but the file, which is app.db in a new temp directory. */
 export async function openSqlite(
-  options: PoolOptions &
-    Pick<SqliteOptions, 'timeout' | 'writeTimeoutMillis'> & { parentDir?: string } = {},
+  options: Omit<SqliteOptions, 'path'> & { parentDir?: string } = {},
 ): Promise<Opened<SqliteDatabase>> {
   const { parentDir = tmpdir(), ...poolOptions } = options;
   const dir = mkdtempSync(join(parentDir, 'cdh-sqlite-'));
+  const path = join(dir, 'app.db');
   // Tests that wait longer for a connection wait as long for their turn to write.
   const writeTimeoutMillis = options.writeTimeoutMillis ?? options.acquireTimeoutMillis;
-  const db = new SqliteDatabase({ path: join(dir, 'app.db'), ...poolOptions, writeTimeoutMillis });
+  const db = new SqliteDatabase({ path, ...poolOptions, writeTimeoutMillis });
   return {
     db,
+    path,
     sql: (text) => text,
     async cleanup() {
       await db.closePool();
@@ -48,7 +52,10 @@ export async function openSqlite(
   };
 }
 
-export async function openPostgres(options: PoolOptions = {}): Promise<Opened<PostgresDatabase>> {
+/** Any PostgresDatabase option (pg's PoolConfig and ours) but the server, a new test database. */
+export async function openPostgres(
+  options: Omit<PostgresOptions, 'connectionString'> = {},
+): Promise<Opened<PostgresDatabase>> {
   const database = await createTestDatabase();
   const db = new PostgresDatabase({ connectionString: database.url, ...options });
   return {
@@ -150,7 +157,13 @@ export function recordStatements(db: Database): Array<{ sql: string; conn: unkno
   const ran: Array<{ sql: string; conn: unknown }> = [];
   const target = (db as any).driver;
   const original = target.execute.bind(target);
-  target.execute = (conn: unknown, mode: string, sql: string, params: unknown, options: unknown) => {
+  target.execute = (
+    conn: unknown,
+    mode: string,
+    sql: string,
+    params: unknown,
+    options: unknown,
+  ) => {
     ran.push({ sql, conn });
     return original(conn, mode, sql, params, options);
   };
