@@ -43,7 +43,7 @@ export interface ConnectionSource<Conn> {
 
 /** A FIFO of waiters, each with a deadline: for a free connection, and for SQLite's write turn. */
 export class WaitQueue {
-  readonly #waiters: ((error?: unknown) => void)[] = [];
+  readonly #waiters: ((error?: Error) => void)[] = [];
 
   get length(): number {
     return this.#waiters.length;
@@ -54,20 +54,21 @@ export class WaitQueue {
    * with the signal's reason when it aborts first (the request's scope was released).
    */
   wait(timeoutMillis: number, timeoutError: () => Error, signal?: AbortSignal): Promise<void> {
-    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (signal?.aborted) return Promise.reject(signal.reason as Error);
     return new Promise<void>((resolve, reject) => {
-      const settle = (error?: unknown) => {
+      const settle = (error?: Error) => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', abort);
         if (error === undefined) resolve();
         else reject(error);
       };
-      const leave = (error: unknown) => {
+      const leave = (error: Error) => {
         const index = this.#waiters.indexOf(settle);
         if (index !== -1) this.#waiters.splice(index, 1);
         settle(error);
       };
-      const abort = () => leave(signal?.reason);
+      // Scopes abort with the ScopeReleasedError their waits reject with.
+      const abort = () => leave(signal?.reason as Error);
       const timer = setTimeout(() => leave(timeoutError()), timeoutMillis);
       signal?.addEventListener('abort', abort, { once: true });
       this.#waiters.push(settle);
