@@ -101,7 +101,9 @@ class SqliteDriver implements Driver<SqliteConnection> {
   constructor(path: string, options: SqliteOptions) {
     this.#path = path;
     this.#options = options;
-    const pragmas = { journal_mode: 'wal', synchronous: 'normal', ...options.pragmas };
+    // A read-only connection cannot switch the file to WAL: it takes the file as it is.
+    const defaults = options.readonly ? {} : { journal_mode: 'wal', synchronous: 'normal' };
+    const pragmas = { ...defaults, ...options.pragmas };
     this.#pragmas = Object.entries(pragmas).map(([name, value]) => pragmaStatement(name, value));
     this.#writeTimeoutMillis = options.writeTimeoutMillis ?? 5000;
     this.#logger = options.logger ?? console;
