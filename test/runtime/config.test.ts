@@ -10,7 +10,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import type BetterSqlite3 from 'better-sqlite3';
+import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
 import {
   type Checkout,
@@ -412,6 +412,28 @@ describe('sqlite: pragmas and better-sqlite3 options', () => {
       assert.deepEqual(await writer.db.query('SELECT v FROM t'), [{ v: 1 }]);
     } finally {
       await writer.cleanup();
+    }
+  });
+
+  test('readonly on a file that is not in WAL mode: read as it is (no default pragma to refuse)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cdh-readonly-'));
+    const path = join(dir, 'plain.db');
+    try {
+      const plain = new BetterSqlite3(path); // rollback journal, as the sqlite3 shell makes it
+      plain.exec('CREATE TABLE t (v INTEGER); INSERT INTO t (v) VALUES (7)');
+      plain.close();
+      const reader = new SqliteDatabase({ path, readonly: true });
+      try {
+        assert.deepEqual(await reader.query('SELECT v FROM t'), [{ v: 7 }]);
+        assert.equal(
+          (await reader.get<{ journal_mode: string }>('PRAGMA journal_mode'))?.journal_mode,
+          'delete',
+        );
+      } finally {
+        await reader.closePool();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
