@@ -103,7 +103,7 @@ class SqliteDriver implements Driver<SqliteConnection> {
     this.#options = options;
     // A read-only connection cannot switch the file to WAL: it takes the file as it is.
     const defaults = options.readonly ? {} : { journal_mode: 'wal', synchronous: 'normal' };
-    const pragmas = { ...defaults, ...options.pragmas };
+    const pragmas: Record<string, string | number> = { ...defaults, ...options.pragmas };
     this.#pragmas = Object.entries(pragmas).map(([name, value]) => pragmaStatement(name, value));
     this.#writeTimeoutMillis = options.writeTimeoutMillis ?? 5000;
     this.#logger = options.logger ?? console;
