@@ -20,12 +20,14 @@ import type {
 import { DatabaseUnavailableError, PoolTimeoutError } from './runtime-errors.js';
 import { type Logger, WaitQueue } from './runtime-pool.js';
 
+export type Pragmas = Record<string, string | number>;
+
 /** better-sqlite3's options (timeout, readonly, fileMustExist, ...), passed as they are, and ours. */
 export interface SqliteOptions extends DatabaseOptions, BetterSqlite3.Options {
   /** Database file. Default 'app.db'. ':memory:' gets a single connection. */
   path?: string;
   /** Set on every new connection, over the defaults: `{ journal_mode: 'wal', synchronous: 'normal' }`. */
-  pragmas?: Record<string, string | number>;
+  pragmas?: Pragmas;
   /** Awaited before a new connection is first used; when it throws, the connection is closed. */
   onConnect?: (connection: BetterSqlite3.Database) => void | Promise<void>;
   /** How long a write waits for another request's write transaction to end. Default 5000. */
@@ -102,8 +104,10 @@ class SqliteDriver implements Driver<SqliteConnection> {
     this.#path = path;
     this.#options = options;
     // A read-only connection cannot switch the file to WAL: it takes the file as it is.
-    const defaults = options.readonly ? {} : { journal_mode: 'wal', synchronous: 'normal' };
-    const pragmas: Record<string, string | number> = { ...defaults, ...options.pragmas };
+    const defaults: Pragmas = options.readonly
+      ? {}
+      : { journal_mode: 'wal', synchronous: 'normal' };
+    const pragmas = { ...defaults, ...options.pragmas };
     this.#pragmas = Object.entries(pragmas).map(([name, value]) => pragmaStatement(name, value));
     this.#writeTimeoutMillis = options.writeTimeoutMillis ?? 5000;
     this.#logger = options.logger ?? console;
