@@ -201,14 +201,18 @@ export interface RunningApp {
 
 const tsxLoader = import.meta.resolve('tsx');
 
-/** Starts src/<entry> of the project with PORT=0 and waits for the URL it prints. */
+/**
+ * Starts src/<entry> of the project with PORT=0 and waits for the URL it prints. `nodeArgs` go
+ * to node before the file (e.g. --unhandled-rejections=warn).
+ */
 export async function startApp(
   project: Project,
   entry: string,
   env: Record<string, string | undefined>,
+  nodeArgs: string[] = [],
 ): Promise<RunningApp> {
   const file = join('src', `${entry}${project.ext}`);
-  const args = project.ext === '.ts' ? ['--import', tsxLoader, file] : [file];
+  const args = [...nodeArgs, ...(project.ext === '.ts' ? ['--import', tsxLoader, file] : [file])];
   const child = spawn(process.execPath, args, {
     cwd: project.dir,
     env: { PATH: process.env.PATH, HOST: '127.0.0.1', PORT: '0', ...env },
