@@ -118,8 +118,9 @@ export class Database<Conn = unknown> {
           'db.connectionContext(fn) in scripts.',
       );
     }
-    const alreadyOpen = scope.conn !== undefined || !scope.holdsConnection;
-    if (scope.conn !== undefined && !options.reuseIfOpen) {
+    if (scope.releaseReason) throw new ScopeReleasedError(scope.releaseReason);
+    const alreadyOpen = scope.hasConnection;
+    if (alreadyOpen && !options.reuseIfOpen) {
       throw new ConnectionStateError(
         'The connection for this request is already open. Call db.connect() once per ' +
           'request, or pass { reuseIfOpen: true }.',
@@ -127,7 +128,7 @@ export class Database<Conn = unknown> {
     }
     scope.holdsConnection = true; // again, after a db.close()
     await scope.connect();
-    return !alreadyOpen || scope.conn === undefined;
+    return !alreadyOpen;
   }
 
   /**

@@ -66,6 +66,11 @@ export class Scope<Conn> {
     return this.releaseReason !== undefined;
   }
 
+  /** True while the scope holds its connection or is checking it out. */
+  get hasConnection(): boolean {
+    return this.conn !== undefined || this.#checkingOut !== undefined;
+  }
+
   /** Aborts when the scope is released; the scope's waits take it. */
   get signal(): AbortSignal {
     return this.#released.signal;

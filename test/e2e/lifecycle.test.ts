@@ -488,6 +488,11 @@ if (framework === 'fastify') {
   const express = (await import(framework)).default;
   const adapter = mode === 'without' ? undefined : await import('./db/express.js');
   if (mode === 'ignore-gone') adapter.ignoreGoneClientRejections();
+  // Called twice (an app factory run per test): still one listener, Node's policy kept.
+  if (mode === 'ignore-gone-twice') {
+    adapter.ignoreGoneClientRejections();
+    adapter.ignoreGoneClientRejections();
+  }
   const app = express();
   if (adapter) app.use(adapter.dbHooks());
   app.get('/items/1', (req, res, next) => {
@@ -680,7 +685,7 @@ const policyArgs = (policy: Policy) =>
 async function afterUnrelatedRejection(
   project: LifecycleProject,
   framework: string,
-  adapter: 'with' | 'without' | 'ignore-gone',
+  adapter: 'with' | 'without' | 'ignore-gone' | 'ignore-gone-twice',
   policy: Policy,
   how: 'argv' | 'NODE_OPTIONS' = 'argv',
 ): Promise<string> {
@@ -862,5 +867,13 @@ describe('the process keeps its --unhandled-rejections policy', { concurrency: 2
       const result = await afterUnrelatedRejection(sqlite, 'express4', 'ignore-gone', policy, how);
       assert.equal(result, expected[policy], `--unhandled-rejections=${policy} in ${how}`);
     }
+    const twice = await afterUnrelatedRejection(
+      sqlite,
+      'express4',
+      'ignore-gone-twice',
+      'default',
+      'argv',
+    );
+    assert.equal(twice, expected.default, 'called twice, it must still end the process');
   });
 });
