@@ -118,8 +118,15 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     const root = makeProject({}, { name: 'x' });
     const before = contents(root);
     const cli = start('decline', ['-C', root, 'hooks', '-d', 'sqlite', '--no-install']);
-    const screen = await cli.waitFor(/Write 5 files/);
-    assert.doesNotMatch(screen, /Which frameworks|Which database/);
+    const screen = await cli.waitFor(/Write \d+ files/);
+    assert.doesNotMatch(screen, /Which frameworks|Which database|Bind a query builder/);
+    // The count is the plan's: every file listed above the question (db-hooks.json too).
+    const planned = screen.match(/^ {2}create {2}\S+/gm) ?? [];
+    assert.ok(
+      planned.some((line) => line.endsWith('db/hooks.js')),
+      screen,
+    );
+    assert.match(screen, new RegExp(`Write ${planned.length} files`), screen);
     cli.keys('n', 'Enter');
     assert.equal(await cli.exitCode(), 0);
     assert.deepEqual(contents(root), before);
@@ -223,8 +230,7 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     cli.keys('Enter');
     await cli.waitFor('Bind a query builder or ORM');
     cli.keys('Enter'); // none
-    const done = await cli.waitFor(/Already up to date|Unchanged/);
-    assert.ok(done);
+    await cli.waitFor(/Already up to date|Unchanged/);
     assert.equal(await cli.exitCode(), 0);
     assert.deepEqual(readJson(join(root, 'db-hooks.json')).targets, ['express']);
   });
@@ -297,6 +303,95 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
       cli.keys('C-c');
       assert.equal(await cli.exitCode(), 130);
       assert.deepEqual(contents(root), before);
+    });
+  }
+
+  /** A project the CLI already wrote Express + SQLite into, with --yes. */
+  async function generated(name: string, extra: string[] = []): Promise<string> {
+    const root = makeProject({}, { name: 'x', dependencies: { express: '^5' } });
+    const setup = start(name, ['-C', root, 'express', ...extra, '--yes', '--no-install']);
+    assert.equal(await setup.exitCode(), 0);
+    return root;
+  }
+
+  // The other questions, each in the situation that asks it.
+  const fakeNpm = () => {
+    const bin = tempDir('cdh-bin-');
+    writeFileSync(join(bin, 'npm'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+    return `${bin}:${process.env.PATH}`;
+  };
+  for (const [where, situation, prompt] of [
+    [
+      'the ORM question',
+      async () => ({
+        root: await generated('cancel-orm-setup', ['-d', 'sqlite']),
+        args: ['-d', 'sqlite'],
+        answer: ['Which frameworks should get database hooks?', 'Enter'] as const,
+      }),
+      'Bind a query builder or ORM',
+    ],
+    [
+      'the TypeScript or JavaScript question',
+      async () => ({ root: join(tempDir(), 'fresh'), args: ['express', '-d', 'sqlite'] }),
+      'TypeScript or JavaScript?',
+    ],
+    [
+      'the new-app-here question',
+      async () => {
+        const root = tempDir('cdh-home-');
+        writeFileSync(join(root, 'notes.txt'), 'mine\n');
+        return { root, args: ['express'] };
+      },
+      'Make a new app here anyway?',
+    ],
+    [
+      'the database switch',
+      async () => ({
+        root: await generated('cancel-switch-setup', ['-d', 'sqlite']),
+        args: ['-f', 'express', '-d', 'postgres'],
+      }),
+      'Switch the database from sqlite to postgres?',
+    ],
+    [
+      'the framework install question',
+      async () => ({
+        root: makeProject({ 'src/app.js': '' }, { name: 'x', dependencies: { express: '^5' } }),
+        args: ['koa', '-d', 'sqlite'],
+        path: fakeNpm(),
+      }),
+      'Koa is not in package.json',
+    ],
+    [
+      'an edited file',
+      async () => {
+        const root = await generated('cancel-edited-setup', ['-d', 'sqlite']);
+        const file = join(root, 'db/express.js');
+        writeFileSync(file, `${readFileSync(file, 'utf8')}// edited\n`);
+        return { root, args: ['-f', 'express', '-d', 'sqlite'] };
+      },
+      'db/express.js was edited since it was generated',
+    ],
+  ] as const) {
+    test(`Ctrl-C at ${where}: exit 130, nothing written`, async () => {
+      const { root, args, path, answer } = (await situation()) as {
+        root: string;
+        args: readonly string[];
+        path?: string;
+        /** A question before the one under test, and the key that answers it. */
+        answer?: readonly [string, string];
+      };
+      const before = existsSync(root) ? contents(root) : undefined;
+      const name = `cancel-${where.replace(/\W+/g, '-')}`;
+      const cli = start(name, ['-C', root, ...(path ? [] : ['--no-install']), ...args], { path });
+      if (answer) {
+        await cli.waitFor(answer[0]);
+        cli.keys(answer[1]);
+      }
+      await cli.waitFor(prompt);
+      cli.keys('C-c');
+      assert.equal(await cli.exitCode(), 130);
+      if (before) assert.deepEqual(contents(root), before);
+      else assert.ok(!existsSync(root), 'the new app was written');
     });
   }
 });
