@@ -2,9 +2,10 @@
 // settings (with the project's own formatter when installed), a file the user only reformatted
 // counts as unchanged, and an edit in one file never makes another one lose its edits.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import { sameCode, withoutLayout } from '../../src/cli/manifest.ts';
 import { biomeToPrettier, editorconfigToPrettier } from '../../src/cli/style.ts';
 import { makeProject, repoRoot, runCli, writeTree } from './helpers.ts';
@@ -16,12 +17,45 @@ const typescriptProject = (files: Record<string, string | object> = {}) =>
 const semicolonLines = (text: string) =>
   text.split('\n').filter((line) => !/^\s*(\/\/|\*|\/\*)/.test(line) && /;\s*$/.test(line));
 
-/** The repository's own copy of a package, linked into a project as if installed there. */
-function linkPackage(root: string, name: string) {
-  const target = join(root, 'node_modules', name);
-  writeTree(root, { [`node_modules/.keep-${name.replace('/', '-')}`]: '' });
-  if (name.includes('/')) writeTree(root, { [`node_modules/${name.split('/')[0]}/.keep`]: '' });
-  symlinkSync(join(repoRoot, 'node_modules', name), target);
+/** The last line the project's own formatter (below) adds, so a test can tell which one ran. */
+const ownMark = (name: string) => `// formatted by the project's ${name}\n`;
+
+/**
+ * The project's own Prettier: the repository's, wrapped so that what it formats ends with
+ * ownMark('Prettier'). The bundled Prettier never writes that line.
+ */
+function installOwnPrettier(root: string): void {
+  const real = pathToFileURL(join(repoRoot, 'node_modules', 'prettier', 'index.mjs')).href;
+  writeTree(root, {
+    'node_modules/prettier/package.json': { name: 'prettier', version: '3.0.0', main: 'index.mjs' },
+    'node_modules/prettier/index.mjs': [
+      `import * as real from ${JSON.stringify(real)};`,
+      'export const resolveConfig = real.resolveConfig;',
+      'export async function format(source, options) {',
+      `  return (await real.format(source, options)) + ${JSON.stringify(ownMark('Prettier'))};`,
+      '}',
+      '',
+    ].join('\n'),
+  });
+}
+
+/** The project's own Biome: the repository's, wrapped to add ownMark('Biome') to its output. */
+function installOwnBiome(root: string): void {
+  const real = join(repoRoot, 'node_modules', '@biomejs', 'biome', 'bin', 'biome');
+  writeTree(root, {
+    'node_modules/@biomejs/biome/package.json': { name: '@biomejs/biome', version: '2.0.0' },
+    'node_modules/@biomejs/biome/bin/biome': [
+      "const { spawnSync } = require('node:child_process');",
+      `const result = spawnSync(process.execPath, [${JSON.stringify(real)}, ...process.argv.slice(2)], {`,
+      "  input: require('node:fs').readFileSync(0),",
+      "  encoding: 'utf8',",
+      '});',
+      'process.stderr.write(result.stderr);',
+      `process.stdout.write(result.status === 0 ? result.stdout + ${JSON.stringify(ownMark('Biome'))} : result.stdout);`,
+      'process.exitCode = result.status ?? 1;',
+      '',
+    ].join('\n'),
+  });
 }
 
 describe("the project's own style", () => {
@@ -44,10 +78,11 @@ describe("the project's own style", () => {
       '.prettierrc.json': '{ "semi": false }\n',
       '.editorconfig': 'root = true\n[*]\nindent_style = tab\n',
     });
-    linkPackage(root, 'prettier');
+    installOwnPrettier(root);
     const result = await runCli(['-C', root, 'koa', '-y', '--no-install']);
     assert.equal(result.code, 0, result.stderr);
     const adapter = readFileSync(join(root, 'db/koa.ts'), 'utf8');
+    assert.ok(adapter.endsWith(ownMark('Prettier')), "the project's Prettier did not run");
     assert.match(adapter, /^import type \{ Middleware \} from "koa"$/m);
     assert.match(adapter, /^\t\S/m, 'indented with tabs');
     assert.deepEqual(semicolonLines(adapter), []);
@@ -60,11 +95,16 @@ describe("the project's own style", () => {
     const bundled = typescriptProject({ 'biome.json': biome });
     assert.equal((await runCli(['-C', bundled, 'hono', '-y', '--no-install'])).code, 0);
     const own = typescriptProject({ 'biome.json': biome });
-    linkPackage(own, '@biomejs/biome');
-    linkPackage(own, '@biomejs/cli-linux-x64');
+    installOwnBiome(own);
     assert.equal((await runCli(['-C', own, 'hono', '-y', '--no-install'])).code, 0);
     for (const root of [bundled, own]) {
       const adapter = readFileSync(join(root, 'db/hono.ts'), 'utf8');
+      // Which formatter ran: the project's Biome marks its output, the bundled Prettier not.
+      assert.equal(
+        adapter.endsWith(ownMark('Biome')),
+        root === own,
+        `${root}: the wrong formatter`,
+      );
       assert.match(adapter, /^import type \{ [^}]+ \} from 'hono'$/m);
       assert.match(adapter, /^\t\S/m, "Biome's default: tabs");
       assert.deepEqual(semicolonLines(adapter), []);
