@@ -3,7 +3,8 @@
 // Each line's official binary comes from the npm registry with a better-sqlite3 built for it
 // (test/support/node-lines.ts). One throwaway PostgreSQL serves the whole run (unless
 // DATABASE_URL is set).
-// Nothing is printed after the last runner's summary; the lines before it are recapped above it.
+// The summaries of the lines before the last are recapped above the last runner's; after it come
+// only the skipped tests, each marked expected or not (in CI an unexpected skip fails the run).
 //
 //   node --import tsx test/run.ts [files...]        those files, on this node
 //   node --import tsx test/run.ts --node 24 [files]  on one supported line
@@ -78,6 +79,9 @@ const quickFiles = [
   'test/cli/write.test.ts',
   'test/runtime/sqlite.test.ts',
 ];
+
+/** CI=true (or 1), as GitHub Actions and .ci/run set it: an unexpected skip fails the run. */
+const ci = /^(true|1)$/i.test(process.env.CI ?? '');
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -174,6 +178,42 @@ async function runFiles(line: NodeLine | undefined, files: string[], tap: string
   return status;
 }
 
+/**
+ * The skips the suite expects, and why: nothing else may be skipped in CI (CI=true), where
+ * everything is meant to run (.ci/run installs PostgreSQL, PgBouncer and tmux). Elsewhere a
+ * skip (no tmux, no pgbouncer) is listed at the end and does not fail the run.
+ */
+const expectedSkips: { test: RegExp; onLine: (major: number) => boolean; why: string }[] = [
+  {
+    test: /^restify recipe × /,
+    onLine: (major) => major >= 24,
+    why: "restify 11 calls process.binding('http_parser'), gone since Node.js 24 (README: Node 22 only)",
+  },
+];
+
+interface Skip {
+  label: string;
+  major: number;
+  test: string;
+  reason: string;
+  expected: boolean;
+}
+
+/** Every skipped test in a TAP report (node's reporter: `ok 3 - name # SKIP reason`). */
+function tapSkips(tap: string, label: string, major: number): Skip[] {
+  if (!existsSync(tap)) return [];
+  const skips: Skip[] = [];
+  for (const line of readFileSync(tap, 'utf8').split('\n')) {
+    const match = /^\s*ok \d+ - (.*?) # SKIP(?: (.*))?$/.exec(line);
+    if (!match) continue;
+    const test = match[1]!.replace(/\\#/g, '#');
+    const reason = match[2]?.trim() || '(no reason given)';
+    const expected = expectedSkips.some((skip) => skip.test.test(test) && skip.onLine(major));
+    skips.push({ label, major, test, reason, expected });
+  }
+  return skips;
+}
+
 /** "tests 250, pass 248, fail 2, skipped 0" from a TAP report's closing comments. */
 function tapSummary(tap: string): string {
   if (!existsSync(tap)) return 'no report';
@@ -198,6 +238,7 @@ try {
     console.log(`PostgreSQL for the tests: ${server.binaries.source} (${server.binaries.initdb})`);
   }
   const recap: string[] = [];
+  const skips: Skip[] = [];
   for (const [index, run] of runs.entries()) {
     if (interrupted) break;
     const line = run.line === undefined ? undefined : lines.get(run.line);
@@ -209,9 +250,28 @@ try {
     const tap = join(runDir, `report-${index}.tap`);
     const status = await runFiles(line, run.files, tap);
     if (status !== 0) code = status;
+    const major = Number((line?.version ?? process.version).replace(/^v/, '').split('.')[0]);
+    skips.push(...tapSkips(tap, label, major));
     recap.push(`${label}: ${tapSummary(tap)}${status === 0 ? '' : ` (exit ${status})`}`);
   }
   if (interrupted && code === 0) code = 1;
+  // What did not run, after the summaries: a skip fails nothing in node's runner, so it is said
+  // here, and in CI a skip nobody expected fails the run.
+  if (skips.length > 0) {
+    console.log(`\nSkipped: ${skips.length} test${skips.length === 1 ? '' : 's'}`);
+    for (const skip of skips) {
+      const mark = skip.expected ? 'expected' : 'NOT EXPECTED';
+      console.log(`  ${skip.label}: ${skip.test} (${mark}: ${skip.reason})`);
+    }
+  }
+  const unexpected = skips.filter((skip) => !skip.expected);
+  if (ci && unexpected.length > 0) {
+    console.error(
+      `test/run.ts: ${unexpected.length} test(s) skipped in CI, where everything is meant to ` +
+        'run; install what they name, or add them to expectedSkips in test/run.ts with the reason',
+    );
+    if (code === 0) code = 1;
+  }
 } catch (error) {
   console.error(error);
   code = 1;
