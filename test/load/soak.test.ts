@@ -33,13 +33,16 @@ for (const database of ['sqlite', 'postgres'] as DatabaseId[]) {
         assert.deepEqual(report.unexpected, []);
         assert.equal(report.hung, 0, 'requests hung past the acquire timeout');
         assert.equal(report.leaks.inUse, 0, 'connections still checked out');
+        // PostgreSQL's pg_stat_activity, or the SQLite connections the server's pool opened.
         assert.equal(report.leaks.idleInTransaction, 0, 'connections idle in transaction');
+        assert.ok(report.leaks.maxConnections > 0, 'the monitor saw no connection at all');
         assert.ok(
           report.leaks.maxConnections <= report.leaks.poolMax,
-          `PostgreSQL saw ${report.leaks.maxConnections} connections for a pool of ${report.leaks.poolMax}`,
+          `${database} had ${report.leaks.maxConnections} connections open for a pool of ${report.leaks.poolMax}`,
         );
-        // The heap is sampled after a full GC; a leak per request would grow it by far more.
-        assert.ok(report.heap.growth < 0.25, `heap grew ${(report.heap.growth * 100).toFixed(0)}%`);
+        // The heap is sampled after a full GC; a leak per request (thousands of requests) would
+        // grow it by far more than doubling, which noise on a busy machine does not reach.
+        assert.ok(report.heap.growth < 1, `heap grew ${(report.heap.growth * 100).toFixed(0)}%`);
       });
     }
   });

@@ -144,7 +144,14 @@ export async function soak(options: SoakOptions): Promise<SoakReport> {
     }
     const dbName = pgDatabase ? new URL(pgDatabase.url).pathname.slice(1) : '';
     const connectionsNow = async (): Promise<{ total: number; idleInTransaction: number }> => {
-      if (!monitor) return { total: 0, idleInTransaction: 0 };
+      if (!monitor) {
+        // SQLite: the server counts the connections its pool opened and has not closed, and
+        // those with a transaction open; counted between requests, none may be.
+        const { sqlite } = await getJson<{ sqlite: { open: number; inTransaction: number } }>(
+          `${server.url}/__stats`,
+        );
+        return { total: sqlite.open, idleInTransaction: sqlite.inTransaction };
+      }
       const { rows } = await monitor.query<{ total: number; idle_in_tx: number }>(
         `SELECT count(*)::int AS total,
                 count(*) FILTER (WHERE state LIKE 'idle in transaction%')::int AS idle_in_tx

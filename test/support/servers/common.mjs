@@ -62,12 +62,36 @@ export async function loadGenerated(target) {
     });
   } else {
     const { SqliteDatabase } = await import(`${dir}/runtime-sqlite.js`);
-    db = new SqliteDatabase({ ...options, path: process.env.SQLITE_PATH });
+    db = new SqliteDatabase({
+      ...options,
+      path: process.env.SQLITE_PATH,
+      onConnect: (connection) => void sqliteConnections.add(connection),
+    });
   }
   answerStats(db);
   /** What the server passes to the adapter: this `db`, and CHECKOUT's timing. */
   const adapterOptions = { database: db, checkout: process.env.CHECKOUT ?? 'lazy' };
   return { adapter, db, adapterOptions };
+}
+
+/**
+ * Every better-sqlite3 connection the generated pool opened (through its onConnect hook): what
+ * pg_stat_activity tells about PostgreSQL, /__stats tells about SQLite from these.
+ */
+const sqliteConnections = new Set();
+
+function sqliteStats() {
+  let open = 0;
+  let inTransaction = 0;
+  for (const connection of sqliteConnections) {
+    if (!connection.open) {
+      sqliteConnections.delete(connection);
+      continue;
+    }
+    open++;
+    if (connection.inTransaction) inTransaction++;
+  }
+  return { open, inTransaction };
 }
 
 /** Under node:cluster the primary asks each worker for its pool's numbers over IPC. */
@@ -158,6 +182,8 @@ export const work = {
       pool: { ...pool, inUse: pool.inUse - (db.isClosed() ? 0 : 1) },
       memory: process.memoryUsage(),
       eventLoopDelayMaxMs: loopDelay.max / 1e6,
+      // SQLite: connections open, and those with a transaction open (none may be, once idle).
+      sqlite: sqliteStats(),
     };
   },
 };
