@@ -4,7 +4,10 @@
 // success, errors, 404, a client that hangs up mid-handler and mid-stream, streamed responses,
 // concurrent requests, pool exhaustion and shutdown. After each scenario the pool must have no
 // connection in use and PostgreSQL no session left idle in a transaction; concurrent requests
-// must never have shared a backend. The sample app for an empty directory is started too.
+// must never have shared a connection (PostgreSQL's backend pid; on SQLite the number the test
+// app gives each connection it opens). At shutdown the adapter must have given back every
+// connection before the app closes the pool, and must not have closed it. The sample app for an
+// empty directory is started too.
 //
 // E2E_FILTER=hono (a substring of the case names) runs some of the cases only.
 import assert from 'node:assert/strict';
@@ -130,16 +133,29 @@ async function checkDatabase(c: Case, env: Record<string, string>, what: string)
   assert.equal(await idleInTransaction(env.DATABASE_URL!), 0, `${what}: idle in transaction`);
 }
 
+/**
+ * The connection a statement ran on: PostgreSQL's backend pid, or on SQLite the number the test
+ * app gives each connection it opens (connection_id()); never missing, or the checks comparing
+ * them would compare nothing.
+ */
+function assertConnection(pid: unknown, what: string): asserts pid is number {
+  assert.equal(typeof pid, 'number', `${what}: no connection identity (${String(pid)})`);
+}
+
 /** Two requests whose handlers ran at the same time must have had different backends. */
 function assertNoSharedBackend(results: SlowResult[]): void {
+  let overlaps = 0;
   for (const a of results) {
+    assertConnection(a.pid, `request ${a.tag}`);
     assert.equal(a.pid, a.lastPid, `request ${a.tag} changed connection mid-request`);
     for (const b of results) {
-      if (a === b || a.pid === null) continue;
+      if (a === b) continue;
       const overlap = a.start < b.end && b.start < a.end;
+      if (overlap) overlaps++;
       if (overlap) assert.notEqual(a.pid, b.pid, `${a.tag} and ${b.tag} shared backend ${a.pid}`);
     }
   }
+  assert.ok(overlaps > 0, 'no two requests ran at the same time: nothing was compared');
 }
 
 async function sampleApp(project: Project, env: Record<string, string>): Promise<void> {
@@ -183,6 +199,7 @@ async function scenarios(c: Case, app: RunningApp, env: Record<string, string>):
   const stream = await waitForEvent(app, 'stream');
   assert.equal(stream.end, 'complete');
   assert.deepEqual(stream.inScope, [true, true, true, true, true], 'stream read outside the scope');
+  for (const pid of stream.pids as unknown[]) assertConnection(pid, 'stream');
   assert.equal(new Set(stream.pids as unknown[]).size, 1, 'the stream changed connection');
   await assertReleased(app, 'streamed response');
 
@@ -278,7 +295,48 @@ async function realApps(c: Case, app: RunningApp, env: Record<string, string>): 
   await getJson(`${url}/detached?tag=background`);
   const background = await waitForEvent(app, 'background');
   assert.equal(background.after, 'ok', JSON.stringify(background));
+  assertConnection(background.pid, 'detached work');
   await assertReleased(app, 'detached work');
+
+  if (c.target === 'node-http') {
+    // An error after the headers went out: no 500 can follow a 200, so the connection is cut,
+    // and the client sees a broken response, not a complete one.
+    await assert.rejects(
+      send(`${url}/boom/after-headers`),
+      /aborted|ECONNRESET|socket hang up/,
+      'a response that failed after its headers ended as if complete',
+    );
+    await assertReleased(app, 'error after the headers');
+  }
+
+  if (c.target === 'fastify') {
+    // preHandler hooks and validation run in the scope: the hook's statement and the
+    // handler's use one connection, and the query string arrives validated (coerced).
+    const reply = await getJson<{
+      n: unknown;
+      before: unknown;
+      heldOnEntry: unknown;
+      inHandler: unknown;
+    }>(`${url}/prehandler?n=7`);
+    assert.equal(reply.n, 7, 'the query string was not validated');
+    assert.equal(reply.heldOnEntry, true, "the preHandler's connection was not the request's");
+    assertConnection(reply.before, 'preHandler');
+    assert.equal(reply.before, reply.inHandler, 'the preHandler hook ran on another connection');
+    await assertReleased(app, 'preHandler');
+  }
+
+  if (c.target === 'fetch') {
+    // What the server passes after the request (env, and a Workers-style ctx) reaches the handler.
+    const passed = await getJson<{ env: string[]; ctx: unknown }>(`${url}/__env`);
+    assert.deepEqual(passed, { env: ['incoming', 'outgoing'], ctx: 'ctx-from-the-server' });
+  }
+
+  if (c.target === 'koa' || c.target === 'fastify') {
+    // Clients that left (mid-handler, above; before the adapter ran) raised ScopeReleasedError
+    // in handlers; Koa and Fastify do not log it as a server error.
+    assert.doesNotMatch(app.output(), /ScopeReleasedError/, 'a client that left was logged');
+    assert.match(app.output(), /boom \((sync|async)\)/, 'the app logs nothing: the check is void');
+  }
 
   if (c.target === 'node-http' || c.target === 'hooks') {
     // A statement in the body's 'end' listener runs on the request's connection.
@@ -286,6 +344,7 @@ async function realApps(c: Case, app: RunningApp, env: Record<string, string>): 
     assert.equal(reply.status, 200, reply.body);
     const body = JSON.parse(reply.body) as Record<string, unknown>;
     assert.equal(body.inScope, true, "the body's 'end' listener ran outside the request scope");
+    assertConnection(body.before, 'before the body');
     assert.equal(body.before, body.inEnd, 'the end listener used another connection');
     await assertReleased(app, 'body events');
   }
@@ -508,10 +567,13 @@ async function runCase(c: Case): Promise<void> {
       phase('scenarios');
       if (realAppCase) await realApps(c, app, env);
       phase('real apps');
-    } finally {
-      await stopApp(app);
-      phase('stop');
+    } catch (error) {
+      // The scenario's failure is the one to report, not what it left for the shutdown check.
+      await stopApp(app).catch(() => {});
+      throw error;
     }
+    await stopApp(app);
+    phase('stop');
     await checkDatabase(c, env, 'after shutdown');
 
     await exhaustion(project, env);
