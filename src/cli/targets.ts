@@ -46,6 +46,8 @@ export const runtimeFiles = [
   'runtime',
   'runtime-errors',
   'runtime-pool',
+  'runtime-wait',
+  'runtime-session',
   'runtime-scope',
   'runtime-transaction',
   'runtime-driver',

@@ -226,13 +226,16 @@ export class Database<Conn = unknown> {
     );
   }
 
-  /** A connection for one statement (or one transaction) outside any held connection. */
+  /**
+   * A connection for one statement (or one transaction) outside any held connection, returned
+   * (and reset, if the statement changed its session state) before the result is.
+   */
   async #borrow<R>(use: (conn: Conn) => Promise<R>, signal?: AbortSignal): Promise<R> {
     const conn = await this.#pool.checkOut(signal);
     try {
       return await use(conn);
     } finally {
-      this.#pool.checkIn(conn);
+      await this.#pool.checkIn(conn);
     }
   }
 

@@ -1,10 +1,12 @@
 /**
  * db-hooks runtime: the pool's accounting. At most `max` connections are checked out at once;
- * a checkout past that waits in line, up to a deadline, for one to come back. closePool() drains
- * the pool and closes it; the next checkout opens it again. The driver keeps the connections
- * themselves (pg's Pool, or SQLite's idle list).
+ * a checkout past that waits in line, up to a deadline, for one to come back. A connection comes
+ * back as a new one would be: one that a statement left session state on is reset before its
+ * slot is free again. closePool() drains the pool and closes it; the next checkout opens it
+ * again. The driver keeps the connections themselves (pg's Pool, or SQLite's idle list).
  */
 import { PoolClosedError, PoolTimeoutError } from './runtime-errors.js';
+import { WaitQueue } from './runtime-wait.js';
 
 /** Where warnings and the operator's side of errors go (console by default). */
 export type Logger = Pick<Console, 'warn' | 'error'>;
@@ -16,6 +18,11 @@ export interface PoolOptions {
   acquireTimeoutMillis?: number;
   /** closePool() waits this long for connections in use, then closes them anyway. Default 5000. */
   closeTimeoutMillis?: number;
+  /**
+   * How long resetting a returned connection's session state may take (PostgreSQL: DISCARD ALL,
+   * then onConnect again) before the connection is closed instead. Default 5000.
+   */
+  resetTimeoutMillis?: number;
 }
 
 export interface PoolStats {
@@ -36,55 +43,16 @@ export interface ConnectionSource<Conn> {
   checkIn(conn: Conn, discard: boolean): void;
   /** True when the connection can no longer be used (it is discarded on check-in). */
   isBroken(conn: Conn): boolean;
+  /** True when a statement changed the connection's session state (see runtime-session). */
+  changedSession(conn: Conn): boolean;
+  /**
+   * Makes such a connection as a new one would be; a rejection closes it instead. A driver
+   * without it (SQLite) has such a connection closed, and the next checkout opens a new one.
+   */
+  resetSession?(conn: Conn): Promise<void>;
   /** Closes every connection; a later checkOut() opens new ones. */
   closeAll(): void | Promise<void>;
   size(): { total: number; idle: number };
-}
-
-/** A FIFO of waiters, each with a deadline: for a free connection, and for SQLite's write turn. */
-export class WaitQueue {
-  readonly #waiters: ((error?: Error) => void)[] = [];
-
-  get length(): number {
-    return this.#waiters.length;
-  }
-
-  /**
-   * Resolves when handOff() picks this waiter. Rejects with timeoutError() at the deadline, or
-   * with the signal's reason when it aborts first (the request's scope was released).
-   */
-  wait(timeoutMillis: number, timeoutError: () => Error, signal?: AbortSignal): Promise<void> {
-    if (signal?.aborted) return Promise.reject(signal.reason as Error);
-    return new Promise<void>((resolve, reject) => {
-      const settle = (error?: Error) => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', abort);
-        if (error === undefined) resolve();
-        else reject(error);
-      };
-      const leave = (error: Error) => {
-        const index = this.#waiters.indexOf(settle);
-        if (index !== -1) this.#waiters.splice(index, 1);
-        settle(error);
-      };
-      // Scopes abort with the ScopeReleasedError their waits reject with.
-      const abort = () => leave(signal?.reason as Error);
-      const timer = setTimeout(() => leave(timeoutError()), timeoutMillis);
-      signal?.addEventListener('abort', abort, { once: true });
-      this.#waiters.push(settle);
-    });
-  }
-
-  /** Wakes the longest waiter; false if nobody waits. */
-  handOff(): boolean {
-    const waiter = this.#waiters.shift();
-    waiter?.();
-    return waiter !== undefined;
-  }
-
-  rejectAll(error: Error): void {
-    for (const waiter of this.#waiters.splice(0)) waiter(error);
-  }
 }
 
 export class Pool<Conn> {
@@ -92,6 +60,7 @@ export class Pool<Conn> {
   readonly #max: number;
   readonly #acquireTimeoutMillis: number;
   readonly #closeTimeoutMillis: number;
+  readonly #resetTimeoutMillis: number;
   readonly #logger: Logger;
   readonly #checkedOut = new Set<Conn>();
   /** Checked out or being opened: at most `max`. */
@@ -103,12 +72,15 @@ export class Pool<Conn> {
   #generation = 0;
   /** Connections the drain closed while in use: their statements' failures say so. */
   readonly #closedInUse = new WeakSet<object>();
+  /** Resets in progress, each with the function that gives up on it (the drain does). */
+  readonly #resetting = new Set<() => void>();
 
   constructor(source: ConnectionSource<Conn>, options: PoolOptions, logger: Logger) {
     this.#source = source;
     this.#max = options.max ?? 10;
     this.#acquireTimeoutMillis = options.acquireTimeoutMillis ?? 5000;
     this.#closeTimeoutMillis = options.closeTimeoutMillis ?? 5000;
+    this.#resetTimeoutMillis = options.resetTimeoutMillis ?? 5000;
     this.#logger = logger;
   }
 
@@ -135,11 +107,24 @@ export class Pool<Conn> {
     return conn;
   }
 
-  /** Returns a connection (once; later calls are ignored) and its slot to the next in line. */
-  checkIn(conn: Conn, discard = false): void {
-    if (!this.#checkedOut.delete(conn)) return; // the drain closed it already
-    this.#source.checkIn(conn, discard || this.#source.isBroken(conn));
+  /**
+   * Returns a connection (once; later calls are ignored) and its slot to the next in line. One
+   * whose session state a statement changed is reset first, or closed when it cannot be, and
+   * its slot is free only after that: the next request never gets it half reset. Undefined
+   * when nothing was left to reset (the slot is free already); else resolves once it is back.
+   * Never rejects.
+   */
+  checkIn(conn: Conn, discard = false): Promise<void> | undefined {
+    if (!this.#checkedOut.delete(conn)) return undefined; // the drain closed it already
+    const source = this.#source;
+    let close = discard || source.isBroken(conn);
+    if (!close && source.changedSession(conn)) {
+      if (source.resetSession) return this.#resetThenReturn(conn, source.resetSession(conn));
+      close = true; // a new connection is the reset
+    }
+    source.checkIn(conn, close);
     this.#freeSlot();
+    return undefined;
   }
 
   /** Runs a call on a checked-out connection; one cut off because close() closed it says so. */
@@ -177,7 +162,9 @@ export class Pool<Conn> {
       clearTimeout(timer);
       this.#allReturned = undefined;
     }
-    // Past the timeout: close the connections still in use; their statements fail.
+    // Past the timeout: close the connections still in use (their statements fail) and those
+    // still being reset.
+    for (const stop of this.#resetting) stop();
     for (const conn of this.#checkedOut) {
       this.#closedInUse.add(conn as object);
       this.#source.checkIn(conn, true);
@@ -186,6 +173,48 @@ export class Pool<Conn> {
     this.#slotsTaken = 0;
     this.#generation++;
     await this.#source.closeAll();
+  }
+
+  async #resetThenReturn(conn: Conn, reset: Promise<void>): Promise<void> {
+    const generation = this.#generation;
+    const failure = await this.#bounded(reset);
+    if (failure !== undefined) {
+      this.#logger.error(
+        `db-hooks: could not reset the session state a request left on its connection ` +
+          `(${failure}), so the connection was closed instead of reused.`,
+      );
+    }
+    // A drain that gave up waiting has closed the pool meanwhile: this one goes too.
+    const sameGeneration = generation === this.#generation;
+    this.#source.checkIn(conn, failure !== undefined || !sameGeneration);
+    if (sameGeneration) this.#freeSlot();
+  }
+
+  /**
+   * Waits for a reset, but not past resetTimeoutMillis, nor past a drain that stopped waiting.
+   * Undefined when it completed; else why not.
+   */
+  async #bounded(reset: Promise<void>): Promise<string | undefined> {
+    let stop!: (why: string) => void;
+    const stopped = new Promise<string>((resolve) => {
+      stop = resolve;
+    });
+    const cutOff = () => stop('closePool() stopped waiting for it');
+    const timer = setTimeout(
+      () => stop(`it took longer than resetTimeoutMillis, ${this.#resetTimeoutMillis} ms`),
+      this.#resetTimeoutMillis,
+    );
+    this.#resetting.add(cutOff);
+    const completed = reset.then(
+      () => undefined,
+      (error: unknown) => (error instanceof Error ? error.message : String(error)),
+    );
+    try {
+      return await Promise.race([completed, stopped]);
+    } finally {
+      clearTimeout(timer);
+      this.#resetting.delete(cutOff);
+    }
   }
 
   #freeSlot(): void {

@@ -4,7 +4,8 @@
  * The runtime decides when connections are checked out and returned; this file opens them with
  * pg, runs statements, and keeps a server restart or a killed backend from crashing the process:
  * such a connection is marked broken, its statements fail with DatabaseUnavailableError (503),
- * and it is closed instead of reused.
+ * and it is closed instead of reused. A connection a statement changed the session state of
+ * (runtime-session) is reset when it goes back: DISCARD ALL, then onConnect again.
  */
 import pg from 'pg';
 import { Database, type DatabaseOptions } from './runtime-database.js';
@@ -18,6 +19,7 @@ import type {
 } from './runtime-driver.js';
 import { DatabaseUnavailableError, DbHooksError } from './runtime-errors.js';
 import type { Logger } from './runtime-pool.js';
+import { postgresSessionChange, type SessionChange } from './runtime-session.js';
 
 /**
  * pg's PoolConfig (connectionString, ssl, application_name, statement_timeout, min, maxUses,
@@ -26,9 +28,11 @@ import type { Logger } from './runtime-pool.js';
 export interface PostgresOptions extends DatabaseOptions, pg.PoolConfig {
   /**
    * Set when connecting through PgBouncer in transaction pooling mode, where consecutive
-   * statements may run on different server connections. Statements that change session state
-   * (SET, RESET, LISTEN, PREPARE) are then refused with an error; use `SET LOCAL` inside
-   * db.atomic() instead. The runtime never uses named prepared statements in either mode.
+   * transactions may run on different server connections. Statements that change session state
+   * (SET, set_config(..., false), RESET, LISTEN, PREPARE, session advisory locks, temporary
+   * tables that outlive a transaction) are then refused with an error that says what lasts one
+   * transaction instead, e.g. `SET LOCAL` inside db.atomic(). The runtime never uses named
+   * prepared statements in either mode.
    */
   pgbouncer?: boolean;
 }
@@ -38,10 +42,6 @@ export class PostgresDatabase extends Database<pg.PoolClient> {
     super(new PostgresDriver(options), options);
   }
 }
-
-// Session-level commands; SET LOCAL / SET TRANSACTION / SET CONSTRAINTS only last a transaction.
-const SESSION_STATE =
-  /^\s*(SET\s+(?!LOCAL\b|TRANSACTION\b|CONSTRAINTS\b)|RESET\b|LISTEN\b|PREPARE\b)/i;
 
 /**
  * True when a statement failed because its connection did, not because of the SQL: a server
@@ -53,6 +53,17 @@ function isConnectionFailure(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && code.startsWith('E')) return true;
   return error instanceof Error && /Connection terminated/.test(error.message);
+}
+
+/** Session state under PgBouncer's transaction pooling: the error says what to use instead. */
+function refusedUnderPgBouncer(sql: string, change: SessionChange): DbHooksError {
+  return new DbHooksError(
+    'SESSION_STATE',
+    `"${sql.trim().split(/\s+/, 2).join(' ')}": ${change.statement} changes session state, ` +
+      'which PgBouncer in transaction pooling mode does not keep between transactions (the ' +
+      'next one may run on another server connection). Use ' +
+      `${change.instead} instead, or connect without PgBouncer.`,
+  );
 }
 
 /** A statement as pg takes it; raw() passes the ORM's row mode and type parsers. */
@@ -71,6 +82,8 @@ class PostgresDriver implements Driver<pg.PoolClient> {
   readonly #logger: Logger;
   /** Clients whose connection failed: closed on check-in instead of reused. */
   readonly #broken = new WeakSet<pg.PoolClient>();
+  /** Clients a statement changed the session state of: reset on check-in. */
+  readonly #sessionChanged = new WeakSet<pg.PoolClient>();
   /**
    * The last statement sent on each client, while it runs. A request may run statements at once
    * (Promise.all) on its one connection, which runs one at a time: pg 8 queues the others with a
@@ -129,6 +142,22 @@ class PostgresDriver implements Driver<pg.PoolClient> {
     return this.#broken.has(client);
   }
 
+  changedSession(client: pg.PoolClient): boolean {
+    return this.#sessionChanged.has(client);
+  }
+
+  /**
+   * As a new connection: DISCARD ALL resets every setting (SET ROLE and SESSION AUTHORIZATION
+   * too) to what the connection opened with (pg's own options, such as statement_timeout,
+   * included), drops temporary tables, releases advisory locks, stops listening, and drops
+   * prepared statements and cursors. onConnect then sets up again what it set up at first.
+   */
+  async resetSession(client: pg.PoolClient): Promise<void> {
+    this.#sessionChanged.delete(client);
+    await client.query('DISCARD ALL');
+    await Promise.resolve(this.#config.onConnect?.(client));
+  }
+
   async closeAll(): Promise<void> {
     const pool = this.#pool;
     this.#pool = undefined;
@@ -146,13 +175,10 @@ class PostgresDriver implements Driver<pg.PoolClient> {
     params: Params | undefined,
     options?: RawOptions,
   ): Promise<StatementResults[M]> {
-    if (this.#pgbouncer && SESSION_STATE.test(sql)) {
-      throw new DbHooksError(
-        'SESSION_STATE',
-        `"${sql.trim().split(/\s+/, 2).join(' ')}" changes session state, which PgBouncer in ` +
-          'transaction pooling mode does not keep between transactions. Use SET LOCAL inside ' +
-          'db.atomic(), or connect without PgBouncer.',
-      );
+    const change = postgresSessionChange(sql);
+    if (change !== undefined) {
+      if (this.#pgbouncer) throw refusedUnderPgBouncer(sql, change);
+      this.#sessionChanged.add(client);
     }
     if (params !== undefined && !Array.isArray(params)) {
       throw new TypeError('PostgreSQL takes positional parameters: an array for $1, $2...');
@@ -178,6 +204,8 @@ class PostgresDriver implements Driver<pg.PoolClient> {
     } finally {
       if (this.#running.get(client) === query) this.#running.delete(client);
     }
+    // Several statements in one simple query give one result each: the last one answers.
+    if (Array.isArray(result)) result = (result as pg.QueryResult[]).at(-1)!;
     const changes = result.rowCount ?? undefined;
     const results: StatementResults = {
       all: result.rows,

@@ -128,8 +128,9 @@ export class Scope<Conn> {
 
   /**
    * Waits for the calls in flight, then returns the connection to the pool (once), rolling back
-   * a transaction left open; a connection that cannot roll back is closed instead. False if the
-   * scope held no connection.
+   * a transaction left open; a connection that cannot roll back is closed instead. Resolves once
+   * the pool has it back, reset if the request changed its session state. False if the scope
+   * held no connection.
    */
   async checkIn(): Promise<boolean> {
     while (this.#active > 0) await new Promise<void>((resolve) => this.#whenIdle.push(resolve));
@@ -146,7 +147,7 @@ export class Scope<Conn> {
         discard = true;
       });
     }
-    pool.checkIn(conn, discard);
+    await pool.checkIn(conn, discard);
     return true;
   }
 

@@ -7,6 +7,10 @@
  * write lock instead: a write transaction (BEGIN IMMEDIATE) holds it from BEGIN to COMMIT, a
  * single write statement holds it while it runs, and other requests wait for it without blocking
  * the event loop. WAL mode lets reads run on their own connections meanwhile.
+ *
+ * A connection whose state a statement changed (a pragma, ATTACH, a temporary table: see
+ * runtime-session) is closed when it goes back, and the next checkout opens a new one with the
+ * configured pragmas and onConnect: that is exactly a new connection, for about 0.1 ms.
  */
 import BetterSqlite3 from 'better-sqlite3';
 import { Database, type DatabaseOptions } from './runtime-database.js';
@@ -18,13 +22,18 @@ import type {
   StatementResults,
 } from './runtime-driver.js';
 import { DatabaseUnavailableError, PoolTimeoutError } from './runtime-errors.js';
-import { type Logger, WaitQueue } from './runtime-pool.js';
+import type { Logger } from './runtime-pool.js';
+import { newConnectionPragmas, type Pragmas, sqliteChangesSession } from './runtime-session.js';
+import { TurnLock } from './runtime-wait.js';
 
-export type Pragmas = Record<string, string | number>;
+export type { Pragmas } from './runtime-session.js';
 
 /** better-sqlite3's options (timeout, readonly, fileMustExist, ...), passed as they are, and ours. */
 export interface SqliteOptions extends DatabaseOptions, BetterSqlite3.Options {
-  /** Database file. Default 'app.db'. ':memory:' gets a single connection. */
+  /**
+   * Database file. Default 'app.db'. ':memory:' gets a single connection, which is the database
+   * itself: it is never replaced, so its session state is not reset.
+   */
   path?: string;
   /** Set on every new connection, over the defaults: `{ journal_mode: 'wal', synchronous: 'normal' }`. */
   pragmas?: Pragmas;
@@ -51,20 +60,14 @@ export interface SqliteConnection {
   statements: Map<string, BetterSqlite3.Statement>;
   /** Gives up the write lock this connection's transaction holds. */
   unlock: (() => void) | undefined;
+  /** A statement changed its state: it is closed when it goes back. */
+  sessionChanged: boolean;
 }
 
 const STATEMENT_CACHE_SIZE = 200;
 
-/** A pragma as SQL; names and values are checked, as PRAGMA takes no parameters. */
-function pragmaStatement(name: string, value: string | number): string {
-  if (!/^\w+$/.test(name) || !/^[\w.-]+$/.test(String(value))) {
-    throw new TypeError(
-      `Invalid SQLite pragma ${JSON.stringify(name)}: ${JSON.stringify(value)}. Use a pragma ` +
-        "name and a plain value, e.g. { cache_size: -20000, foreign_keys: 'on' }.",
-    );
-  }
-  return `${name} = ${value}`;
-}
+/** Cached statements that change their connection's state, found once when prepared. */
+const changesSession = new WeakSet<BetterSqlite3.Statement>();
 
 function runStatement(
   statement: BetterSqlite3.Statement,
@@ -93,24 +96,26 @@ class SqliteDriver implements Driver<SqliteConnection> {
   readonly #path: string;
   readonly #options: SqliteOptions;
   readonly #pragmas: string[];
-  readonly #writeTimeoutMillis: number;
   readonly #logger: Logger;
   readonly #all = new Set<SqliteConnection>();
   readonly #idle: SqliteConnection[] = [];
-  #writeLocked = false;
-  readonly #waitingToWrite = new WaitQueue();
+  /** Whose turn it is to write: one write transaction or write statement at a time. */
+  readonly #writeTurn: TurnLock;
 
   constructor(path: string, options: SqliteOptions) {
     this.#path = path;
     this.#options = options;
-    // A read-only connection cannot switch the file to WAL: it takes the file as it is.
-    const defaults: Pragmas = options.readonly
-      ? {}
-      : { journal_mode: 'wal', synchronous: 'normal' };
-    const pragmas = { ...defaults, ...options.pragmas };
-    this.#pragmas = Object.entries(pragmas).map(([name, value]) => pragmaStatement(name, value));
-    this.#writeTimeoutMillis = options.writeTimeoutMillis ?? 5000;
+    this.#pragmas = newConnectionPragmas(options);
     this.#logger = options.logger ?? console;
+    const timeout = options.writeTimeoutMillis ?? 5000;
+    this.#writeTurn = new TurnLock(timeout, () => {
+      this.#logger.error(
+        `db-hooks: waited ${timeout} ms for another request's SQLite write transaction to ` +
+          'finish. Keep db.atomic() blocks short (no slow awaits inside), or raise ' +
+          'writeTimeoutMillis in index.',
+      );
+      return new PoolTimeoutError(timeout);
+    });
   }
 
   checkOut(): SqliteConnection | Promise<SqliteConnection> {
@@ -138,6 +143,11 @@ class SqliteDriver implements Driver<SqliteConnection> {
     return !conn.handle.open;
   }
 
+  changedSession(conn: SqliteConnection): boolean {
+    // A ':memory:' connection is the database: a new one would be empty.
+    return conn.sessionChanged && !conn.handle.memory;
+  }
+
   closeAll(): void {
     for (const conn of this.#all) {
       this.#releaseWriteLock(conn);
@@ -159,21 +169,22 @@ class SqliteDriver implements Driver<SqliteConnection> {
     options?: RawOptions,
   ): StatementResults[M] | Promise<StatementResults[M]> {
     const statement = this.#prepare(conn, sql);
+    if (changesSession.has(statement)) conn.sessionChanged = true;
     // better-sqlite3 takes positional values as arguments, named ones as one object.
     const args = params === undefined ? [] : Array.isArray(params) ? params : [params];
     const run = () => runStatement(statement, mode, args, options) as StatementResults[M];
     // Reads never wait. Inside a transaction this connection already holds the write lock.
     // A write while nobody holds the lock runs now: nothing else can run until it returns.
-    if (statement.readonly || conn.handle.inTransaction || !this.#writeLocked) return run();
-    return this.#whenUnlocked(run);
+    if (statement.readonly || conn.handle.inTransaction || !this.#writeTurn.held) return run();
+    return this.#writeTurn.whenFree(run);
   }
 
   transactionTurn(signal: AbortSignal): Promise<() => void> {
-    return this.#lockForWriting(signal);
+    return this.#writeTurn.take(signal);
   }
 
   async begin(conn: SqliteConnection, turn?: () => void): Promise<void> {
-    conn.unlock = turn ?? (await this.#lockForWriting());
+    conn.unlock = turn ?? (await this.#writeTurn.take());
     try {
       // IMMEDIATE takes SQLite's write lock now, not at the first write, so it cannot fail later.
       conn.handle.exec('BEGIN IMMEDIATE');
@@ -198,15 +209,6 @@ class SqliteDriver implements Driver<SqliteConnection> {
     this.#rollbackNow(conn);
   }
 
-  async #whenUnlocked<T>(write: () => T): Promise<T> {
-    const unlock = await this.#lockForWriting();
-    try {
-      return write();
-    } finally {
-      unlock();
-    }
-  }
-
   #rollbackNow(conn: SqliteConnection): void {
     try {
       if (conn.handle.inTransaction) conn.handle.exec('ROLLBACK');
@@ -220,34 +222,11 @@ class SqliteDriver implements Driver<SqliteConnection> {
     conn.unlock = undefined;
   }
 
-  /** Waits for the write lock; resolves with the function that gives it up (once). */
-  async #lockForWriting(signal?: AbortSignal): Promise<() => void> {
-    if (this.#writeLocked) {
-      const timeout = this.#writeTimeoutMillis;
-      // Handed over by the holder's unlock, still locked.
-      const timedOut = () => {
-        this.#logger.error(
-          `db-hooks: waited ${timeout} ms for another request's SQLite write transaction to ` +
-            'finish. Keep db.atomic() blocks short (no slow awaits inside), or raise ' +
-            'writeTimeoutMillis in index.',
-        );
-        return new PoolTimeoutError(timeout);
-      };
-      await this.#waitingToWrite.wait(timeout, timedOut, signal);
-    }
-    this.#writeLocked = true;
-    let held = true;
-    return () => {
-      if (!held) return;
-      held = false;
-      if (!this.#waitingToWrite.handOff()) this.#writeLocked = false;
-    };
-  }
-
   #prepare(conn: SqliteConnection, sql: string): BetterSqlite3.Statement {
     let statement = conn.statements.get(sql);
     if (statement === undefined) {
       statement = conn.handle.prepare(sql);
+      if (sqliteChangesSession(sql)) changesSession.add(statement);
       // Maps keep insertion order: the first key is the oldest.
       const oldest = conn.statements.keys().next();
       if (conn.statements.size >= STATEMENT_CACHE_SIZE && !oldest.done) {
@@ -270,7 +249,12 @@ class SqliteDriver implements Driver<SqliteConnection> {
       this.#logger.error(`db-hooks: could not open a SQLite connection to ${this.#path}:`, error);
       throw new DatabaseUnavailableError({ cause: error });
     }
-    const conn: SqliteConnection = { handle, statements: new Map(), unlock: undefined };
+    const conn: SqliteConnection = {
+      handle,
+      statements: new Map(),
+      unlock: undefined,
+      sessionChanged: false,
+    };
     this.#all.add(conn);
     return conn;
   }

@@ -6,7 +6,9 @@
  *   runtime-database     the `db` API handlers call
  *   runtime-scope        one request's scope: the release rules, leak detection
  *   runtime-transaction  db.atomic(): transactions and savepoints
- *   runtime-pool         slots, the wait for a free connection, drain and reopen
+ *   runtime-pool         slots, the wait for a free connection, the reset on return, drain
+ *   runtime-wait         waiting in line with a deadline: for a connection, for SQLite's write turn
+ *   runtime-session      which statements change a connection's session state
  *   runtime-driver       what a driver does (runtime-postgres, runtime-sqlite)
  *   runtime-errors       the errors, with codes and client-safe messages
  *   runtime-node, runtime-fetch  the lifecycle of a node:http or a Web request
