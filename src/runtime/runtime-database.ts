@@ -235,7 +235,8 @@ export class Database<Conn = unknown> {
     try {
       return await use(conn);
     } finally {
-      await this.#pool.checkIn(conn);
+      const resetting = this.#pool.checkIn(conn);
+      if (resetting !== undefined) await resetting;
     }
   }
 

@@ -147,7 +147,8 @@ export class Scope<Conn> {
         discard = true;
       });
     }
-    await pool.checkIn(conn, discard);
+    const resetting = pool.checkIn(conn, discard);
+    if (resetting !== undefined) await resetting; // an await of nothing still costs a promise
     return true;
   }
 
