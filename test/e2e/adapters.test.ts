@@ -499,6 +499,37 @@ async function exhaustion(project: Project, env: Record<string, string>): Promis
   }
 }
 
+/**
+ * NestJS with a catch-all exception filter of the app's own (CATCH_ALL=1), which comes before
+ * the module's: an exhausted pool's error reaches it with status 503, and it answers 503.
+ */
+async function nestCatchAll(project: Project, env: Record<string, string>): Promise<void> {
+  const app = await startApp(project, 'test-app', {
+    ...env,
+    CATCH_ALL: '1',
+    E2E_POOL_MAX: '1',
+    E2E_ACQUIRE_TIMEOUT_MS: '300',
+  });
+  try {
+    const replies = await Promise.all(
+      Array.from({ length: 3 }, (_, i) => fetchReply(`${app.url}/slow?tag=f${i}&ms=900`)),
+    );
+    const refused = replies.filter((reply) => reply.status !== 200);
+    assert.ok(refused.length > 0, 'no request was refused');
+    for (const reply of refused) {
+      assert.equal(reply.status, 503, reply.body);
+      assert.deepEqual(
+        { ...JSON.parse(reply.body), message: undefined },
+        { caughtBy: 'catch-all', status: 503, message: undefined },
+        reply.body,
+      );
+    }
+    await assertReleased(app, 'a catch-all filter');
+  } finally {
+    await stopApp(app);
+  }
+}
+
 /** E2E_DEBUG=1 prints how long each phase of a case took. */
 function phases(c: Case): (name: string) => void {
   let last = Date.now();
@@ -583,6 +614,7 @@ async function runCase(c: Case): Promise<void> {
       if (c.target === 'express' || c.target === 'koa' || c.target === 'hono') {
         await registeredTwice(project, env);
       }
+      if (c.target === 'nestjs') await nestCatchAll(project, env);
       if (c.database === 'postgres') await unreachable(project, env);
       phase('long-lived, registered twice, unreachable');
     }
