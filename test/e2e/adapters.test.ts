@@ -170,6 +170,15 @@ async function sampleApp(project: Project, env: Record<string, string>): Promise
   } finally {
     await stopApp(app);
   }
+  if (env.SQLITE_PATH) {
+    // The generated db/index puts the file in WAL mode (README: readers and the writer at once).
+    const file = new BetterSqlite3(env.SQLITE_PATH, { readonly: true });
+    try {
+      assert.equal(file.pragma('journal_mode', { simple: true }), 'wal');
+    } finally {
+      file.close();
+    }
+  }
 }
 
 async function scenarios(c: Case, app: RunningApp, env: Record<string, string>): Promise<void> {
