@@ -46,11 +46,16 @@ const notes = pgTable('notes', {
 });
 
 const app = express();
+// Stands in for the app's authentication, which knows the user from a verified session.
+app.use((req, res, next) => {
+  res.locals.userId = req.get('x-user-id');
+  next();
+});
+// README's code. After the adapter, so that it runs on the request's connection: every
+// statement of this request sees app.user_id, and the next request on that connection does not.
 app.use(dbHooks());
-// After the adapter, so that it runs on the request's connection: every statement of this
-// request sees app.user_id, and the next request on that connection does not.
-app.use(async (req, _res, next) => {
-  const userId = req.get('x-user-id'); // in a real app: from the verified session or token
+app.use(async (_req, res, next) => {
+  const userId = res.locals.userId; // set by your authentication, from a verified session
   if (userId !== undefined) await db.run("select set_config('app.user_id', $1, false)", [userId]);
   next();
 });
