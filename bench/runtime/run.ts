@@ -6,7 +6,10 @@
 // rounds; reports the median cost per operation in microseconds and the ratio.
 //
 //   node --import tsx bench/runtime/run.ts [--rounds 1000] [--quick] [--only sqlite|postgres]
-//     [--table raw|reset]
+//     [--table raw|reset] [--before <commit>]
+//
+// --before picks the runtime the reset table compares against (default: the last one without
+// the reset); `--before HEAD` compares this runtime with itself, to see the noise.
 //
 // Starts its own throwaway PostgreSQL unless DATABASE_URL is set (as for the tests). The runtime
 // is measured as users run it: stripped to plain JavaScript (measure.ts, loadRuntime).
@@ -42,6 +45,7 @@ const only = option('--only');
 /** 'raw' (the runtime against the raw driver) or 'reset' (before and after issue 23) alone. */
 const table = option('--table');
 const ROUNDS = Number(option('--rounds') ?? (quick ? 40 : 1000));
+const beforeCommit = option('--before') ?? BEFORE_RESET;
 const ROWS = 1000;
 
 /**
@@ -158,7 +162,7 @@ if (table !== 'reset') {
   if (only !== 'postgres') results.push(...(await benchSqlite()));
 }
 if (table !== 'raw') {
-  const before = await loadRuntime(BEFORE_RESET);
+  const before = await loadRuntime(beforeCommit);
   resets = await benchReset(before, current, { rounds: ROUNDS, rows: ROWS, only });
 }
 console.log(`Machine: ${machine()}`);
@@ -174,7 +178,7 @@ console.log(
 if (results.length > 0) printTable({ a: 'raw', b: 'runtime' }, results);
 if (resets.length > 0) {
   console.log(
-    `\nThe reset on check-in: the runtime of commit ${BEFORE_RESET} (before) against this one ` +
+    `\nThe reset on check-in: the runtime of commit ${beforeCommit} (before) against this one ` +
       '(after), each request awaiting its release\n',
   );
   printTable({ a: 'before', b: 'after' }, resets);
