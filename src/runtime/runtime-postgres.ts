@@ -61,8 +61,8 @@ function refusedUnderPgBouncer(sql: string, change: SessionChange): DbHooksError
     'SESSION_STATE',
     `"${sql.trim().split(/\s+/, 2).join(' ')}": ${change.statement} changes session state, ` +
       'which PgBouncer in transaction pooling mode does not keep between transactions (the ' +
-      'next one may run on another server connection). Use ' +
-      `${change.instead} instead, or connect without PgBouncer.`,
+      `next one may run on another server connection). Instead: ${change.instead}; or ` +
+      'connect without PgBouncer.',
   );
 }
 

@@ -11,7 +11,7 @@
 export interface SessionChange {
   /** What it is, for messages: 'SET', 'set_config(..., false)', 'pg_advisory_lock()'. */
   statement: string;
-  /** What to use inside db.atomic() instead, where nothing may outlive a transaction (PgBouncer). */
+  /** What lasts one transaction instead, for PgBouncer's transaction pooling. */
   instead: string;
 }
 
@@ -36,7 +36,10 @@ const POSTGRES_COMMANDS: [RegExp, SessionChange][] = [
   // SET LOCAL, SET TRANSACTION and SET CONSTRAINTS last one transaction.
   [/^SET\s+(?!LOCAL\b|TRANSACTION\b|CONSTRAINTS\b)/i, { statement: 'SET', instead: settings }],
   [/^RESET\b/i, { statement: 'RESET', instead: settings }],
-  [/^DISCARD\b/i, { statement: 'DISCARD', instead: 'nothing: leave resetting to the pool' }],
+  [
+    /^DISCARD\b/i,
+    { statement: 'DISCARD', instead: "leave it out, PgBouncer's server connections are shared" },
+  ],
   [
     /^(?:UN)?LISTEN\b/i,
     { statement: 'LISTEN', instead: 'a pg.Client of its own, outside the pool, for listening' },
