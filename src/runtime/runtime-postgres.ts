@@ -66,6 +66,17 @@ function refusedUnderPgBouncer(sql: string, change: SessionChange): DbHooksError
   );
 }
 
+/**
+ * True while the client is inside a transaction a BEGIN run by hand left open ('T', or 'E' after
+ * an error). pg 8.21 and later report it; with an earlier pg this is never true.
+ */
+function inTransaction(client: pg.PoolClient): boolean {
+  const status = (
+    client as { getTransactionStatus?: () => string | null }
+  ).getTransactionStatus?.();
+  return status === 'T' || status === 'E';
+}
+
 /** A statement as pg takes it; raw() passes the ORM's row mode and type parsers. */
 function queryConfig(sql: string, values: unknown[] | undefined, options?: RawOptions) {
   const config: pg.QueryConfig = { text: sql, values };
@@ -143,17 +154,19 @@ class PostgresDriver implements Driver<pg.PoolClient> {
   }
 
   changedSession(client: pg.PoolClient): boolean {
-    return this.#sessionChanged.has(client);
+    return this.#sessionChanged.has(client) || inTransaction(client);
   }
 
   /**
-   * As a new connection: DISCARD ALL resets every setting (SET ROLE and SESSION AUTHORIZATION
-   * too) to what the connection opened with (pg's own options, such as statement_timeout,
-   * included), drops temporary tables, releases advisory locks, stops listening, and drops
-   * prepared statements and cursors. onConnect then sets up again what it set up at first.
+   * As a new connection: a transaction begun by hand is rolled back; then DISCARD ALL resets
+   * every setting (SET ROLE and SESSION AUTHORIZATION too) to what the connection opened with
+   * (pg's own options, such as statement_timeout, included), drops temporary tables, releases
+   * advisory locks, stops listening, and drops prepared statements and cursors, and onConnect
+   * sets up again what it set up at first.
    */
   async resetSession(client: pg.PoolClient): Promise<void> {
-    this.#sessionChanged.delete(client);
+    if (inTransaction(client)) await client.query('ROLLBACK');
+    if (!this.#sessionChanged.delete(client)) return;
     await client.query('DISCARD ALL');
     await Promise.resolve(this.#config.onConnect?.(client));
   }
