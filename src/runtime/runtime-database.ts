@@ -18,6 +18,7 @@ import { ConnectionStateError, ScopeReleasedError } from './runtime-errors.js';
 import { type Logger, Pool, type PoolOptions, type PoolStats } from './runtime-pool.js';
 import { type Frame, type RequestScope, Scope, type ScopeContext } from './runtime-scope.js';
 import { savepoint, transaction } from './runtime-transaction.js';
+import type { Waiter } from './runtime-wait.js';
 
 export interface DatabaseOptions extends PoolOptions {
   /**
@@ -215,25 +216,26 @@ export class Database<Conn = unknown> {
     params: Params | undefined,
     options?: RawOptions,
   ): Promise<StatementResults[M]> {
-    const execute = (conn: Conn) =>
-      this.#pool.use(conn, () => this.driver.execute(conn, mode, sql, params, options));
+    const execute = (conn: Conn) => this.driver.execute(conn, mode, sql, params, options);
     const scope = this.#frames.getStore()?.scope;
     if (scope === undefined) return this.#borrow(execute);
-    return scope.track(async () =>
-      !scope.holdsConnection && scope.conn === undefined
-        ? this.#borrow(execute, scope.signal)
-        : execute(await scope.connection()),
-    );
+    // After db.close(), each statement borrows a connection, still counted in flight.
+    if (!scope.holdsConnection && scope.conn === undefined) {
+      return scope.track(() => this.#borrow(execute, scope));
+    }
+    return scope.use(execute);
   }
 
   /**
    * A connection for one statement (or one transaction) outside any held connection, returned
    * (and reset, if the statement changed its session state) before the result is.
    */
-  async #borrow<R>(use: (conn: Conn) => Promise<R>, signal?: AbortSignal): Promise<R> {
-    const conn = await this.#pool.checkOut(signal);
+  async #borrow<R>(use: (conn: Conn) => R | Promise<R>, waiter?: Waiter): Promise<R> {
+    const conn = await this.#pool.checkOut(waiter);
     try {
       return await use(conn);
+    } catch (error) {
+      throw this.#pool.failure(conn, error);
     } finally {
       const resetting = this.#pool.checkIn(conn);
       if (resetting !== undefined) await resetting;

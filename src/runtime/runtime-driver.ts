@@ -3,6 +3,7 @@
  * statements and their results.
  */
 import type { ConnectionSource } from './runtime-pool.js';
+import type { Waiter } from './runtime-wait.js';
 
 /** Statement parameters, in the driver's own placeholder style (`?` for SQLite, `$1` for PostgreSQL). */
 export type Params = readonly unknown[] | Record<string, unknown>;
@@ -56,7 +57,7 @@ export interface Driver<Conn> extends ConnectionSource<Conn> {
   /**
    * What a transaction waits for before it takes a connection (SQLite: its turn to write), so
    * that a request queued behind another's transaction holds no connection meanwhile. Resolves
-   * with the function that gives the turn up; `signal` ends the wait early.
+   * with the function that gives the turn up; the waiter may end the wait early.
    */
-  transactionTurn?(signal: AbortSignal): Promise<() => void>;
+  transactionTurn?(waiter: Waiter): Promise<() => void>;
 }

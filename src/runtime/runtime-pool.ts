@@ -6,7 +6,7 @@
  * again. The driver keeps the connections themselves (pg's Pool, or SQLite's idle list).
  */
 import { PoolClosedError, PoolTimeoutError } from './runtime-errors.js';
-import { WaitQueue } from './runtime-wait.js';
+import { type Waiter, WaitQueue } from './runtime-wait.js';
 
 /** Where warnings and the operator's side of errors go (console by default). */
 export type Logger = Pick<Console, 'warn' | 'error'>;
@@ -84,13 +84,13 @@ export class Pool<Conn> {
     this.#logger = logger;
   }
 
-  /** A connection for the caller alone, until checkIn(). `signal` ends a wait for one early. */
-  async checkOut(signal?: AbortSignal): Promise<Conn> {
+  /** A connection for the caller alone, until checkIn(). The waiter may end a wait for one early. */
+  async checkOut(waiter?: Waiter): Promise<Conn> {
     if (this.#draining !== undefined) throw new PoolClosedError();
     const generation = this.#generation;
     if (this.#slotsTaken < this.#max) this.#slotsTaken++;
     // Otherwise checkIn() hands its slot over, still counted.
-    else await this.#queue.wait(this.#acquireTimeoutMillis, () => this.#timedOut(), signal);
+    else await this.#queue.wait(this.#acquireTimeoutMillis, () => this.#timedOut(), waiter);
     let conn: Conn;
     try {
       conn = await this.#source.checkOut();
@@ -127,13 +127,9 @@ export class Pool<Conn> {
     return undefined;
   }
 
-  /** Runs a call on a checked-out connection; one cut off because close() closed it says so. */
-  async use<R>(conn: Conn, call: () => R | Promise<R>): Promise<R> {
-    try {
-      return await call();
-    } catch (error) {
-      throw this.#closedInUse.has(conn as object) ? new PoolClosedError({ cause: error }) : error;
-    }
+  /** What to throw for a call that failed on conn: close() may have cut it off. */
+  failure(conn: Conn, error: unknown): unknown {
+    return this.#closedInUse.has(conn as object) ? new PoolClosedError({ cause: error }) : error;
   }
 
   stats(): PoolStats {

@@ -48,8 +48,8 @@ export class Scope<Conn> {
   #active = 0;
   #whenIdle: (() => void)[] = [];
   #releasing: Promise<void> | undefined = undefined;
-  /** Aborted by release(): ends this scope's waits (for a connection, for SQLite's write turn). */
-  readonly #released = new AbortController();
+  /** Its waits in progress (for a connection, for SQLite's write turn): release() ends them. */
+  #waits: Set<(error: Error) => void> | undefined = undefined;
   #checkedOutAt: Error | undefined = undefined;
   #leakTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   #leakReportedAt = 0;
@@ -71,9 +71,15 @@ export class Scope<Conn> {
     return this.conn !== undefined || this.#checkingOut !== undefined;
   }
 
-  /** Aborts when the scope is released; the scope's waits take it. */
-  get signal(): AbortSignal {
-    return this.#released.signal;
+  /** As a Waiter: release() ends the wait with ScopeReleasedError. */
+  onLeave(leave: (error: Error) => void): () => void {
+    if (this.releaseReason) {
+      leave(new ScopeReleasedError(this.releaseReason));
+      return () => {};
+    }
+    this.#waits ??= new Set();
+    this.#waits.add(leave);
+    return () => this.#waits?.delete(leave);
   }
 
   /** Runs fn (and everything it awaits) inside this scope. Can be called again for the same request. */
@@ -95,6 +101,24 @@ export class Scope<Conn> {
     return this.#checkingOut;
   }
 
+  /**
+   * Runs `use` on the scope's connection (checked out on first use) as a call in flight:
+   * release() waits for it.
+   */
+  async use<R>(use: (conn: Conn) => R | Promise<R>): Promise<R> {
+    if (this.releaseReason) throw new ScopeReleasedError(this.releaseReason);
+    this.#active++;
+    let conn: Conn | undefined;
+    try {
+      conn = this.conn ?? (await this.connection());
+      return await use(conn);
+    } catch (error) {
+      throw conn === undefined ? error : this.#context.pool.failure(conn, error);
+    } finally {
+      this.#leave();
+    }
+  }
+
   /** Runs `call` as a call in flight of this scope: release() waits for it. */
   async track<R>(call: () => R | Promise<R>): Promise<R> {
     if (this.releaseReason) throw new ScopeReleasedError(this.releaseReason);
@@ -102,9 +126,13 @@ export class Scope<Conn> {
     try {
       return await call();
     } finally {
-      this.#active--;
-      if (this.#active === 0) for (const resolve of this.#whenIdle.splice(0)) resolve();
+      this.#leave();
     }
+  }
+
+  #leave(): void {
+    this.#active--;
+    if (this.#active === 0) for (const resolve of this.#whenIdle.splice(0)) resolve();
   }
 
   /**
@@ -115,7 +143,10 @@ export class Scope<Conn> {
   release(reason: ReleaseReason = 'done'): Promise<void> {
     if (this.#releasing === undefined) {
       this.releaseReason = reason;
-      this.#released.abort(new ScopeReleasedError(reason));
+      if (this.#waits?.size) {
+        const error = new ScopeReleasedError(reason);
+        for (const leave of this.#waits) leave(error);
+      }
       this.#releasing = this.checkIn().then(
         () => {},
         (error: unknown) => {
@@ -159,7 +190,7 @@ export class Scope<Conn> {
       this.#checkedOutAt = new Error('checked out here');
     }
     try {
-      const conn = await this.#context.pool.checkOut(this.signal);
+      const conn = await this.#context.pool.checkOut(this);
       this.conn = conn; // released meanwhile: release() returns it once we are done
       this.#watchForLeak();
       if (this.releaseReason) throw new ScopeReleasedError(this.releaseReason);

@@ -21,10 +21,10 @@ import type {
   StatementMode,
   StatementResults,
 } from './runtime-driver.js';
-import { DatabaseUnavailableError, PoolTimeoutError } from './runtime-errors.js';
+import { DatabaseUnavailableError, PoolClosedError, PoolTimeoutError } from './runtime-errors.js';
 import type { Logger } from './runtime-pool.js';
 import { newConnectionPragmas, type Pragmas, sqliteChangesSession } from './runtime-session.js';
-import { TurnLock } from './runtime-wait.js';
+import { TurnLock, type Waiter } from './runtime-wait.js';
 
 export type { Pragmas } from './runtime-session.js';
 
@@ -149,6 +149,8 @@ class SqliteDriver implements Driver<SqliteConnection> {
   }
 
   closeAll(): void {
+    // Writers still waiting for their turn when the pool closes are refused, as the pool's are.
+    this.#writeTurn.rejectWaiting(new PoolClosedError());
     for (const conn of this.#all) {
       this.#releaseWriteLock(conn);
       conn.handle.close(); // SQLite rolls back a transaction left open
@@ -179,8 +181,8 @@ class SqliteDriver implements Driver<SqliteConnection> {
     return this.#writeTurn.whenFree(run);
   }
 
-  transactionTurn(signal: AbortSignal): Promise<() => void> {
-    return this.#writeTurn.take(signal);
+  transactionTurn(waiter: Waiter): Promise<() => void> {
+    return this.#writeTurn.take(waiter);
   }
 
   async begin(conn: SqliteConnection, turn?: () => void): Promise<void> {

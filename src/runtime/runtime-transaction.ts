@@ -16,17 +16,15 @@ export async function transaction<Conn, T>(
   scope: Scope<Conn>,
   fn: () => Promise<T>,
 ): Promise<T> {
-  const { driver, pool } = context;
+  const { driver } = context;
   scope.depth = 1; // at once, so that a concurrent atomic() sees it
   try {
     await scope.track(async () => {
       // SQLite: the turn to write comes before the connection, so a request queued behind
       // another's transaction holds no connection meanwhile.
-      const turn =
-        scope.conn === undefined ? await driver.transactionTurn?.(scope.signal) : undefined;
+      const turn = scope.conn === undefined ? await driver.transactionTurn?.(scope) : undefined;
       try {
-        const conn = await scope.connection();
-        await pool.use(conn, () => driver.begin(conn, turn));
+        await scope.use((conn) => driver.begin(conn, turn));
       } catch (error) {
         turn?.(); // never reached begin(), or begin() failed and gave it up already
         throw error;
@@ -49,7 +47,7 @@ export async function savepoint<Conn, T>(
   const run = (sql: string) => (conn: Conn) => context.driver.execute(conn, 'run', sql, undefined);
   scope.depth = depth + 1;
   try {
-    await onHeldConnection(context, scope, run(`SAVEPOINT ${name}`));
+    await onHeldConnection(scope, run(`SAVEPOINT ${name}`));
   } catch (error) {
     scope.depth = depth;
     throw error;
@@ -77,12 +75,12 @@ async function runThenEnd<Conn, T>(
   } catch (error) {
     // Refused if the scope was released meanwhile: release() has rolled back already. A
     // connection that cannot roll back is discarded on release; fn's error is the one to report.
-    await onHeldConnection(context, scope, (conn) => end.rollback(conn)).catch(() => {});
+    await onHeldConnection(scope, (conn) => end.rollback(conn)).catch(() => {});
     scope.depth = depth - 1;
     throw error;
   }
   try {
-    await onHeldConnection(context, scope, (conn) => end.commit(conn));
+    await onHeldConnection(scope, (conn) => end.commit(conn));
   } finally {
     scope.depth = depth - 1;
   }
@@ -91,13 +89,12 @@ async function runThenEnd<Conn, T>(
 
 /** Runs use() on the connection the scope holds (inside a transaction). */
 function onHeldConnection<Conn>(
-  context: ScopeContext<Conn>,
   scope: Scope<Conn>,
   use: (conn: Conn) => unknown,
 ): Promise<unknown> {
-  return scope.track(() => {
-    const conn = scope.conn;
-    if (conn === undefined) throw new ScopeReleasedError(scope.releaseReason ?? 'done');
-    return context.pool.use(conn, () => use(conn));
-  });
+  // Released meanwhile: the connection went back, and the transaction with it.
+  if (scope.conn === undefined) {
+    return Promise.reject(new ScopeReleasedError(scope.releaseReason ?? 'done'));
+  }
+  return scope.use(use);
 }
