@@ -73,8 +73,9 @@ export class Scope<Conn> {
 
   /** As a Waiter: release() ends the wait with ScopeReleasedError. */
   onLeave(leave: (error: Error) => void): () => void {
-    if (this.releaseReason) {
-      leave(new ScopeReleasedError(this.releaseReason));
+    const reason = this.releaseReason;
+    if (reason) {
+      queueMicrotask(() => leave(new ScopeReleasedError(reason)));
       return () => {};
     }
     this.#waits ??= new Set();

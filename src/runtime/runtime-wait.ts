@@ -9,7 +9,10 @@
  * points of server CPU on a PostgreSQL route where most requests wait for a connection.)
  */
 export interface Waiter {
-  /** Calls `leave` with the error to reject with if the waiter goes away first; returns what stops that. */
+  /**
+   * Calls `leave` (never synchronously) with the error to reject with if the waiter goes away
+   * first; returns what stops that.
+   */
   onLeave(leave: (error: Error) => void): () => void;
 }
 
@@ -27,7 +30,6 @@ export class WaitQueue {
    */
   wait(timeoutMillis: number, timeoutError: () => Error, waiter?: Waiter): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      let stopWatching: (() => void) | undefined;
       const settle = (error?: Error) => {
         clearTimeout(timer);
         stopWatching?.();
@@ -41,7 +43,7 @@ export class WaitQueue {
       };
       const timer = setTimeout(() => leave(timeoutError()), timeoutMillis);
       this.#waiters.push(settle);
-      stopWatching = waiter?.onLeave(leave);
+      const stopWatching = waiter?.onLeave(leave);
     });
   }
 

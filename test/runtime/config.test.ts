@@ -23,6 +23,7 @@ import { enterRequest } from '../../src/runtime/runtime-node.ts';
 import { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
 import { type SqliteConnection, SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
 import {
+  admin,
   type CapturingLogger,
   capturingLogger,
   countReleases,
@@ -62,16 +63,6 @@ function gate(): { promise: Promise<void>; open: () => void } {
     open = resolve;
   });
   return { promise, open };
-}
-
-async function admin<T>(url: string, use: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await use(client);
-  } finally {
-    await client.end();
-  }
 }
 
 /** The client backends connected to the test database, besides the one counting them. */

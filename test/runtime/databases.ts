@@ -4,6 +4,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import type { Database, DatabaseOptions } from '../../src/runtime/runtime.ts';
 import { PostgresDatabase, type PostgresOptions } from '../../src/runtime/runtime-postgres.ts';
 import { SqliteDatabase, type SqliteOptions } from '../../src/runtime/runtime-sqlite.ts';
@@ -184,4 +185,15 @@ export function identify(opened: Opened): () => Promise<unknown> {
     await db.get('SELECT 1 AS whoami');
     return ran.filter((r) => r.sql === 'SELECT 1 AS whoami').at(-1)!.conn;
   };
+}
+
+/** Runs use() on a client of its own, outside any pool: to look at the server from the side. */
+export async function admin<T>(url: string, use: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await use(client);
+  } finally {
+    await client.end();
+  }
 }

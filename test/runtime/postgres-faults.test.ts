@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
-import pg from 'pg';
+import type pg from 'pg';
 import {
   createScope,
   DatabaseUnavailableError,
@@ -17,6 +17,7 @@ import { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
 import { pgbouncerPath, startPgBouncer } from '../support/pgbouncer.ts';
 import { createTestDatabase, freePort, postgresUrl } from '../support/postgres.ts';
 import {
+  admin,
   capturingLogger,
   countReleases,
   openPostgres,
@@ -24,16 +25,6 @@ import {
   sleep,
   waitFor,
 } from './databases.ts';
-
-async function admin<T>(url: string, use: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await use(client);
-  } finally {
-    await client.end();
-  }
-}
 
 /** Terminates every other backend of the database; returns how many. */
 function terminateAll(url: string): Promise<number> {

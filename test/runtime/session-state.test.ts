@@ -13,13 +13,13 @@ import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import pg from 'pg';
 import { type Database, DbHooksError } from '../../src/runtime/runtime.ts';
 import { enterRequest } from '../../src/runtime/runtime-node.ts';
 import type { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
 import { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
 import { idleInTransaction, postgresUrl } from '../support/postgres.ts';
 import {
+  admin,
   capturingLogger,
   type Opened,
   openPostgres,
@@ -84,16 +84,6 @@ function countResets(db: Database<any>): { count: number } {
     };
   }
   return counter;
-}
-
-async function admin<T>(url: string, use: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await use(client);
-  } finally {
-    await client.end();
-  }
 }
 
 // --- PostgreSQL ---------------------------------------------------------------------------
