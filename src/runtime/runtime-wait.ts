@@ -4,9 +4,9 @@
  */
 
 /**
- * Who waits, when the wait can end early: a request's scope, whose release ends its waits. (Not
- * an AbortSignal: a signal's listener and abort() cost about 1.5 µs a wait, measured as 15-20
- * points of server CPU on a PostgreSQL route where most requests wait for a connection.)
+ * Who waits, when the wait can end early: a request's scope, whose release ends its waits. A
+ * function the scope holds rather than an AbortSignal: under load most requests wait for a
+ * connection, and a signal's listener and abort() would cost more than the rest of the wait.
  */
 export interface Waiter {
   /**
