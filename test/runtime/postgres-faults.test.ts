@@ -119,7 +119,10 @@ test('a connection with a broken backend is destroyed; an SQL error keeps it', a
     await scope.connect();
     await terminateAll(url!);
     // A lost connection is the 503 a client may see, never the driver's own error.
-    await assert.rejects(scope.run(() => db.get('SELECT 1')), DatabaseUnavailableError);
+    await assert.rejects(
+      scope.run(() => db.get('SELECT 1')),
+      DatabaseUnavailableError,
+    );
     await scope.release();
     const second = await pid();
     assert.notEqual(second, first, 'the broken connection must not be reused');
