@@ -22,9 +22,8 @@ import type { Waiter } from './runtime-wait.js';
 
 export interface DatabaseOptions extends PoolOptions {
   /**
-   * Warn when one request keeps a connection longer than this (HikariCP's
-   * leakDetectionThreshold), naming the request and where it checked the connection out. 0 turns
-   * it off. Default 0.
+   * Warn when a request keeps a connection longer than this, naming it and where it checked the
+   * connection out (HikariCP's leakDetectionThreshold). 0, the default, turns it off.
    */
   leakDetectionThresholdMillis?: number;
   /** Where warnings and the operator's side of errors go, the adapters' included. Default: console. */
@@ -51,10 +50,7 @@ export interface AdapterOptions<D extends Database = Database> {
 }
 
 /** What an adapter was set up with, its defaults applied. */
-export interface RequestSettings {
-  database: Database;
-  checkout?: Checkout | undefined;
-}
+export type RequestSettings = { database: Database; checkout?: Checkout | undefined };
 
 let scopeOf: <Conn>(database: Database<Conn>, label: string) => Scope<Conn>;
 let frameOf: <Conn>(database: Database<Conn>) => Frame<Conn> | undefined;

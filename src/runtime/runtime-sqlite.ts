@@ -30,10 +30,7 @@ export type { Pragmas } from './runtime-session.js';
 
 /** better-sqlite3's options (timeout, readonly, fileMustExist, ...), passed as they are, and ours. */
 export interface SqliteOptions extends DatabaseOptions, BetterSqlite3.Options {
-  /**
-   * Database file. Default 'app.db'. ':memory:' gets a single connection, which is the database
-   * itself: it is never replaced, so its session state is not reset.
-   */
+  /** Database file. Default 'app.db'. ':memory:' is one connection, never replaced or reset. */
   path?: string;
   /** Set on every new connection, over the defaults: `{ journal_mode: 'wal', synchronous: 'normal' }`. */
   pragmas?: Pragmas;
@@ -47,10 +44,8 @@ export class SqliteDatabase extends Database<SqliteConnection> {
   constructor(options: SqliteOptions = {}) {
     const path = options.path ?? 'app.db';
     // Every ':memory:' connection is a separate empty database, so share one.
-    super(new SqliteDriver(path, options), {
-      ...options,
-      max: path === ':memory:' ? 1 : options.max,
-    });
+    const max = path === ':memory:' ? 1 : options.max;
+    super(new SqliteDriver(path, options), { ...options, max });
   }
 }
 

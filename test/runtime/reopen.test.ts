@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, test } from 'node:test';
+import { describe, type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { createScope } from '../../src/runtime/runtime.ts';
@@ -144,6 +144,16 @@ function runLateStatement(env: Record<string, string>, limitMillis: number): Pro
 }
 
 /** The fixture ran to its end: the late statements reopened the pool and were answered. */
+/** The late statement ran, and the process exited by itself soon after it. */
+function assertExitedPromptly(t: TestContext, run: ChildRun): void {
+  assertLateStatementRan(run);
+  t.diagnostic(`exited ${Math.round(run.exitAfterLateMillis!)} ms after its last statement`);
+  assert.ok(
+    run.exitAfterLateMillis! < EXIT_BOUND,
+    `exited ${run.exitAfterLateMillis} ms after its last statement`,
+  );
+}
+
 function assertLateStatementRan(run: ChildRun): void {
   assert.equal(run.killed, false, `still running at the limit\n${run.stdout}\n${run.stderr}`);
   assert.equal(run.code, 0, `exit ${run.code ?? run.signal}\n${run.stdout}\n${run.stderr}`);
@@ -166,12 +176,7 @@ describe('a late timer does not keep a shutting-down process alive', () => {
         { CDH_KIND: 'sqlite', CDH_SQLITE_PATH: join(dir, 'app.db') },
         20_000,
       );
-      assertLateStatementRan(run);
-      t.diagnostic(`exited ${Math.round(run.exitAfterLateMillis!)} ms after its last statement`);
-      assert.ok(
-        run.exitAfterLateMillis! < EXIT_BOUND,
-        `exited ${run.exitAfterLateMillis} ms after its last statement`,
-      );
+      assertExitedPromptly(t, run);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -184,12 +189,7 @@ describe('a late timer does not keep a shutting-down process alive', () => {
         { CDH_KIND: 'postgres', DATABASE_URL: database.url },
         20_000,
       );
-      assertLateStatementRan(run);
-      t.diagnostic(`exited ${Math.round(run.exitAfterLateMillis!)} ms after its last statement`);
-      assert.ok(
-        run.exitAfterLateMillis! < EXIT_BOUND,
-        `exited ${run.exitAfterLateMillis} ms after its last statement`,
-      );
+      assertExitedPromptly(t, run);
     } finally {
       await database.drop();
     }
