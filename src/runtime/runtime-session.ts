@@ -158,3 +158,30 @@ export function sqliteChangesSession(sql: string): boolean {
   const pragma = SQLITE_PRAGMA.exec(sql)?.[1];
   return pragma !== undefined && !SQLITE_READS.has(pragma.toLowerCase());
 }
+
+/**
+ * MySQL and MariaDB: the first look, as for PostgreSQL. `SET TRANSACTION` (no SESSION) lasts
+ * the next transaction only; `UPDATE t SET x` does not match.
+ */
+const MYSQL_HINT = new RegExp(
+  String.raw`(?:^|;)${lead}(?:SET|CREATE|LOCK|PREPARE|USE|HANDLER)\b|GET_LOCK|:=|\bINTO\s+@`,
+  'i',
+);
+const MYSQL_COMMANDS =
+  /^(?:SET\s+(?!TRANSACTION\b)|CREATE\s+TEMPORARY\b|LOCK\s+TABLES?\b|PREPARE\b|USE\b|HANDLER\b)/i;
+// Anywhere in a statement: a user-level lock, a user variable assigned in a SELECT.
+const MYSQL_ANYWHERE = /\bGET_LOCK\s*\(|@\s*[\w$.]+\s*:=|@`[^`]*`\s*:=|\bINTO\s+@/i;
+/** MySQL's string literals (backslash escapes, '' and "") and comments, `#` ones too. */
+const MYSQL_INERT = /'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|(?:--\s|#)[^\n]*|\/\*[\s\S]*?\*\//g;
+
+/**
+ * True when a MySQL or MariaDB statement changes its connection's session state: SET (user
+ * variables, SET SESSION, SET NAMES, SET ROLE), `@v := ...` and `INTO @v`, temporary tables,
+ * GET_LOCK() and LOCK TABLES, PREPARE, USE, HANDLER.
+ */
+export function mysqlChangesSession(sql: string): boolean {
+  if (!MYSQL_HINT.test(sql)) return false;
+  const text = sql.replace(MYSQL_INERT, (inert) => (/^['"]/.test(inert) ? "''" : ' '));
+  if (MYSQL_ANYWHERE.test(text)) return true;
+  return text.split(';').some((statement) => MYSQL_COMMANDS.test(statement.trim()));
+}

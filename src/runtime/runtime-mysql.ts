@@ -1,0 +1,270 @@
+/**
+ * db-hooks driver for MySQL 8 and MariaDB 10.11+, on mysql2.
+ *
+ * The runtime decides when connections are checked out and returned, and bounds the wait for
+ * one (mysql2's own pool waits forever); this file opens connections with mysql2, keeps the idle
+ * ones, and runs statements. A lost server or a KILLed connection fails its statements with
+ * DatabaseUnavailableError (503), and the connection is closed instead of reused. A connection a
+ * statement changed the session state of (runtime-session) is reset when it goes back:
+ * COM_RESET_CONNECTION, then onConnect again.
+ */
+import mysql from 'mysql2';
+import type { Connection as PromiseConnection } from 'mysql2/promise';
+import { Database, type DatabaseOptions } from './runtime-database.js';
+import type {
+  Driver,
+  Params,
+  RawOptions,
+  RawResult,
+  StatementMode,
+  StatementResults,
+} from './runtime-driver.js';
+import { DatabaseUnavailableError } from './runtime-errors.js';
+import type { Logger } from './runtime-pool.js';
+import { mysqlChangesSession } from './runtime-session.js';
+
+export type MysqlConnection = mysql.Connection;
+
+/**
+ * mysql2's ConnectionOptions (uri, host, user, password, database, ssl, charset, timezone,
+ * connectTimeout, ...), passed to mysql2 as they are, with this project's own options beside them.
+ */
+export interface MysqlOptions extends DatabaseOptions, mysql.ConnectionOptions {
+  /** An idle connection is closed after this long. Default 10000. */
+  idleTimeoutMillis?: number;
+  /**
+   * Runs on each new connection before its first use, and again after a reset: what a new
+   * connection starts with (`SET SESSION time_zone = '+00:00'`, ...). A failure closes it.
+   */
+  onConnect?(conn: PromiseConnection): unknown;
+}
+
+export class MysqlDatabase extends Database<MysqlConnection> {
+  constructor(options: MysqlOptions = {}) {
+    super(new MysqlDriver(options), options);
+  }
+}
+
+// Server errors that end the connection: KILL (MariaDB 1927), shutdown (1053), and MySQL 8's
+// wait_timeout disconnect (4031).
+const CONNECTION_ENDED = new Set<string | number>([
+  'ER_CONNECTION_KILLED',
+  'ER_SERVER_SHUTDOWN',
+  4031,
+]);
+
+/**
+ * True when a statement failed because its connection did: mysql2 marks those `fatal`
+ * (PROTOCOL_CONNECTION_LOST, EPIPE, ECONNRESET, "closed state"); the server's own errors for a
+ * killed connection come just before the socket closes, and are not.
+ */
+function isConnectionFailure(error: unknown): boolean {
+  const { fatal, code, errno } = (error ?? {}) as {
+    fatal?: boolean;
+    code?: string;
+    errno?: number;
+  };
+  return fatal === true || CONNECTION_ENDED.has(code ?? '') || CONNECTION_ENDED.has(errno ?? 0);
+}
+
+/** The transaction flag of the server's last status: a BEGIN run by hand and left open. */
+function inTransaction(conn: MysqlConnection): boolean {
+  const status = (conn as unknown as { serverStatus?: number }).serverStatus ?? 0;
+  return (status & 1) === 1; // SERVER_STATUS_IN_TRANS
+}
+
+function socket(conn: MysqlConnection): { ref?(): void; unref?(): void } | undefined {
+  return (conn as unknown as { stream?: { ref?(): void; unref?(): void } }).stream;
+}
+
+/** mysql2's callback API, once, as a promise (its promise wrapper is one object more per call). */
+function call<T = void>(start: (done: (error: unknown, value?: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => {
+    start((error, value) => (error ? reject(error) : resolve(value as T)));
+  });
+}
+
+class MysqlDriver implements Driver<MysqlConnection> {
+  // Private, so the password never shows up in console.log(db).
+  readonly #config: mysql.ConnectionOptions;
+  readonly #onConnect: MysqlOptions['onConnect'];
+  readonly #idleTimeoutMillis: number;
+  readonly #logger: Logger;
+  readonly #all = new Set<MysqlConnection>();
+  readonly #idle: MysqlConnection[] = [];
+  readonly #idleTimers = new Map<MysqlConnection, ReturnType<typeof setTimeout>>();
+  /** Connections a statement changed the session state of: reset on check-in. */
+  readonly #sessionChanged = new WeakSet<MysqlConnection>();
+
+  constructor(options: MysqlOptions) {
+    // mysql2 warns about options it does not know: ours stay here.
+    const {
+      max,
+      acquireTimeoutMillis,
+      closeTimeoutMillis,
+      resetTimeoutMillis,
+      leakDetectionThresholdMillis,
+      logger,
+      idleTimeoutMillis,
+      onConnect,
+      ...config
+    } = options;
+    // Opening a connection gives up after this; the wait for a free one is the runtime's.
+    this.#config = { connectTimeout: 5000, ...config };
+    this.#onConnect = onConnect;
+    this.#idleTimeoutMillis = idleTimeoutMillis ?? 10000;
+    this.#logger = logger ?? console;
+  }
+
+  async checkOut(): Promise<MysqlConnection> {
+    for (let conn = this.#idle.pop(); conn !== undefined; conn = this.#idle.pop()) {
+      clearTimeout(this.#idleTimers.get(conn));
+      this.#idleTimers.delete(conn);
+      // An idle connection the server closed meanwhile (a restart, wait_timeout) is dropped.
+      if (this.isBroken(conn)) this.#close(conn);
+      else {
+        socket(conn)?.ref?.();
+        return conn;
+      }
+    }
+    return this.#open();
+  }
+
+  async #open(): Promise<MysqlConnection> {
+    let conn: MysqlConnection | undefined;
+    try {
+      const opening = mysql.createConnection(this.#config);
+      conn = opening;
+      // A connection whose server goes away while idle emits 'error'; with no listener Node
+      // would crash. isBroken() sees it from the connection's state.
+      opening.on('error', () => {});
+      await call((done) => opening.connect(done));
+      this.#all.add(opening);
+      await this.#onConnect?.(opening.promise());
+      return opening;
+    } catch (error) {
+      if (conn !== undefined) this.#close(conn);
+      this.#logger.error(
+        `db-hooks: could not open a MySQL connection (${(error as Error).message}). Check that ` +
+          'the server is up, that DATABASE_URL points to it, and the onConnect hook if any.',
+      );
+      throw new DatabaseUnavailableError({ cause: error });
+    }
+  }
+
+  checkIn(conn: MysqlConnection, discard: boolean): void {
+    if (discard || this.isBroken(conn)) {
+      this.#close(conn);
+      return;
+    }
+    // Idle connections never keep the process alive, e.g. after a late statement reopened the
+    // pool during shutdown.
+    socket(conn)?.unref?.();
+    const timer = setTimeout(() => {
+      const at = this.#idle.indexOf(conn);
+      if (at !== -1) this.#idle.splice(at, 1);
+      this.#idleTimers.delete(conn);
+      this.#close(conn);
+    }, this.#idleTimeoutMillis);
+    timer.unref();
+    this.#idleTimers.set(conn, timer);
+    this.#idle.push(conn);
+  }
+
+  #close(conn: MysqlConnection): void {
+    this.#all.delete(conn);
+    this.#sessionChanged.delete(conn);
+    // COM_QUIT when the connection still works, so the server ends the session at once.
+    if (this.isBroken(conn)) conn.destroy();
+    else conn.end(() => conn.destroy());
+  }
+
+  isBroken(conn: MysqlConnection): boolean {
+    const state = conn.state;
+    return state === 'error' || state === 'disconnected';
+  }
+
+  changedSession(conn: MysqlConnection): boolean {
+    return this.#sessionChanged.has(conn) || inTransaction(conn);
+  }
+
+  /**
+   * As a new connection: COM_RESET_CONNECTION rolls back a transaction left open, clears user
+   * variables, sets SET SESSION variables back to the server's globals, drops temporary tables,
+   * releases GET_LOCK and LOCK TABLES locks and prepared statements; onConnect sets up again
+   * what it set up at first. A transaction begun by hand alone only needs a ROLLBACK.
+   */
+  async resetSession(conn: MysqlConnection): Promise<void> {
+    if (!this.#sessionChanged.delete(conn)) {
+      await call((done) => conn.query({ sql: 'ROLLBACK' }, (error: unknown) => done(error)));
+      return;
+    }
+    await call((done) => conn.reset(done));
+    await this.#onConnect?.(conn.promise());
+  }
+
+  async closeAll(): Promise<void> {
+    for (const timer of this.#idleTimers.values()) clearTimeout(timer);
+    this.#idleTimers.clear();
+    const closing = [...this.#all].map((conn) =>
+      this.isBroken(conn) ? conn.destroy() : call((done) => conn.end(() => done(null))),
+    );
+    this.#all.clear();
+    this.#idle.length = 0;
+    await Promise.all(closing);
+  }
+
+  size(): { total: number; idle: number } {
+    return { total: this.#all.size, idle: this.#idle.length };
+  }
+
+  async execute<M extends StatementMode>(
+    conn: MysqlConnection,
+    mode: M,
+    sql: string,
+    params: Params | undefined,
+    options?: RawOptions,
+  ): Promise<StatementResults[M]> {
+    if (mysqlChangesSession(sql)) this.#sessionChanged.add(conn);
+    let result: unknown;
+    // mysql2 queues statements sent at once on one connection (Promise.all) and runs them in
+    // turn; query() (not execute()) leaves no prepared statement on the server.
+    try {
+      result = await call<unknown>((done) =>
+        conn.query(
+          { sql, values: params as mysql.QueryValues, rowsAsArray: options?.rowMode === 'array' },
+          (error: unknown, value: unknown) => done(error, value),
+        ),
+      );
+    } catch (error) {
+      if (!isConnectionFailure(error) && !this.isBroken(conn)) throw error;
+      if (!this.isBroken(conn)) conn.destroy(); // the server ends it; don't wait for the socket
+      this.#logger.error(
+        `db-hooks: lost the MySQL connection during a statement (${(error as Error).message}).`,
+      );
+      throw new DatabaseUnavailableError({ cause: error });
+    }
+    const rows = Array.isArray(result) ? (result as unknown[]) : [];
+    const header = Array.isArray(result) ? undefined : (result as mysql.ResultSetHeader);
+    const changes = header?.affectedRows;
+    // 0: the statement inserted no AUTO_INCREMENT row.
+    const lastInsertId = header?.insertId ? header.insertId : undefined;
+    const raw: RawResult = { rows, changes };
+    const run = { changes: changes ?? 0, ...(lastInsertId && { lastInsertId }) };
+    if (lastInsertId) raw.lastInsertId = lastInsertId;
+    const results: StatementResults = { all: rows, get: rows[0], run, raw };
+    return results[mode];
+  }
+
+  async begin(conn: MysqlConnection): Promise<void> {
+    await this.execute(conn, 'run', 'BEGIN', undefined);
+  }
+
+  async commit(conn: MysqlConnection): Promise<void> {
+    await this.execute(conn, 'run', 'COMMIT', undefined);
+  }
+
+  async rollback(conn: MysqlConnection): Promise<void> {
+    await this.execute(conn, 'run', 'ROLLBACK', undefined);
+  }
+}
