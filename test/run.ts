@@ -2,7 +2,10 @@
 // end-to-end tests on each; the rest (harness, load, the npm install tests) once, on the newest.
 // Each line's official binary comes from the npm registry with a better-sqlite3 built for it
 // (test/support/node-lines.ts). One throwaway PostgreSQL serves the whole run (unless
-// DATABASE_URL is set).
+// DATABASE_URL is set), and one throwaway MariaDB (unless MYSQL_URL is set; none when
+// mariadb-server is not installed, and the MySQL tests say they are skipped). The MySQL tests
+// run on the last runner only (the newest line): mysql2 is plain JavaScript, so nothing they
+// check differs by line; the others get TEST_MYSQL=off.
 // The summaries of the lines before the last are recapped above the last runner's; after it come
 // only the skipped tests, each marked expected or not (in CI an unexpected skip fails the run).
 //
@@ -30,6 +33,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { findMariadbBinaries, startMariadb } from './support/mariadb.ts';
 import { type NodeLine, provisionNodeLine, supportedLines } from './support/node-lines.ts';
 import { startPostgres } from './support/postgres.ts';
 
@@ -121,6 +125,7 @@ chmodSync(runDir, 0o1777);
 process.env.TMPDIR = runDir;
 
 let server: Awaited<ReturnType<typeof startPostgres>> | undefined;
+let mariadb: Awaited<ReturnType<typeof startMariadb>> | undefined;
 let code = 0;
 let current: ReturnType<typeof spawn> | undefined;
 const killGroup = (signal: NodeJS.Signals) => {
@@ -144,11 +149,18 @@ const deadline = setTimeout(() => {
 }, runMillis);
 
 /** Runs `files` in one runner on `line` (undefined: this node); resolves with its exit code. */
-async function runFiles(line: NodeLine | undefined, files: string[], tap: string): Promise<number> {
+async function runFiles(
+  line: NodeLine | undefined,
+  files: string[],
+  tap: string,
+  mysql: boolean,
+): Promise<number> {
   const env = {
     ...process.env,
     ...line?.env,
     ...(server && { DATABASE_URL: server.url }),
+    ...(mariadb && { MYSQL_URL: mariadb.url }),
+    ...(!mysql && { TEST_MYSQL: 'off' }),
   };
   current = spawn(
     line?.node ?? process.execPath,
@@ -188,6 +200,11 @@ const expectedSkips: { test: RegExp; onLine: (major: number) => boolean; why: st
     test: /^restify recipe × /,
     onLine: (major) => major >= 24,
     why: "restify 11 calls process.binding('http_parser'), gone since Node.js 24 (README: Node 22 only)",
+  },
+  {
+    test: /^mysql[: ]/,
+    onLine: (major) => major < supportedLines.at(-1)!,
+    why: 'the MySQL tests run on the newest line only (mysql2 is plain JavaScript)',
   },
 ];
 
@@ -237,6 +254,10 @@ try {
     server = await startPostgres();
     console.log(`PostgreSQL for the tests: ${server.binaries.source} (${server.binaries.initdb})`);
   }
+  if (!quick && !process.env.MYSQL_URL && findMariadbBinaries()) {
+    mariadb = await startMariadb();
+    console.log(`MariaDB for the tests: ${findMariadbBinaries()!.server}`);
+  }
   const recap: string[] = [];
   const skips: Skip[] = [];
   for (const [index, run] of runs.entries()) {
@@ -248,7 +269,7 @@ try {
     }
     console.log(`\n=== ${label}: ${run.files.length} test files\n`);
     const tap = join(runDir, `report-${index}.tap`);
-    const status = await runFiles(line, run.files, tap);
+    const status = await runFiles(line, run.files, tap, index === runs.length - 1);
     if (status !== 0) code = status;
     const major = Number((line?.version ?? process.version).replace(/^v/, '').split('.')[0]);
     skips.push(...tapSkips(tap, label, major));
@@ -278,6 +299,7 @@ try {
 } finally {
   clearTimeout(deadline);
   await server?.stop();
+  await mariadb?.stop();
   stopStrayPostgres(runDir);
   rmSync(runDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
 }

@@ -53,7 +53,7 @@ for (const kind of kinds) {
         const other = createScope(db, 'GET /y');
         await scope.run(async () => {
           assert.equal(db.stats().inUse, 0);
-          await db.run('CREATE TEMP TABLE mine (v integer)');
+          await db.run('CREATE TEMPORARY TABLE mine (v integer)');
           assert.equal(db.stats().inUse, 1, 'the first statement checked one out');
           const first = await whoami();
           await db.run('INSERT INTO mine (v) VALUES (1)');

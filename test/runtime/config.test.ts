@@ -27,8 +27,11 @@ import {
   type CapturingLogger,
   capturingLogger,
   countReleases,
+  type Kind,
   kinds,
+  mysqlSessions,
   type Opened,
+  openMysql,
   openPostgres,
   openSqlite,
   recordAcquires,
@@ -651,7 +654,7 @@ describe('sqlite: the wait for the write turn and the wait for a connection have
 
 /** Opens `kind` with a connection hook that throws while `hook.failing`. */
 function openWithHook(
-  name: 'sqlite' | 'postgres',
+  name: Kind['name'],
   logger: CapturingLogger,
 ): Promise<{ opened: Opened; hook: { failing: boolean; calls: number } }> {
   const hook = { failing: true, calls: 0 };
@@ -660,7 +663,12 @@ function openWithHook(
     if (hook.failing) throw new Error('cdh-hook-detail: tenant setup failed');
   };
   const options = { max: 2, acquireTimeoutMillis: 2000, logger, onConnect };
-  const opening = name === 'sqlite' ? openSqlite(options) : openPostgres(options);
+  const opening =
+    name === 'sqlite'
+      ? openSqlite(options)
+      : name === 'mysql'
+        ? openMysql(options)
+        : openPostgres(options);
   return opening.then((opened) => ({ opened, hook }));
 }
 
@@ -712,7 +720,7 @@ for (const kind of kinds) {
     test(`${kind.name}, ${checkout} checkout: a throwing connection hook over real HTTP answers a clean 503 and leaks nothing`, async () => {
       const logger = capturingLogger();
       const { opened, hook } = await openWithHook(kind.name, logger);
-      const { db, url } = opened;
+      const { db, url, mysqlUrl } = opened;
       let handled = 0;
       const server = await serve(db, checkout, async (_req, res) => {
         handled++;
@@ -735,12 +743,14 @@ for (const kind of kinds) {
         assert.deepEqual(db.stats(), { total: 0, idle: 0, inUse: 0, waiting: 0 });
         assert.equal(releases.count, 0);
         if (url) await waitFor(async () => (await backends(url)).length === 0);
+        if (mysqlUrl) await waitFor(async () => (await mysqlSessions(mysqlUrl)).length === 0);
 
         hook.failing = false;
         assert.deepEqual(await get(server.port, '/items'), { status: 200, body: '{"one":1}' });
         await waitFor(() => releases.count === 1);
         assert.deepEqual(db.stats(), { total: 1, idle: 1, inUse: 0, waiting: 0 });
         if (url) assert.equal((await backends(url)).length, 1);
+        if (mysqlUrl) assert.equal((await mysqlSessions(mysqlUrl)).length, 1);
       } finally {
         await server.close();
         await opened.cleanup();

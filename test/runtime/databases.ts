@@ -1,13 +1,16 @@
-// The two real databases the runtime tests run against: SQLite files in a temp directory and a
-// fresh PostgreSQL database per test. Tests write SQL with `?` placeholders and pass it through
-// `sql()`, which numbers them ($1, $2, ...) for PostgreSQL.
+// The real databases the runtime tests run against: SQLite files in a temp directory, a fresh
+// PostgreSQL database per test, and a fresh MySQL (MariaDB) database per test. Tests write SQL
+// with `?` placeholders and pass it through `sql()`, which numbers them ($1, $2, ...) for
+// PostgreSQL. TEST_KINDS=mysql (comma-separated names) runs only those kinds.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import type { Database, DatabaseOptions } from '../../src/runtime/runtime.ts';
+import { MysqlDatabase, type MysqlOptions } from '../../src/runtime/runtime-mysql.ts';
 import { PostgresDatabase, type PostgresOptions } from '../../src/runtime/runtime-postgres.ts';
 import { SqliteDatabase, type SqliteOptions } from '../../src/runtime/runtime-sqlite.ts';
+import { createMysqlTestDatabase, mysqlAdmin, mysqlSkip } from '../support/mariadb.ts';
 import { createTestDatabase } from '../support/postgres.ts';
 
 export type PoolOptions = Pick<
@@ -21,6 +24,8 @@ export interface Opened<Db extends Database = Database> {
   sql(text: string): string;
   /** PostgreSQL only: the database URL, for a separate admin connection. */
   url?: string;
+  /** MySQL only: the database URL, for a separate admin connection (mysqlAdmin). */
+  mysqlUrl?: string;
   /** SQLite only: the database file. */
   path?: string;
   /** Closes the pool (if the test did not) and deletes the database. */
@@ -28,8 +33,10 @@ export interface Opened<Db extends Database = Database> {
 }
 
 export interface Kind {
-  name: 'sqlite' | 'postgres';
+  name: 'sqlite' | 'postgres' | 'mysql';
   open(options?: PoolOptions): Promise<Opened>;
+  /** Why this kind's tests are skipped here (no server to be had), for describe()'s `skip`. */
+  skip?: string | undefined;
 }
 
 /** Any SqliteDatabase option but the file, which is app.db in a new temp directory. */
@@ -73,10 +80,41 @@ export async function openPostgres(
   };
 }
 
-export const kinds: Kind[] = [
-  { name: 'sqlite', open: openSqlite },
-  { name: 'postgres', open: openPostgres },
-];
+/** Any MysqlDatabase option (mysql2's ConnectionOptions and ours) but the server: a new database. */
+export async function openMysql(
+  options: Omit<MysqlOptions, 'uri'> = {},
+): Promise<Opened<MysqlDatabase>> {
+  const database = await createMysqlTestDatabase();
+  const db = new MysqlDatabase({ uri: database.url, ...options });
+  return {
+    db,
+    mysqlUrl: database.url,
+    sql: (text) => text,
+    async cleanup() {
+      await db.closePool();
+      await database.drop();
+    },
+  };
+}
+
+/**
+ * test/run.ts sets TEST_MYSQL=off on every Node line but the newest: mysql2 is plain JavaScript,
+ * so what the MySQL tests check does not differ by line.
+ */
+export const mysqlOff = process.env.TEST_MYSQL === 'off';
+/** Why the MySQL-only tests do not run here, if they do not. */
+export const mysqlSkipReason = mysqlOff
+  ? 'MySQL runs on the newest Node line only (TEST_MYSQL=off)'
+  : mysqlSkip;
+
+const only = process.env.TEST_KINDS?.split(',');
+export const kinds: Kind[] = (
+  [
+    { name: 'sqlite', open: openSqlite },
+    { name: 'postgres', open: openPostgres },
+    { name: 'mysql', open: openMysql, skip: mysqlSkip },
+  ] satisfies Kind[]
+).filter((kind) => (only ? only.includes(kind.name) : kind.name !== 'mysql' || !mysqlOff));
 
 /** Runs body with a freshly opened database and always cleans up. */
 export async function withDatabase<T>(
@@ -172,13 +210,17 @@ export function recordStatements(db: Database): Array<{ sql: string; conn: unkno
 }
 
 /**
- * Which connection the current scope's statements run on: PostgreSQL's backend pid, or the
+ * Which connection the current scope's statements run on: PostgreSQL's backend pid, MySQL's
+ * connection id, or the
  * SQLite connection object the driver was handed (seen through a wrapped execute()).
  */
 export function identify(opened: Opened): () => Promise<unknown> {
   const { db } = opened;
   if (opened.url) {
     return async () => (await db.get<{ pid: number }>('SELECT pg_backend_pid() AS pid'))!.pid;
+  }
+  if (opened.mysqlUrl) {
+    return async () => (await db.get<{ id: number }>('SELECT CONNECTION_ID() AS id'))!.id;
   }
   const ran = recordStatements(db);
   return async () => {
@@ -196,4 +238,14 @@ export async function admin<T>(url: string, use: (client: pg.Client) => Promise<
   } finally {
     await client.end();
   }
+}
+
+/** MySQL's view of the database at `url`: the ids of the other connections to it. */
+export async function mysqlSessions(url: string): Promise<number[]> {
+  return mysqlAdmin(url, async (conn) => {
+    const [rows] = await conn.query(
+      'SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND ID <> CONNECTION_ID() ORDER BY ID',
+    );
+    return (rows as Array<{ id: number }>).map((row) => Number(row.id));
+  });
 }

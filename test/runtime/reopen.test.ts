@@ -13,8 +13,18 @@ import { describe, type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { createScope } from '../../src/runtime/runtime.ts';
+import { createMysqlTestDatabase } from '../support/mariadb.ts';
 import { createTestDatabase } from '../support/postgres.ts';
-import { kinds, type Opened, openPostgres, openSqlite, waitFor } from './databases.ts';
+import {
+  kinds,
+  mysqlSessions,
+  mysqlSkipReason,
+  type Opened,
+  openMysql,
+  openPostgres,
+  openSqlite,
+  waitFor,
+} from './databases.ts';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const fixture = fileURLToPath(new URL('./fixtures/late-statement.ts', import.meta.url));
@@ -45,14 +55,19 @@ describe('closePool() then a statement: the pool opens again', () => {
       const opened: Opened =
         kind.name === 'sqlite'
           ? await openSqlite({ onConnect, pragmas: { cache_size: -4000 } })
-          : await openPostgres({ onConnect, application_name: 'cdh-reopen' });
-      const { db, url } = opened;
+          : kind.name === 'mysql'
+            ? await openMysql({ onConnect, charset: 'LATIN1_SWEDISH_CI' })
+            : await openPostgres({ onConnect, application_name: 'cdh-reopen' });
+      const { db, url, mysqlUrl } = opened;
       // A setting given in the options, read on the connection that runs the statement.
-      const SETTING =
-        kind.name === 'sqlite'
-          ? 'SELECT cache_size AS setting FROM pragma_cache_size()'
-          : "SELECT current_setting('application_name') AS setting";
-      const expected = kind.name === 'sqlite' ? -4000 : 'cdh-reopen';
+      const SETTING = {
+        sqlite: 'SELECT cache_size AS setting FROM pragma_cache_size()',
+        postgres: "SELECT current_setting('application_name') AS setting",
+        mysql: 'SELECT @@collation_connection AS setting',
+      }[kind.name];
+      const expected = { sqlite: -4000, postgres: 'cdh-reopen', mysql: 'latin1_swedish_ci' }[
+        kind.name
+      ];
       const backend = 'SELECT pg_backend_pid() AS pid';
       try {
         assert.deepEqual(await db.get(SETTING), { setting: expected });
@@ -63,6 +78,7 @@ describe('closePool() then a statement: the pool opens again', () => {
         await db.closePool();
         assert.deepEqual(db.stats(), { total: 0, idle: 0, inUse: 0, waiting: 0 });
         if (url) await waitFor(async () => (await serverPids(url)).length === 0);
+        if (mysqlUrl) await waitFor(async () => (await mysqlSessions(mysqlUrl)).length === 0);
 
         assert.deepEqual(await db.get(SETTING), { setting: expected });
         assert.deepEqual(db.stats(), { total: 1, idle: 1, inUse: 0, waiting: 0 });
@@ -71,6 +87,10 @@ describe('closePool() then a statement: the pool opens again', () => {
           const pid = (await db.get<{ pid: number }>(backend))!.pid;
           assert.notEqual(pid, firstPid);
           assert.deepEqual(await serverPids(url), [pid]);
+        }
+        if (mysqlUrl) {
+          const { id } = (await db.get<{ id: number }>('SELECT CONNECTION_ID() AS id'))!;
+          assert.deepEqual(await mysqlSessions(mysqlUrl), [id]);
         }
         // Requests and transactions work on the reopened pool.
         const scope = createScope(db);
@@ -189,6 +209,18 @@ describe('a late timer does not keep a shutting-down process alive', () => {
         { CDH_KIND: 'postgres', DATABASE_URL: database.url },
         20_000,
       );
+      assertExitedPromptly(t, run);
+    } finally {
+      await database.drop();
+    }
+  });
+
+  test('mysql: the same, with the options index sets (idle sockets unref()ed)', {
+    skip: mysqlSkipReason,
+  }, async (t) => {
+    const database = await createMysqlTestDatabase();
+    try {
+      const run = await runLateStatement({ CDH_KIND: 'mysql', DATABASE_URL: database.url }, 20_000);
       assertExitedPromptly(t, run);
     } finally {
       await database.drop();
