@@ -95,6 +95,11 @@ class MysqlDriver implements Driver<MysqlConnection> {
   readonly #idleTimers = new Map<MysqlConnection, ReturnType<typeof setTimeout>>();
   /** Connections a statement changed the session state of: reset on check-in. */
   readonly #sessionChanged = new WeakSet<MysqlConnection>();
+  /**
+   * Each connection's sql_mode as it opened: the server adds IGNORE_SPACE for mysql2's client
+   * flag, which COM_RESET_CONNECTION drops (the charset it keeps).
+   */
+  readonly #sqlMode = new WeakMap<MysqlConnection, string>();
 
   constructor(options: MysqlOptions) {
     // mysql2 warns about options it does not know: ours stay here.
@@ -140,6 +145,8 @@ class MysqlDriver implements Driver<MysqlConnection> {
       opening.on('error', () => {});
       await call((done) => opening.connect(done));
       this.#all.add(opening);
+      const [row] = await this.#query<{ mode: string }[]>(opening, 'SELECT @@sql_mode AS mode');
+      this.#sqlMode.set(opening, row!.mode);
       await this.#onConnect?.(opening.promise());
       return opening;
     } catch (error) {
@@ -196,11 +203,20 @@ class MysqlDriver implements Driver<MysqlConnection> {
    */
   async resetSession(conn: MysqlConnection): Promise<void> {
     if (!this.#sessionChanged.delete(conn)) {
-      await call((done) => conn.query({ sql: 'ROLLBACK' }, (error: unknown) => done(error)));
+      await this.#query(conn, 'ROLLBACK');
       return;
     }
     await call((done) => conn.reset(done));
+    await this.#query(conn, 'SET SESSION sql_mode = ?', [this.#sqlMode.get(conn)]);
     await this.#onConnect?.(conn.promise());
+  }
+
+  #query<T = unknown>(conn: MysqlConnection, sql: string, values?: unknown): Promise<T> {
+    return call<T>((done) =>
+      conn.query({ sql, values: values as mysql.QueryValues }, (error: unknown, rows: unknown) =>
+        done(error, rows as T),
+      ),
+    );
   }
 
   async closeAll(): Promise<void> {
@@ -246,12 +262,15 @@ class MysqlDriver implements Driver<MysqlConnection> {
     }
     const rows = Array.isArray(result) ? (result as unknown[]) : [];
     const header = Array.isArray(result) ? undefined : (result as mysql.ResultSetHeader);
-    const changes = header?.affectedRows;
-    // 0: the statement inserted no AUTO_INCREMENT row.
-    const lastInsertId = header?.insertId ? header.insertId : undefined;
-    const raw: RawResult = { rows, changes };
-    const run = { changes: changes ?? 0, ...(lastInsertId && { lastInsertId }) };
-    if (lastInsertId) raw.lastInsertId = lastInsertId;
+    // As SQLite's: no count for a statement that returns rows. insertId 0: the statement
+    // inserted no AUTO_INCREMENT row (several rows: the first one's, as LAST_INSERT_ID()).
+    const raw: RawResult = { rows };
+    if (header !== undefined) raw.changes = header.affectedRows;
+    if (header?.insertId) raw.lastInsertId = header.insertId;
+    const run = {
+      changes: raw.changes ?? 0,
+      ...(raw.lastInsertId && { lastInsertId: raw.lastInsertId }),
+    };
     const results: StatementResults = { all: rows, get: rows[0], run, raw };
     return results[mode];
   }
