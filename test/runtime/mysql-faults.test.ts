@@ -182,7 +182,7 @@ describe('mysql: faults', { skip: mysqlSkipReason }, () => {
   });
 
   test('a request waiting for a connection while the pool is full gets PoolTimeoutError at its deadline', async () => {
-    const db = open({ max: 1, acquireTimeoutMillis: 200 });
+    const db = open({ max: 1, acquireTimeoutMillis: 200, logger: capturingLogger() });
     const holder = createScope(db);
     await holder.run(() => db.get('SELECT 1'));
     const events: string[] = [];

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import pg from 'pg';
 import { createScope, ScopeReleasedError } from '../../src/runtime/runtime.ts';
-import { openPostgres, openSqlite } from './databases.ts';
+import { mysqlSkipReason, openMysql, openPostgres, openSqlite } from './databases.ts';
 
 test('sqlite: rows, changes and the rowid; arrays on request, only for that call', async () => {
   const { db, cleanup } = await openSqlite();
@@ -48,6 +48,39 @@ test('postgres: rows and rowCount, arrays, the caller type parsers, one connecti
       ]),
     );
     assert.equal(a.rows[0]!.pid, b!.pid);
+    await scope.release('client-gone');
+    await assert.rejects(
+      scope.run(() => db.raw('SELECT 1')),
+      (error) => error instanceof ScopeReleasedError && error.reason === 'client-gone',
+    );
+    assert.equal(db.stats().inUse, 0);
+  } finally {
+    await cleanup();
+  }
+});
+
+test('mysql: rows, affectedRows and the first insertId; arrays on request; one connection per request', {
+  skip: mysqlSkipReason,
+}, async () => {
+  const { db, cleanup } = await openMysql();
+  try {
+    await db.run('CREATE TABLE t (id int AUTO_INCREMENT PRIMARY KEY, name text NOT NULL)');
+    const inserted = await db.raw('INSERT INTO t (name) VALUES (?), (?)', ['a', 'b']);
+    // Several rows: the first one's id, as LAST_INSERT_ID() gives it.
+    assert.deepEqual(inserted, { rows: [], changes: 2, lastInsertId: 1 });
+    assert.deepEqual(await db.run('UPDATE t SET name = ? WHERE id > ?', ['c', 0]), { changes: 2 });
+    const select = 'SELECT a.id, b.id FROM t a JOIN t b ON a.id = b.id WHERE a.id = ?';
+    assert.deepEqual(await db.raw(select, [1], { rowMode: 'array' }), { rows: [[1, 1]] });
+    assert.deepEqual(await db.get(select, [1]), { id: 1 });
+
+    const scope = createScope(db);
+    const [a, b] = await scope.run(() =>
+      Promise.all([
+        db.raw<{ id: number }>('SELECT CONNECTION_ID() AS id'),
+        db.get<{ id: number }>('SELECT CONNECTION_ID() AS id'),
+      ]),
+    );
+    assert.equal(a.rows[0]!.id, b!.id);
     await scope.release('client-gone');
     await assert.rejects(
       scope.run(() => db.raw('SELECT 1')),
