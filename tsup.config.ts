@@ -6,7 +6,7 @@ import type { Plugin } from 'esbuild';
 import { defineConfig, type Options } from 'tsup';
 import { type ModuleFormat, prebuiltFile, recordConversions } from './src/cli/language.ts';
 import { renderAppFile, renderGeneratedFiles } from './src/cli/render.ts';
-import { databaseIds, ormIds, targetIds } from './src/cli/targets.ts';
+import { databaseIds, orms, targetIds } from './src/cli/targets.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -89,7 +89,9 @@ async function prebuildJavaScript(): Promise<void> {
     for (const moduleFormat of ['esm', 'cjs'] satisfies ModuleFormat[]) {
       const request = {
         targets: targetIds,
-        orms: ormIds,
+        orms: orms
+          .filter((orm) => (orm.databases as readonly string[]).includes(database))
+          .map((orm) => orm.id),
         database,
         style: { language: 'js' as const, moduleFormat },
         dir: 'src/db', // a new app's; generated files do not depend on it, the app entry does

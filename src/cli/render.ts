@@ -2,14 +2,17 @@
 // tests all start from this list.
 import { readFileSync } from 'node:fs';
 import { join, posix } from 'node:path';
+import { UsageError } from './errors.js';
 import { type OutputStyle, sourceExtension, toProjectLanguage } from './language.js';
 import { packageRoot } from './paths.js';
 import { precompiledTemplates } from './precompiled.js';
 import {
   type DatabaseId,
   findDatabase,
+  findOrm,
   findTarget,
   type OrmId,
+  orms,
   runtimeFiles,
   type TargetId,
 } from './targets.js';
@@ -117,6 +120,17 @@ function hasCode(javascript: string): boolean {
 export async function renderGeneratedFiles(request: GenerationRequest): Promise<GeneratedFile[]> {
   const database = findDatabase(request.database);
   if (!database) throw new Error(`Unknown database: ${request.database}`);
+  const supports = (orm: (typeof orms)[number]) =>
+    (orm.databases as readonly string[]).includes(database.id);
+  const unsupported = (request.orms ?? []).filter((id) => !supports(findOrm(id)!));
+  if (unsupported.length > 0) {
+    // No binding for that database yet: refused, rather than another database's binding.
+    const valid = orms.filter(supports).map((orm) => orm.id);
+    throw new UsageError(
+      `--orm ${unsupported.join(',')} does not support -d ${database.id} yet ` +
+        `(valid with it: ${valid.join(', ') || 'none'})`,
+    );
+  }
   const ext = sourceExtension(request.style);
   const out = (name: string) => posix.join(request.dir, `${name}${ext}`);
   const locals: TemplateLocals = {

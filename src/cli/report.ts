@@ -198,6 +198,10 @@ export function finalReport({
       steps.push(
         'export DATABASE_URL=postgres://user:pass@localhost:5432/app   (your PostgreSQL server)',
       );
+    } else if (answers.database === 'mysql') {
+      steps.push(
+        'export DATABASE_URL=mysql://user:pass@localhost:3306/app   (your MySQL or MariaDB server)',
+      );
     }
     steps.push(`${packageManager === 'npm' ? 'npm' : packageManager} start`);
     steps.push('curl http://127.0.0.1:3000/users/1   (the app reads PORT, 3000 by default)');
@@ -253,7 +257,9 @@ export function finalReport({
       steps.push(
         database.id === 'sqlite'
           ? `Set ${database.envVar} to the database file (default app.db).`
-          : `Set ${database.envVar} to your PostgreSQL server, e.g. postgres://user:pass@localhost:5432/app`,
+          : database.id === 'mysql'
+            ? `Set ${database.envVar} to your MySQL or MariaDB server, e.g. mysql://user:pass@localhost:3306/app`
+            : `Set ${database.envVar} to your PostgreSQL server, e.g. postgres://user:pass@localhost:5432/app`,
       );
     }
   }

@@ -200,6 +200,14 @@ export const databases = [
     ],
     envVar: 'DATABASE_URL',
   },
+  {
+    id: 'mysql',
+    title: 'MySQL 8 or MariaDB 10.11+ via mysql2',
+    runtimeFile: 'runtime-mysql',
+    // mysql2 ships its own types.
+    dependencies: [{ name: 'mysql2', version: '^3.26.1' }],
+    envVar: 'DATABASE_URL',
+  },
 ] as const satisfies readonly DatabaseDefinition[];
 
 export type DatabaseId = (typeof databases)[number]['id'];
@@ -211,6 +219,8 @@ export interface OrmDefinition {
   title: string;
   /** The ORM itself: the generated <dir>/<id> file imports it. */
   dependencies: Dependency[];
+  /** The databases its template has a binding for. */
+  databases: readonly DatabaseId[];
 }
 
 /** --orm: query builders and ORMs bound to `db`, one template each in templates/orms/. */
@@ -220,12 +230,14 @@ export const orms = [
     name: 'Kysely',
     title: 'Kysely 0.29 (exports orm, a Kysely on the request connection)',
     dependencies: [{ name: 'kysely', version: '^0.29.9' }],
+    databases: ['sqlite', 'postgres'],
   },
   {
     id: 'drizzle',
     name: 'Drizzle',
     title: 'Drizzle ORM 0.45 (exports orm, a Drizzle database on the request connection)',
     dependencies: [{ name: 'drizzle-orm', version: '^0.45.4' }],
+    databases: ['sqlite', 'postgres'],
   },
 ] as const satisfies readonly OrmDefinition[];
 

@@ -166,8 +166,8 @@ describe('detectProject', () => {
     ],
     [
       'manifest with an unknown database',
-      () => makeProject({ 'db-hooks.json': manifest({ database: 'mysql' }) }),
-      /"database" is 'mysql', expected 'sqlite' or 'postgres'/,
+      () => makeProject({ 'db-hooks.json': manifest({ database: 'oracle' }) }),
+      /"database" is 'oracle', expected 'sqlite', 'postgres' or 'mysql'/,
     ],
     [
       'manifest with an unknown target',

@@ -111,9 +111,9 @@ describe('bad input: one line, exit 2, nothing written', () => {
   test('unknown database', async () => {
     const root = makeProject();
     await assertRejected(
-      ['-C', root, '-f', 'express', '-d', 'mysql', '-y'],
+      ['-C', root, '-f', 'express', '-d', 'oracle', '-y'],
       root,
-      /unknown database 'mysql' \(valid: sqlite, postgres\)/,
+      /unknown database 'oracle' \(valid: sqlite, postgres, mysql\)/,
     );
   });
 
@@ -228,7 +228,7 @@ describe('bad input: one line, exit 2, nothing written', () => {
     await assertRejected(
       ['-C', root, '-y'],
       root,
-      /"database" is 'oracle', expected 'sqlite' or 'postgres'/,
+      /"database" is 'oracle', expected 'sqlite', 'postgres' or 'mysql'/,
     );
   });
 

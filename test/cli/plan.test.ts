@@ -156,8 +156,8 @@ describe('answers: flags, then manifest, then detection, then defaults', () => {
       usage(/--framework needs at least one id/),
     );
     assert.throws(
-      () => draftAnswers(options({ database: 'mysql' }), facts()),
-      usage(/unknown database 'mysql' \(valid: sqlite, postgres\)/),
+      () => draftAnswers(options({ database: 'oracle' }), facts()),
+      usage(/unknown database 'oracle' \(valid: sqlite, postgres, mysql\)/),
     );
     assert.throws(
       () => draftAnswers(options({ lang: 'py' }), facts()),
