@@ -4,8 +4,10 @@
 // success, errors, 404, a client that hangs up mid-handler and mid-stream, streamed responses,
 // concurrent requests, pool exhaustion and shutdown. After each scenario the pool must have no
 // connection in use and PostgreSQL no session left idle in a transaction; concurrent requests
-// must never have shared a connection (PostgreSQL's backend pid; on SQLite the number the test
-// app gives each connection it opens). At shutdown the adapter must have given back every
+// must never have shared a connection (PostgreSQL's backend pid, MySQL's connection id; on
+// SQLite the number the test app gives each connection it opens). MySQL runs every target in
+// TypeScript, and Express in JavaScript too (its runtime file converted), on the newest Node
+// line only (TEST_MYSQL=off on the others: mysql2 is plain JavaScript). At shutdown the adapter must have given back every
 // connection before the app closes the pool, and must not have closed it. The sample app for an
 // empty directory is started too.
 //
@@ -20,6 +22,8 @@ import WebSocket from 'ws';
 import type { OutputStyle } from '../../src/cli/language.ts';
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from '../../src/cli/render.ts';
 import { type DatabaseId, databaseIds, type TargetId, targetIds } from '../../src/cli/targets.ts';
+import { mysqlOff, mysqlSkipReason } from '../runtime/databases.ts';
+import { createMysqlTestDatabase, mysqlAdmin } from '../support/mariadb.ts';
 import { createTestDatabase, idleInTransaction, passwordRole } from '../support/postgres.ts';
 import { installDependencies } from './support/deps.ts';
 import { fetchReply, getJson, pipelineThenHangUp, send } from './support/http.ts';
@@ -42,16 +46,26 @@ for (const target of targetIds) {
   for (const major of majors[target] ?? [undefined]) {
     for (const platform of platforms[target] ?? [undefined]) {
       for (const database of databaseIds) {
-        for (const variant of variants) cases.push({ target, database, variant, major, platform });
+        for (const variant of variants) {
+          const c: Case = { target, database, variant, major, platform };
+          if (database !== 'mysql' || mysqlCase(c)) cases.push(c);
+        }
       }
     }
   }
 }
 for (const recipe of ['h3', 'hapi', 'restify'] as const) {
-  for (const database of databaseIds) {
+  for (const database of databaseIds.filter((id) => id !== 'mysql')) {
     cases.push({ target: 'hooks', database, variant: 'js-esm', recipe });
   }
 }
+/** MySQL: every target in TypeScript, the newest majors; Express 5 in JavaScript as well. */
+function mysqlCase(c: Case): boolean {
+  if (mysqlOff) return false;
+  if (c.major !== undefined && c.major !== majors[c.target]![0]) return false;
+  return c.variant === 'ts' || (c.target === 'express' && c.major === 5);
+}
+
 const filter = process.env.E2E_FILTER;
 const selected = filter ? cases.filter((c) => caseName(c).includes(filter)) : cases;
 
@@ -110,6 +124,12 @@ async function waitForEvent(
 }
 
 async function marks(c: Case, env: Record<string, string>, tag: string): Promise<number> {
+  if (c.database === 'mysql') {
+    return mysqlAdmin(env.DATABASE_URL!, async (conn) => {
+      const [rows] = await conn.query('SELECT tag FROM marks WHERE tag = ?', [tag]);
+      return (rows as unknown[]).length;
+    });
+  }
   if (c.database === 'postgres') {
     const client = new pg.Client({ connectionString: env.DATABASE_URL });
     await client.connect();
@@ -129,6 +149,17 @@ async function marks(c: Case, env: Record<string, string>, tag: string): Promise
 }
 
 async function checkDatabase(c: Case, env: Record<string, string>, what: string): Promise<void> {
+  if (c.database === 'mysql') {
+    // Sessions of this database with a transaction open (InnoDB's view).
+    const open = await mysqlAdmin(env.DATABASE_URL!, async (conn) => {
+      const [rows] = await conn.query(
+        'SELECT count(*) AS n FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()',
+      );
+      return Number((rows as Array<{ n: number }>)[0]!.n);
+    });
+    assert.equal(open, 0, `${what}: a session left in a transaction`);
+    return;
+  }
   if (c.database !== 'postgres') return;
   assert.equal(await idleInTransaction(env.DATABASE_URL!), 0, `${what}: idle in transaction`);
 }
@@ -454,16 +485,19 @@ async function registeredTwice(project: Project, env: Record<string, string>): P
  * PostgreSQL down, or a wrong password: the client gets a 503 that shows nothing of the server;
  * the log has the detail.
  */
-async function unreachable(project: Project, env: Record<string, string>): Promise<void> {
-  const down = `postgres://app:${secret}@127.0.0.1:1/app`;
+async function unreachable(c: Case, project: Project, env: Record<string, string>): Promise<void> {
+  const down = `${c.database === 'mysql' ? 'mysql' : 'postgres'}://app:${secret}@127.0.0.1:1/app`;
   // The test server asks this role for a password (test/support/postgres.ts); a server given by
-  // DATABASE_URL refuses it as an unknown role.
+  // DATABASE_URL refuses it as an unknown role. MySQL: the app's user, another password.
   const wrongPassword = new URL(env.DATABASE_URL!);
-  wrongPassword.username = passwordRole;
-  wrongPassword.password = secret;
+  if (c.database === 'postgres') wrongPassword.username = passwordRole;
+  wrongPassword.password = `${secret}-wrong`;
   const failures = [
     { url: down, logged: /ECONNREFUSED/ },
-    { url: wrongPassword.toString(), logged: /password authentication failed|does not exist/ },
+    {
+      url: wrongPassword.toString(),
+      logged: /password authentication failed|does not exist|Access denied/,
+    },
   ];
   for (const { url, logged } of failures) {
     // In production mode, as deployed: Express shows every error's stack to clients otherwise.
@@ -553,6 +587,7 @@ function phases(c: Case): (name: string) => void {
 async function runCase(c: Case): Promise<void> {
   const phase = phases(c);
   const postgres = c.database === 'postgres' ? await createTestDatabase() : undefined;
+  const mysql = c.database === 'mysql' ? await mysqlDatabaseWithUser() : undefined;
   const project = await createProject(c);
   let passed = false;
   phase('project');
@@ -568,7 +603,9 @@ async function runCase(c: Case): Promise<void> {
     if (url) url.password = secret;
     const env: Record<string, string> = url
       ? { DATABASE_URL: url.toString() }
-      : { SQLITE_PATH: join(project.dir, 'app.db') };
+      : mysql
+        ? { DATABASE_URL: mysql.url }
+        : { SQLITE_PATH: join(project.dir, 'app.db') };
     if (url && c.variant === 'js-esm') {
       // Without DATABASE_URL pg reads the PG* variables; a server that is not there is named in
       // the log, with what to check.
@@ -624,7 +661,7 @@ async function runCase(c: Case): Promise<void> {
         await registeredTwice(project, env);
       }
       if (c.target === 'nestjs') await nestCatchAll(project, env);
-      if (c.database === 'postgres') await unreachable(project, env);
+      if (c.database !== 'sqlite') await unreachable(c, project, env);
       phase('long-lived, registered twice, unreachable');
     }
     passed = true;
@@ -632,7 +669,31 @@ async function runCase(c: Case): Promise<void> {
     // A failed case keeps its directory under .tmp for a look.
     if (passed || !process.env.E2E_KEEP) project.remove();
     await postgres?.drop();
+    await mysql?.drop();
   }
+}
+
+/**
+ * A new MySQL database and a user of its own that logs in with `secret`, so that the checks
+ * that nothing prints the password check something (the server does check it).
+ */
+async function mysqlDatabaseWithUser(): Promise<{ url: string; drop(): Promise<void> }> {
+  const database = await createMysqlTestDatabase();
+  const url = new URL(database.url);
+  const name = url.pathname.slice(1);
+  const user = `u${name.slice(-12)}`;
+  const admin = (sql: string) => mysqlAdmin(database.url, (conn) => conn.query(sql));
+  await admin(`CREATE USER '${user}'@'%' IDENTIFIED BY '${secret}'`);
+  await admin(`GRANT ALL ON \`${name}\`.* TO '${user}'@'%'`);
+  url.username = user;
+  url.password = secret;
+  return {
+    url: url.toString(),
+    async drop() {
+      await admin(`DROP USER IF EXISTS '${user}'@'%'`);
+      await database.drop();
+    },
+  };
 }
 
 before(() => {
@@ -714,6 +775,7 @@ function unsupported(c: Case): string | undefined {
 
 describe('generated adapters on the real frameworks', { concurrency: 2 }, () => {
   for (const c of selected) {
-    test(caseName(c), { skip: unsupported(c) }, () => runCase(c));
+    const skip = unsupported(c) ?? (c.database === 'mysql' ? mysqlSkipReason : undefined);
+    test(caseName(c), { skip }, () => runCase(c));
   }
 });
