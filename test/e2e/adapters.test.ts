@@ -125,7 +125,7 @@ async function waitForEvent(
 
 async function marks(c: Case, env: Record<string, string>, tag: string): Promise<number> {
   if (c.database === 'mysql') {
-    return mysqlAdmin(env.DATABASE_URL!, async (conn) => {
+    return mysqlAdmin(rootUrls.get(env.DATABASE_URL!)!, async (conn) => {
       const [rows] = await conn.query('SELECT tag FROM marks WHERE tag = ?', [tag]);
       return (rows as unknown[]).length;
     });
@@ -151,7 +151,7 @@ async function marks(c: Case, env: Record<string, string>, tag: string): Promise
 async function checkDatabase(c: Case, env: Record<string, string>, what: string): Promise<void> {
   if (c.database === 'mysql') {
     // Sessions of this database with a transaction open (InnoDB's view).
-    const open = await mysqlAdmin(env.DATABASE_URL!, async (conn) => {
+    const open = await mysqlAdmin(rootUrls.get(env.DATABASE_URL!)!, async (conn) => {
       const [rows] = await conn.query(
         'SELECT count(*) AS n FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()',
       );
@@ -673,6 +673,9 @@ async function runCase(c: Case): Promise<void> {
   }
 }
 
+/** The app's MySQL URL → the same database as the server's root, for looking from the side. */
+const rootUrls = new Map<string, string>();
+
 /**
  * A new MySQL database and a user of its own that logs in with `secret`, so that the checks
  * that nothing prints the password check something (the server does check it).
@@ -687,9 +690,11 @@ async function mysqlDatabaseWithUser(): Promise<{ url: string; drop(): Promise<v
   await admin(`GRANT ALL ON \`${name}\`.* TO '${user}'@'%'`);
   url.username = user;
   url.password = secret;
+  rootUrls.set(url.toString(), database.url);
   return {
     url: url.toString(),
     async drop() {
+      rootUrls.delete(url.toString());
       await admin(`DROP USER IF EXISTS '${user}'@'%'`);
       await database.drop();
     },
