@@ -168,6 +168,21 @@ describe('mysql: a request that changed session state leaves none for the next',
     });
   }
 
+  test('a BEGIN left open after statements that return no rows is rolled back too', async () => {
+    // mysql2 updates its status flags after rows only: OK packets carry them as well.
+    await server.inRequest(async () => {
+      await opened.db.run('BEGIN');
+      await opened.db.run('INSERT INTO shadowed VALUES (5)');
+    });
+    const next = await server.inRequest(() => opened.db.get<State>(STATE));
+    assert.deepEqual(next, fresh);
+    const rows = await mysqlAdmin(opened.mysqlUrl!, async (conn) => {
+      const [found] = await conn.query('SELECT count(*) AS n FROM shadowed');
+      return Number((found as Array<{ n: number }>)[0]!.n);
+    });
+    assert.equal(rows, 0, 'the insert was rolled back');
+  });
+
   test('the lock is free for everyone once B has the connection', async () => {
     await server.inRequest(() => opened.db.get("SELECT GET_LOCK('cdh-lock', 0)"));
     await server.inRequest(() => opened.db.get('SELECT 1'));
