@@ -10,7 +10,7 @@ import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import type { OutputStyle } from '../../src/cli/language.ts';
 import { renderGeneratedFiles } from '../../src/cli/render.ts';
-import { databaseIds, ormIds, targetIds } from '../../src/cli/targets.ts';
+import { databaseIds, orms, targetIds } from '../../src/cli/targets.ts';
 import { binary, linkDependencies, repoRoot } from './support/deps.ts';
 
 const run = promisify(execFile);
@@ -48,7 +48,9 @@ async function lintProject(database: string, style: OutputStyle): Promise<string
   writeFileSync(join(dir, 'biome.json'), '{}\n');
   const files = await renderGeneratedFiles({
     targets: targetIds,
-    orms: ormIds,
+    orms: orms
+      .filter((orm) => (orm.databases as readonly string[]).includes(database))
+      .map((orm) => orm.id),
     database: database as (typeof databaseIds)[number],
     style,
     dir: 'src/db',

@@ -33,7 +33,8 @@ import {
 } from './support/project.ts';
 
 const cases: Case[] = [];
-for (const database of databaseIds) {
+// MySQL: not yet (issue 26's next step); adapters.test.ts stops each mysql app under its checks.
+for (const database of databaseIds.filter((id) => id !== 'mysql')) {
   targetIds.forEach((target, i) => {
     const variant = database === 'sqlite' ? 'ts' : i % 2 === 0 ? 'js-esm' : 'js-cjs';
     cases.push({ target, database, variant });
