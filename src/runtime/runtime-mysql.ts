@@ -36,7 +36,7 @@ export interface MysqlOptions extends DatabaseOptions, mysql.ConnectionOptions {
    * Runs on each new connection before its first use, and again after a reset: what a new
    * connection starts with (`SET SESSION time_zone = '+00:00'`, ...). A failure closes it.
    */
-  onConnect?(conn: PromiseConnection): unknown;
+  onConnect?: (conn: PromiseConnection) => unknown;
 }
 
 export class MysqlDatabase extends Database<MysqlConnection> {
@@ -78,11 +78,24 @@ function socket(conn: MysqlConnection): { ref?(): void; unref?(): void } | undef
 }
 
 /** mysql2's callback API, once, as a promise (its promise wrapper is one object more per call). */
-function call<T = void>(start: (done: (error: unknown, value?: T) => void) => void): Promise<T> {
+function call<T = void>(
+  start: (done: (error: Error | null, value?: T) => void) => void,
+): Promise<T> {
   return new Promise((resolve, reject) => {
     start((error, value) => (error ? reject(error) : resolve(value as T)));
   });
 }
+
+const OUR_OPTIONS = [
+  'max',
+  'acquireTimeoutMillis',
+  'closeTimeoutMillis',
+  'resetTimeoutMillis',
+  'leakDetectionThresholdMillis',
+  'logger',
+  'idleTimeoutMillis',
+  'onConnect',
+] as const satisfies readonly (keyof MysqlOptions)[];
 
 class MysqlDriver implements Driver<MysqlConnection> {
   // Private, so the password never shows up in console.log(db).
@@ -102,23 +115,14 @@ class MysqlDriver implements Driver<MysqlConnection> {
   readonly #sqlMode = new WeakMap<MysqlConnection, string>();
 
   constructor(options: MysqlOptions) {
-    // mysql2 warns about options it does not know: ours stay here.
-    const {
-      max,
-      acquireTimeoutMillis,
-      closeTimeoutMillis,
-      resetTimeoutMillis,
-      leakDetectionThresholdMillis,
-      logger,
-      idleTimeoutMillis,
-      onConnect,
-      ...config
-    } = options;
     // Opening a connection gives up after this; the wait for a free one is the runtime's.
-    this.#config = { connectTimeout: 5000, ...config };
-    this.#onConnect = onConnect;
-    this.#idleTimeoutMillis = idleTimeoutMillis ?? 10000;
-    this.#logger = logger ?? console;
+    const config: Record<string, unknown> = { connectTimeout: 5000, ...options };
+    // mysql2 warns about options it does not know: ours stay here.
+    for (const ours of OUR_OPTIONS) delete config[ours];
+    this.#config = config;
+    this.#onConnect = options.onConnect;
+    this.#idleTimeoutMillis = options.idleTimeoutMillis ?? 10000;
+    this.#logger = options.logger ?? console;
   }
 
   async checkOut(): Promise<MysqlConnection> {
@@ -146,7 +150,7 @@ class MysqlDriver implements Driver<MysqlConnection> {
       await call((done) => opening.connect(done));
       this.#all.add(opening);
       const [row] = await this.#query<{ mode: string }[]>(opening, 'SELECT @@sql_mode AS mode');
-      this.#sqlMode.set(opening, row!.mode);
+      this.#sqlMode.set(opening, row?.mode ?? '');
       await this.#onConnect?.(opening.promise());
       return opening;
     } catch (error) {
@@ -213,8 +217,9 @@ class MysqlDriver implements Driver<MysqlConnection> {
 
   #query<T = unknown>(conn: MysqlConnection, sql: string, values?: unknown): Promise<T> {
     return call<T>((done) =>
-      conn.query({ sql, values: values as mysql.QueryValues }, (error: unknown, rows: unknown) =>
-        done(error, rows as T),
+      conn.query(
+        { sql, values: values as mysql.QueryValues },
+        (error: Error | null, rows: unknown) => done(error, rows as T),
       ),
     );
   }
@@ -222,9 +227,10 @@ class MysqlDriver implements Driver<MysqlConnection> {
   async closeAll(): Promise<void> {
     for (const timer of this.#idleTimers.values()) clearTimeout(timer);
     this.#idleTimers.clear();
-    const closing = [...this.#all].map((conn) =>
-      this.isBroken(conn) ? conn.destroy() : call((done) => conn.end(() => done(null))),
-    );
+    const closing = [...this.#all].map(async (conn) => {
+      if (this.isBroken(conn)) conn.destroy();
+      else await call((done) => conn.end(() => done(null)));
+    });
     this.#all.clear();
     this.#idle.length = 0;
     await Promise.all(closing);
@@ -249,7 +255,7 @@ class MysqlDriver implements Driver<MysqlConnection> {
       result = await call<unknown>((done) =>
         conn.query(
           { sql, values: params as mysql.QueryValues, rowsAsArray: options?.rowMode === 'array' },
-          (error: unknown, value: unknown) => done(error, value),
+          (error: Error | null, value: unknown) => done(error, value),
         ),
       );
     } catch (error) {
