@@ -6,6 +6,7 @@
 // run's folder under test/run.ts), and removed when stopped. No npm package ships a MySQL server
 // that works offline, so without the binaries (.ci/run installs mariadb-server) the tests that
 // need one are skipped, saying why. As root the server runs as the `mysql` user (or `nobody`).
+// TEST_MYSQL_GENERAL_LOG=<file> logs every statement there.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -121,6 +122,10 @@ export async function startMariadb(): Promise<RunningMariadb> {
     '--innodb-flush-log-at-trx-commit=0',
     '--innodb-doublewrite=0',
     '--innodb-buffer-pool-size=64M',
+    // Every statement with its connection id, for a look at what a test saw (slow).
+    ...(process.env.TEST_MYSQL_GENERAL_LOG
+      ? ['--general-log=1', `--general-log-file=${process.env.TEST_MYSQL_GENERAL_LOG}`]
+      : []),
   ];
   let server: ChildProcess | undefined;
   const log = () => {
