@@ -148,23 +148,39 @@ async function marks(c: Case, env: Record<string, string>, tag: string): Promise
   }
 }
 
-async function checkDatabase(c: Case, env: Record<string, string>, what: string): Promise<void> {
-  if (c.database === 'mysql') {
-    // Sessions of this database with a transaction open (InnoDB's view), polled as
-    // assertReleased() polls: a transaction really left open never ends, one whose ROLLBACK is
-    // on its way ends. InnoDB refreshes INNODB_TRX only when it was not read for 100 ms: polled
-    // faster, it would show the first answer forever.
-    const open = () =>
-      mysqlAdmin(rootUrls.get(env.DATABASE_URL!)!, async (conn) => {
+let innodbReads: Promise<unknown> = Promise.resolve();
+let lastInnodbRead = 0;
+
+/**
+ * The other sessions of the database at `url` with a transaction open (InnoDB's view). InnoDB
+ * refreshes INNODB_TRX only when nobody read it for 100 ms, so the reads of this process (two
+ * cases run at once) take turns 120 ms apart: read faster, the first answer would stick.
+ */
+function openTransactions(url: string): Promise<unknown[]> {
+  const read = innodbReads.then(async () => {
+    await sleep(lastInnodbRead + 120 - Date.now());
+    try {
+      return await mysqlAdmin(url, async (conn) => {
         const [rows] = await conn.query(
-          'SELECT p.ID, p.USER, p.COMMAND, p.TIME, p.INFO, t.trx_state, t.trx_started, t.trx_rows_modified, t.trx_is_read_only FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()',
+          'SELECT p.ID, p.USER, p.COMMAND, p.TIME, p.INFO, t.trx_state, t.trx_started, t.trx_rows_modified FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()',
         );
         return rows as unknown[];
       });
-    let left = await open();
+    } finally {
+      lastInnodbRead = Date.now();
+    }
+  });
+  innodbReads = read.catch(() => {});
+  return read;
+}
+
+async function checkDatabase(c: Case, env: Record<string, string>, what: string): Promise<void> {
+  if (c.database === 'mysql') {
+    // Polled as assertReleased() polls: a transaction really left open never ends, one whose
+    // ROLLBACK is on its way does.
+    let left = await openTransactions(rootUrls.get(env.DATABASE_URL!)!);
     for (const deadline = Date.now() + 3000; left.length > 0 && Date.now() < deadline; ) {
-      await sleep(150);
-      left = await open();
+      left = await openTransactions(rootUrls.get(env.DATABASE_URL!)!);
     }
     assert.deepEqual(left, [], `${what}: a session left in a transaction`);
     return;
