@@ -45,37 +45,19 @@ export class MysqlDatabase extends Database<MysqlConnection> {
   }
 }
 
-// Server errors that end the connection: KILL (MariaDB 1927), shutdown (1053), and MySQL 8's
-// wait_timeout disconnect (4031).
-const CONNECTION_ENDED = new Set<string | number>([
-  'ER_CONNECTION_KILLED',
-  'ER_SERVER_SHUTDOWN',
-  4031,
-]);
+// Server errors sent just before it closes the connection: KILL (MariaDB's 1927), shutdown
+// (1053), MySQL 8's wait_timeout (4031).
+const CONNECTION_ENDED = new Set([1927, 1053, 4031]);
 
-/**
- * True when a statement failed because its connection did: mysql2 marks those `fatal`
- * (PROTOCOL_CONNECTION_LOST, EPIPE, ECONNRESET, "closed state"); the server's own errors for a
- * killed connection come just before the socket closes, and are not.
- */
+/** True when a statement failed because its connection did; mysql2 marks those `fatal`. */
 function isConnectionFailure(error: unknown): boolean {
-  const { fatal, code, errno } = (error ?? {}) as {
-    fatal?: boolean;
-    code?: string;
-    errno?: number;
-  };
-  return fatal === true || CONNECTION_ENDED.has(code ?? '') || CONNECTION_ENDED.has(errno ?? 0);
+  const { fatal, errno } = (error ?? {}) as { fatal?: boolean; errno?: number };
+  return fatal === true || CONNECTION_ENDED.has(errno ?? 0);
 }
 
-/** The transaction flag of the server's last status: a BEGIN run by hand and left open. */
-function inTransaction(conn: MysqlConnection): boolean {
-  const status = (conn as unknown as { serverStatus?: number }).serverStatus ?? 0;
-  return (status & 1) === 1; // SERVER_STATUS_IN_TRANS
-}
-
-function socket(conn: MysqlConnection): { ref?(): void; unref?(): void } | undefined {
-  return (conn as unknown as { stream?: { ref?(): void; unref?(): void } }).stream;
-}
+/** What mysql2 keeps untyped: the server's last status flags, the socket. */
+const internals = (conn: MysqlConnection) =>
+  conn as unknown as { serverStatus?: number; stream?: { ref(): void; unref(): void } };
 
 /** mysql2's callback API, once, as a promise (its promise wrapper is one object more per call). */
 function call<T = void>(
@@ -86,16 +68,10 @@ function call<T = void>(
   });
 }
 
-const OUR_OPTIONS = [
-  'max',
-  'acquireTimeoutMillis',
-  'closeTimeoutMillis',
-  'resetTimeoutMillis',
-  'leakDetectionThresholdMillis',
-  'logger',
-  'idleTimeoutMillis',
-  'onConnect',
-] as const satisfies readonly (keyof MysqlOptions)[];
+// mysql2 warns about options it does not know: ours are not passed on.
+type Name = keyof MysqlOptions;
+const POOL: Name[] = ['max', 'acquireTimeoutMillis', 'closeTimeoutMillis', 'resetTimeoutMillis'];
+const OURS: Name[] = [...POOL, 'leakDetectionThresholdMillis', 'logger', 'idleTimeoutMillis'];
 
 class MysqlDriver implements Driver<MysqlConnection> {
   // Private, so the password never shows up in console.log(db).
@@ -117,8 +93,7 @@ class MysqlDriver implements Driver<MysqlConnection> {
   constructor(options: MysqlOptions) {
     // Opening a connection gives up after this; the wait for a free one is the runtime's.
     const config: Record<string, unknown> = { connectTimeout: 5000, ...options };
-    // mysql2 warns about options it does not know: ours stay here.
-    for (const ours of OUR_OPTIONS) delete config[ours];
+    for (const ours of [...OURS, 'onConnect']) delete config[ours];
     this.#config = config;
     this.#onConnect = options.onConnect;
     this.#idleTimeoutMillis = options.idleTimeoutMillis ?? 10000;
@@ -128,11 +103,10 @@ class MysqlDriver implements Driver<MysqlConnection> {
   async checkOut(): Promise<MysqlConnection> {
     for (let conn = this.#idle.pop(); conn !== undefined; conn = this.#idle.pop()) {
       clearTimeout(this.#idleTimers.get(conn));
-      this.#idleTimers.delete(conn);
       // An idle connection the server closed meanwhile (a restart, wait_timeout) is dropped.
-      if (this.isBroken(conn)) this.#close(conn);
+      if (this.isBroken(conn)) void this.#close(conn);
       else {
-        socket(conn)?.ref?.();
+        internals(conn).stream?.ref();
         return conn;
       }
     }
@@ -154,7 +128,7 @@ class MysqlDriver implements Driver<MysqlConnection> {
       await this.#onConnect?.(opening.promise());
       return opening;
     } catch (error) {
-      if (conn !== undefined) this.#close(conn);
+      if (conn !== undefined) void this.#close(conn);
       this.#logger.error(
         `db-hooks: could not open a MySQL connection (${(error as Error).message}). Check that ` +
           'the server is up, that DATABASE_URL points to it, and the onConnect hook if any.',
@@ -165,29 +139,28 @@ class MysqlDriver implements Driver<MysqlConnection> {
 
   checkIn(conn: MysqlConnection, discard: boolean): void {
     if (discard || this.isBroken(conn)) {
-      this.#close(conn);
+      void this.#close(conn);
       return;
     }
     // Idle connections never keep the process alive, e.g. after a late statement reopened the
     // pool during shutdown.
-    socket(conn)?.unref?.();
+    internals(conn).stream?.unref();
     const timer = setTimeout(() => {
-      const at = this.#idle.indexOf(conn);
-      if (at !== -1) this.#idle.splice(at, 1);
-      this.#idleTimers.delete(conn);
-      this.#close(conn);
+      if (this.#idle.includes(conn)) this.#idle.splice(this.#idle.indexOf(conn), 1);
+      void this.#close(conn);
     }, this.#idleTimeoutMillis);
     timer.unref();
     this.#idleTimers.set(conn, timer);
     this.#idle.push(conn);
   }
 
-  #close(conn: MysqlConnection): void {
+  async #close(conn: MysqlConnection): Promise<void> {
     this.#all.delete(conn);
-    this.#sessionChanged.delete(conn);
+    clearTimeout(this.#idleTimers.get(conn));
+    this.#idleTimers.delete(conn);
     // COM_QUIT when the connection still works, so the server ends the session at once.
     if (this.isBroken(conn)) conn.destroy();
-    else conn.end(() => conn.destroy());
+    else await call((done) => conn.end(() => done(null)));
   }
 
   isBroken(conn: MysqlConnection): boolean {
@@ -196,7 +169,8 @@ class MysqlDriver implements Driver<MysqlConnection> {
   }
 
   changedSession(conn: MysqlConnection): boolean {
-    return this.#sessionChanged.has(conn) || inTransaction(conn);
+    // SERVER_STATUS_IN_TRANS: a BEGIN run by hand and left open.
+    return this.#sessionChanged.has(conn) || ((internals(conn).serverStatus ?? 0) & 1) === 1;
   }
 
   /**
@@ -225,15 +199,8 @@ class MysqlDriver implements Driver<MysqlConnection> {
   }
 
   async closeAll(): Promise<void> {
-    for (const timer of this.#idleTimers.values()) clearTimeout(timer);
-    this.#idleTimers.clear();
-    const closing = [...this.#all].map(async (conn) => {
-      if (this.isBroken(conn)) conn.destroy();
-      else await call((done) => conn.end(() => done(null)));
-    });
-    this.#all.clear();
     this.#idle.length = 0;
-    await Promise.all(closing);
+    await Promise.all([...this.#all].map((conn) => this.#close(conn)));
   }
 
   size(): { total: number; idle: number } {
