@@ -57,7 +57,8 @@ function isConnectionFailure(error: unknown): boolean {
 
 /** What mysql2 keeps untyped: the server's last status flags, the socket. */
 const internals = (conn: MysqlConnection) =>
-  conn as unknown as { serverStatus?: number; stream?: { ref(): void; unref(): void } };
+  conn as unknown as { serverStatus?: number; stream?: { ref(): void; unref(): void } & Cut };
+type Cut = { destroy(): void };
 
 /** mysql2's callback API, once, as a promise (its promise wrapper is one object more per call). */
 function call<T = void>(
@@ -139,7 +140,8 @@ class MysqlDriver implements Driver<MysqlConnection> {
 
   checkIn(conn: MysqlConnection, discard: boolean): void {
     if (discard || this.isBroken(conn)) {
-      void this.#close(conn);
+      // At once, a statement in flight too (closePool() past its timeout): not after it ends.
+      void this.#close(conn, true);
       return;
     }
     // Idle connections never keep the process alive, e.g. after a late statement reopened the
@@ -154,12 +156,14 @@ class MysqlDriver implements Driver<MysqlConnection> {
     this.#idle.push(conn);
   }
 
-  async #close(conn: MysqlConnection): Promise<void> {
+  async #close(conn: MysqlConnection, now = false): Promise<void> {
     this.#all.delete(conn);
     clearTimeout(this.#idleTimers.get(conn));
     this.#idleTimers.delete(conn);
-    // COM_QUIT when the connection still works, so the server ends the session at once.
+    // mysql2's destroy() half-closes the socket, which lets a statement in flight finish (a
+    // SLEEP answers 1): cut, its statement fails. Idle, COM_QUIT ends the session at once.
     if (this.isBroken(conn)) conn.destroy();
+    else if (now) internals(conn).stream?.destroy();
     else await call((done) => conn.end(() => done(null)));
   }
 

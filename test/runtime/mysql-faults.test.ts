@@ -10,6 +10,7 @@ import {
   createScope,
   DatabaseUnavailableError,
   PoolTimeoutError,
+  ServiceUnavailableError,
 } from '../../src/runtime/runtime.ts';
 import { MysqlDatabase, type MysqlOptions } from '../../src/runtime/runtime-mysql.ts';
 import { mysqlAdmin, type RunningMariadb, startMariadb } from '../support/mariadb.ts';
@@ -179,6 +180,21 @@ describe('mysql: faults', { skip: mysqlSkipReason }, () => {
     assert.equal((await mysqlSessions(url)).length, ours, 'SHOW PROCESSLIST: only the idle pool');
     await db.closePool();
     await waitFor(async () => (await mysqlSessions(url)).length === 0, 10_000);
+  });
+
+  test('closePool() past its timeout closes connections still in use on the server', async () => {
+    const db = open({ closeTimeoutMillis: 100, logger: capturingLogger() });
+    const scope = createScope(db);
+    const id = await scope.run(() => connectionId(db));
+    const slow = scope.run(() => db.get('SELECT SLEEP(30)')).catch((error) => error);
+    await waitFor(async () => (await sleeping(url)).includes(id), 10_000);
+    await db.closePool();
+    // The statement's connection is cut off, not left to finish its 30 s.
+    await waitFor(async () => !(await mysqlSessions(url)).includes(id), 10_000);
+    // A 503 (PoolClosedError), not the interrupted SLEEP's answer.
+    const outcome = await slow;
+    assert.ok(outcome instanceof ServiceUnavailableError, String(outcome));
+    await scope.release();
   });
 
   test('a request waiting for a connection while the pool is full gets PoolTimeoutError at its deadline', async () => {
