@@ -95,8 +95,32 @@ export async function withDatabase<T>(
 export const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** Waits until check() is true, polling; fails after timeoutMillis. */
-export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMillis = 2000) {
+/**
+ * Whether `promise` settles before a timer of `millis` fires (it goes on either way). Timers fire
+ * in the order they fall due, so with `millis` a multiple of the timer that should settle it, this
+ * checks order, not speed: a loaded machine delays both alike.
+ */
+export async function settlesWithin(promise: Promise<unknown>, millis: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<false>((resolve) => {
+    timer = setTimeout(resolve, millis, false);
+  });
+  const settled = promise.then(
+    () => true as const,
+    () => true as const,
+  );
+  try {
+    return await Promise.race([settled, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Waits until check() is true, polling. The deadline only turns a hang into a failure: it is far
+ * past anything a loaded machine takes, so no test should pass a short one.
+ */
+export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMillis = 15_000) {
   const deadline = Date.now() + timeoutMillis;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMillis} ms`);

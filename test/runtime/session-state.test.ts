@@ -372,7 +372,8 @@ describe('postgres: a connection that cannot be reset is closed, not reused', ()
     const opened = await openPostgres({
       max: 1,
       logger,
-      resetTimeoutMillis: 300,
+      // Ten times closeTimeoutMillis: closePool() below stops waiting first, however loaded.
+      resetTimeoutMillis: 2000,
       closeTimeoutMillis: 200,
       onConnect: async () => {
         // Its runs in the two resets below never end; on new connections it is quick.
@@ -383,20 +384,18 @@ describe('postgres: a connection that cannot be reset is closed, not reused', ()
     try {
       const { db } = opened;
       const pidA = await server.inRequest(changeThenPid(db, "SET app.tenant = 'a'"));
-      const started = performance.now();
+      // One connection: B waits until the hung reset is cut off and the connection replaced.
       const seenByB = await server.inRequest(statePid(db));
-      const waited = performance.now() - started;
       assert.notEqual(seenByB.pid, pidA, 'the hung connection was closed');
       assert.equal(seenByB.tenant, null);
-      assert.ok(waited >= 250 && waited < 5000, `B waited ${waited} ms`);
-      assert.match(logger.errors.join('\n'), /resetTimeoutMillis, 300 ms/);
+      assert.equal(logger.errors.length, 1);
+      assert.match(logger.errors[0]!, /resetTimeoutMillis, 2000 ms/);
 
       // Another hung reset, and closePool() meanwhile: it stops waiting at closeTimeoutMillis.
       await server.inRequest(changeThenPid(db, "SET app.tenant = 'a'"));
-      const closing = performance.now();
       await db.closePool();
-      const closed = performance.now() - closing;
-      assert.ok(closed < 1000, `closePool() took ${closed} ms`);
+      assert.equal(logger.errors.length, 2);
+      assert.match(logger.errors[1]!, /closePool\(\) stopped waiting for it/);
       assert.deepEqual(db.stats(), { total: 0, idle: 0, inUse: 0, waiting: 0 });
     } finally {
       await server.close();

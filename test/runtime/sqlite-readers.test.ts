@@ -33,12 +33,12 @@ test('sqlite: writers queued behind a transaction hold no connection; readers go
     assert.equal(db.stats().inUse, 1, 'queued writers took connections while they waited');
 
     // Readers are served at once: the nine connections the holder leaves, all at the same time.
+    // Readers that waited for the writers would wait for finish() below: they would fail with
+    // PoolTimeoutError instead.
     const readers = Array.from({ length: 9 }, () => createScope(db, 'reader'));
-    const started = performance.now();
     const counts = await Promise.all(
       readers.map((scope) => scope.run(() => db.get<{ n: number }>('SELECT count(*) AS n FROM t'))),
     );
-    assert.ok(performance.now() - started < 1000, 'readers waited for the writers');
     assert.deepEqual(
       counts.map((row) => row?.n),
       Array(9).fill(0),

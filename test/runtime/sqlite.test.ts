@@ -2,29 +2,25 @@
 // must take turns without ever reaching SQLite's busy handler (which would block the event loop).
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { test } from 'node:test';
 import { createScope, PoolClosedError } from '../../src/runtime/runtime.ts';
 import { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
-import { capturingLogger, openSqlite, sleep, tick } from './databases.ts';
+import { capturingLogger, openSqlite, settlesWithin, sleep, tick } from './databases.ts';
 
-// The busiest moment of this test (500 requests queued on the write lock) stays far below this.
-// A single write reaching SQLite's busy handler would block for busyTimeoutMillis (2000 here).
-const MAX_EVENT_LOOP_DELAY_MS = 200;
 // Commits fsync synchronously (better-sqlite3 has no other way), and on a busy disk one fsync
 // can take ~100 ms, which is not what this test measures: use a RAM-backed directory if any.
 const RAM_DIR = existsSync('/dev/shm') ? '/dev/shm' : undefined;
 
-test('sqlite: 500 concurrent write transactions with awaits inside never stall the event loop', async (t) => {
-  // A long busy timeout, so that a write reaching SQLite's busy handler would be unmistakable.
+test('sqlite: 500 concurrent write transactions with awaits inside never reach the busy handler', async () => {
+  // No busy timeout: a statement that found the database locked, which would block the event
+  // loop in SQLite's busy handler, fails at once with SQLITE_BUSY instead.
   const { db: slow, cleanup } = await openSqlite({
     parentDir: RAM_DIR,
     max: 8,
     acquireTimeoutMillis: 20_000,
     writeTimeoutMillis: 20_000,
-    timeout: 2000,
+    timeout: 0,
   });
-  const delay = monitorEventLoopDelay({ resolution: 10 });
   try {
     await slow.run('CREATE TABLE accounts (id integer PRIMARY KEY, balance integer NOT NULL)');
     await slow.atomic(async () => {
@@ -32,8 +28,6 @@ test('sqlite: 500 concurrent write transactions with awaits inside never stall t
         await slow.run('INSERT INTO accounts (id, balance) VALUES (?, 1000)', [id]);
       }
     });
-    delay.enable();
-    const started = performance.now();
     const results = await Promise.allSettled(
       Array.from({ length: 500 }, async (_, i) => {
         const scope = createScope(slow);
@@ -66,22 +60,12 @@ test('sqlite: 500 concurrent write transactions with awaits inside never stall t
         }
       }),
     );
-    const elapsedMs = performance.now() - started;
-    delay.disable();
     const failures = results.filter((r) => r.status === 'rejected');
     assert.deepEqual(failures, [], 'no SQLITE_BUSY, no timeouts');
-    const maxDelayMs = delay.max / 1e6;
-    t.diagnostic(`largest event-loop delay ${maxDelayMs.toFixed(1)} ms`);
-    assert.ok(
-      maxDelayMs < MAX_EVENT_LOOP_DELAY_MS,
-      `event loop blocked for ${maxDelayMs.toFixed(1)} ms (bound ${MAX_EVENT_LOOP_DELAY_MS} ms)`,
-    );
-    assert.ok(elapsedMs < 10_000, `took ${elapsedMs} ms`);
     const total = await slow.get<{ total: number }>('SELECT sum(balance) AS total FROM accounts');
     assert.equal(total!.total, 10_000);
     assert.equal(slow.stats().inUse, 0);
   } finally {
-    delay.disable();
     await cleanup();
   }
 });
@@ -100,16 +84,15 @@ test('sqlite: a transaction holding the write lock too long makes the next write
     });
     await sleep(10);
     const started = performance.now();
-    await assert.rejects(db.run('INSERT INTO t (v) VALUES (2)'), {
-      code: 'POOL_TIMEOUT',
-      status: 503,
-    });
+    const write = db.run('INSERT INTO t (v) VALUES (2)');
+    assert.ok(await settlesWithin(write, 200 * 10), 'still waiting past writeTimeoutMillis');
+    await assert.rejects(write, { code: 'POOL_TIMEOUT', status: 503 });
     const ms = performance.now() - started;
     // The advice is for the operator, in the log; the client is told to try again.
     assert.equal(logger.errors.length, 1);
     assert.match(logger.errors[0]!, /write transaction/);
     assert.match(logger.errors[0]!, /db\.atomic\(\) blocks short/);
-    assert.ok(ms >= 180 && ms < 1200, `timed out after ${ms} ms`);
+    assert.ok(ms >= 180, `timed out after ${ms} ms`);
     // Reads never wait for the writer, and do not see its uncommitted row.
     assert.deepEqual(await db.query('SELECT v FROM t'), []);
     finish();
@@ -147,10 +130,14 @@ test('sqlite: a forced closePool() with writers queued behind a transaction: all
   try {
     await db.run('CREATE TABLE t (v integer)');
     const [a, b, c] = [createScope(db, 'A'), createScope(db, 'B'), createScope(db, 'C')];
+    let resume!: () => void;
     const transaction = a.run(() =>
       db.atomic(async () => {
         await db.run('INSERT INTO t (v) VALUES (1)');
-        await sleep(600); // still open when the pool is closed
+        // Still open when the pool is closed: it goes on only once closePool() has returned.
+        await new Promise<void>((resolve) => {
+          resume = resolve;
+        });
         await db.run('INSERT INTO t (v) VALUES (2)');
       }),
     );
@@ -161,9 +148,11 @@ test('sqlite: a forced closePool() with writers queued behind a transaction: all
     for (const outcome of [transaction, write, queued]) outcome.catch(() => {});
     await sleep(10);
     const started = performance.now();
-    await db.closePool();
+    const closing = db.closePool();
+    assert.ok(await settlesWithin(closing, 200 * 10), 'closePool() waited past its timeout');
     const ms = performance.now() - started;
-    assert.ok(ms >= 180 && ms < 1500, `closePool took ${ms} ms`);
+    assert.ok(ms >= 180, `closePool took ${ms} ms`);
+    resume();
     for (const outcome of [transaction, write, queued]) {
       await assert.rejects(outcome, (error: unknown) => {
         assert.ok(error instanceof PoolClosedError, `got ${String(error)}`);
