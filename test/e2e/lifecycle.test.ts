@@ -618,8 +618,10 @@ async function runTests(
   assert.equal(run.code, 0, run.output);
   const closedAt = Number(/pool closed at (\d+)/.exec(run.output)?.[1]);
   assert.ok(closedAt > 0, `the pool was never closed:\n${run.output}`);
+  // What could keep it alive keeps it 10 s (pg's idle timeout) or forever (a socket); ending
+  // the test process takes far less, however loaded the machine.
   const lingered = run.exitedAt - closedAt;
-  assert.ok(lingered < 2000, `the process lived ${lingered} ms after closePool():\n${run.output}`);
+  assert.ok(lingered < 7000, `the process lived ${lingered} ms after closePool():\n${run.output}`);
 }
 
 /** A loopback port nothing listens on (a PostgreSQL server that is down). */

@@ -5,7 +5,7 @@
 // and checks it out when it comes first; it commits and rolls back with db.atomic(); the ORM's
 // own transaction is the request's transaction (db.atomic() nests inside it) or a savepoint
 // inside db.atomic() or inside another; outside a request it borrows one connection per
-// statement and per transaction; a client that leaves mid ORM query gets its connection rolled
+// statement and per transaction; a pool timeout in its query answers 503; a client that leaves mid ORM query gets its connection rolled
 // back and returned, and the request's later ORM queries are refused.
 //
 // E2E_FILTER=kysely (a substring of the case names) runs some of the cases only.
@@ -167,6 +167,12 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
           assert.deepEqual(extras, expected);
           n = await count();
           await released('after the extras');
+
+          // A pool timeout inside the ORM's query: the adapter answers 503, as for db's own.
+          const unavailable = await fetch(`${app.url}/unavailable/a`);
+          const body = await unavailable.text();
+          assert.equal(unavailable.status, 503, body);
+          assert.doesNotMatch(body, /DrizzleQueryError|Failed query/);
 
           // The client leaves while the ORM's statement runs inside db.atomic().
           let started: (value?: unknown) => void = () => {};

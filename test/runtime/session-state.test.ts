@@ -454,6 +454,8 @@ describe('postgres, pgbouncer: true: session state is refused, saying what lasts
     ['SELECT pg_advisory_lock(42)', undefined, /pg_advisory_xact_lock\(\) inside db\.atomic\(\)/],
     ['CREATE TEMP TABLE t (x int)', undefined, /ON COMMIT DROP inside db\.atomic\(\)/],
     ['LISTEN channel', undefined, /LISTEN/],
+    ['RESET app.user_id', undefined, /SET LOCAL or set_config\(name, value, true\)/],
+    ['PREPARE cdh_find AS SELECT $1::int', undefined, /parameters \(\$1, \$2\)/],
   ];
   for (const [sql, params, advice] of refusals) {
     test(`refused: ${sql}`, async () => {
@@ -469,15 +471,24 @@ describe('postgres, pgbouncer: true: session state is refused, saying what lasts
 
   test('what it says to do instead works: the setting lasts the transaction', async () => {
     const { db } = opened;
+    await db.run('CREATE TABLE parent (id int PRIMARY KEY)');
+    await db.run(
+      'CREATE TABLE child (parent int REFERENCES parent (id) DEFERRABLE INITIALLY IMMEDIATE)',
+    );
     const seen = await db.atomic(async () => {
+      // Statements about this transaction only are not session state: they pass.
+      await db.run('SET TRANSACTION ISOLATION LEVEL SERIALIZABLE');
+      await db.run('SET CONSTRAINTS ALL DEFERRED');
+      await db.run('INSERT INTO child (parent) VALUES (1)'); // checked at COMMIT, not here
+      await db.run('INSERT INTO parent (id) VALUES (1)');
       await db.get("SELECT set_config('app.user_id', $1, true)", ['7']);
       await db.run("SET LOCAL app.tenant = 'tenant-a'");
       await db.get('SELECT pg_advisory_xact_lock(42)');
       return db.get(
-        "SELECT current_setting('app.user_id') AS user_id, current_setting('app.tenant') AS tenant",
+        "SELECT current_setting('app.user_id') AS user_id, current_setting('app.tenant') AS tenant, current_setting('transaction_isolation') AS isolation",
       );
     });
-    assert.deepEqual(seen, { user_id: '7', tenant: 'tenant-a' });
+    assert.deepEqual(seen, { user_id: '7', tenant: 'tenant-a', isolation: 'serializable' });
     assert.deepEqual(
       await db.get("SELECT nullif(current_setting('app.user_id', true), '') AS user_id"),
       { user_id: null },
