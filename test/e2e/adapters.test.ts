@@ -88,7 +88,7 @@ async function stopApp(app: RunningApp): Promise<void> {
 /** Waits until no request holds a connection; fails with the last stats otherwise. */
 async function assertReleased(app: RunningApp, what: string): Promise<void> {
   let stats: Stats | undefined;
-  for (const deadline = Date.now() + 3000; Date.now() < deadline; await sleep(25)) {
+  for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(25)) {
     stats = await getJson<Stats>(`${app.url}/__stats`);
     if (stats.inUse - stats.self === 0 && stats.waiting === 0) return;
   }
@@ -102,7 +102,7 @@ async function waitForEvent(
   ready: (event: Record<string, unknown>) => boolean = (event) => event.done === true,
 ): Promise<Record<string, unknown>> {
   let event: Record<string, unknown> = {};
-  for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(20)) {
+  for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(20)) {
     event = await getJson(`${app.url}/__events/${tag}`);
     if (ready(event)) return event;
   }
@@ -364,11 +364,11 @@ async function realApps(c: Case, app: RunningApp, env: Record<string, string>): 
     const messages: unknown[] = [];
     socket.on('message', (data: Buffer) => messages.push(JSON.parse(data.toString())));
     const closed = new Promise((resolve) => socket.once('close', resolve));
-    for (const deadline = Date.now() + 5000; messages.length < 1 && Date.now() < deadline; ) {
+    for (const deadline = Date.now() + 15_000; messages.length < 1 && Date.now() < deadline; ) {
       await sleep(20);
     }
     socket.send('hello');
-    for (const deadline = Date.now() + 5000; messages.length < 2 && Date.now() < deadline; ) {
+    for (const deadline = Date.now() + 15_000; messages.length < 2 && Date.now() < deadline; ) {
       await sleep(20);
     }
     socket.close();

@@ -664,7 +664,7 @@ async function exitWithin(app: RunningApp, ms: number): Promise<string | undefin
 
 /** Waits (5 s at most) until the app printed a line matching `pattern`. */
 async function printed(app: RunningApp, pattern: RegExp): Promise<void> {
-  for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(20)) {
+  for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(20)) {
     if (pattern.test(app.output())) return;
   }
   assert.fail(`the app never printed ${pattern}:\n${app.output()}`);

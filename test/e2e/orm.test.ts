@@ -108,7 +108,7 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
         const count = async () => (await get<{ n: number }>('/count/x')).n;
         const released = async (what: string) => {
           let stats: Stats | undefined;
-          for (const deadline = Date.now() + 3000; Date.now() < deadline; await sleep(25)) {
+          for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(25)) {
             stats = await get<Stats>('/__stats');
             if (stats.inUse === 0 && stats.waiting === 0) break;
           }
@@ -180,7 +180,7 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
             started = resolve;
           });
           const poll = (async () => {
-            for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(10)) {
+            for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(10)) {
               const event = await get<{ started?: boolean }>('/__events/gone');
               if (event.started) return started();
             }
@@ -188,7 +188,7 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
           assert.equal(await send(`${app.url}/slow/gone`, { abortWhen: ready }), 'aborted');
           await poll;
           let event: Record<string, unknown> = {};
-          for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(20)) {
+          for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(20)) {
             event = await get('/__events/gone');
             if (event.done) break;
           }
