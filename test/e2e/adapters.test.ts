@@ -319,15 +319,17 @@ async function realApps(c: Case, app: RunningApp, env: Record<string, string>): 
   }
 
   if (c.target === 'fastify') {
-    // preHandler hooks and validation run in the scope: the hook's statement and the
-    // handler's use one connection, and the query string arrives validated (coerced).
-    const reply = await getJson<{
-      n: unknown;
-      before: unknown;
-      heldOnEntry: unknown;
-      inHandler: unknown;
-    }>(`${url}/prehandler?n=7`);
-    assert.equal(reply.n, 7, 'the query string was not validated');
+    // Validation and preHandler hooks run in the scope, after the body was read: the hook's
+    // statement and the handler's use one connection, and the body arrives validated.
+    const posted = await fetchReply(`${url}/prehandler`, {
+      method: 'POST',
+      json: { n: '7' },
+      bodyLater: true,
+    });
+    assert.equal(posted.status, 200, posted.body);
+    const reply = JSON.parse(posted.body) as Record<string, unknown>;
+    assert.equal(reply.n, 7, 'the body was not validated');
+    assert.equal(reply.validatedInScope, true, 'validation ran outside the scope');
     assert.equal(reply.heldOnEntry, true, "the preHandler's connection was not the request's");
     assertConnection(reply.before, 'preHandler');
     assert.equal(reply.before, reply.inHandler, 'the preHandler hook ran on another connection');
