@@ -536,6 +536,23 @@ async function nestCatchAll(project: Project, env: Record<string, string>): Prom
       );
     }
     await assertReleased(app, 'a catch-all filter');
+
+    // A client that leaves mid-request: the refused statement's error reaches the filter with
+    // status 499.
+    const sleeping = waitForEvent(app, 'gone', (event) => event.sleeping === true);
+    assert.equal(await send(`${app.url}/slow?tag=gone&ms=400`, { abortWhen: sleeping }), 'aborted');
+    const gone = await waitForEvent(app, 'gone', (event) => event.after !== undefined);
+    assert.equal(gone.after, 'ScopeReleasedError');
+    let caught: Array<{ name: string; status: number }> = [];
+    for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(20)) {
+      caught = await getJson(`${app.url}/__caught`);
+      if (caught.some((error) => error.name === 'ScopeReleasedError')) break;
+    }
+    assert.deepEqual(
+      caught.filter((error) => error.name === 'ScopeReleasedError'),
+      [{ name: 'ScopeReleasedError', status: 499 }],
+    );
+    await assertReleased(app, 'a client gone, with a catch-all filter');
   } finally {
     await stopApp(app);
   }
