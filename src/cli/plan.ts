@@ -168,7 +168,7 @@ export function newAppPackageJson(
     private: true,
     type: answers.moduleFormat === 'esm' ? 'module' : 'commonjs',
     scripts,
-    engines: { node: '>=22' },
+    engines: { node: '>=22.12' },
     dependencies: byName(dependencies),
     ...(devDependencies.length > 0 && { devDependencies: byName(devDependencies) }),
     ...(scripted.length > 0 && {
