@@ -15,7 +15,7 @@ import {
 import type { GeneratedFile, GeneratedFileKind } from './render.js';
 import {
   type Dependency,
-  findDatabase,
+  driverFiles,
   findOrm,
   findTarget,
   newAppDependencies,
@@ -124,7 +124,7 @@ export function missingFrameworks(
 
 /** Everything the chosen targets and database need, for this language; a new app adds more. */
 export function requiredDependencies(answers: Answers): Dependency[] {
-  const wanted: Dependency[] = [...findDatabase(answers.database)!.dependencies];
+  const wanted: Dependency[] = [...driverFiles(answers.database, answers.driver).dependencies];
   for (const id of answers.targets) {
     const target = findTarget(id)!;
     wanted.push(...target.dependencies);
@@ -168,7 +168,7 @@ export function newAppPackageJson(
     private: true,
     type: answers.moduleFormat === 'esm' ? 'module' : 'commonjs',
     scripts,
-    engines: { node: '>=22' },
+    engines: { node: driverFiles(answers.database, answers.driver).node ?? '>=22' },
     dependencies: byName(dependencies),
     ...(devDependencies.length > 0 && { devDependencies: byName(devDependencies) }),
     ...(scripted.length > 0 && {
@@ -321,6 +321,7 @@ export function buildPlan(input: PlanInput): Plan {
     language: answers.language,
     moduleFormat: answers.moduleFormat,
     database: answers.database,
+    ...(answers.driver !== undefined && { driver: answers.driver }),
     dir: answers.dir,
     targets: answers.targets,
     orms: answers.orms ?? [],

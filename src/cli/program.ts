@@ -1,7 +1,7 @@
 // The command line: every flag of DESIGN.md, and a help text with one example per target taken
 // from the table, so adding a target updates --help by itself.
 import { Command, Option } from 'commander';
-import { databases, orms, targetIds, targets } from './targets.js';
+import { databases, driversOf, orms, targetIds, targets } from './targets.js';
 
 function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
@@ -23,6 +23,9 @@ function helpAfter(): string {
     '',
     'Databases:',
     ...databases.map((d) => `  ${d.id.padEnd(width)}  ${d.title}`),
+    '',
+    'SQLite drivers (--driver):',
+    ...driversOf('sqlite').map((d) => `  ${d.id.padEnd(width)}  ${d.title}`),
     '',
     'ORMs (--orm, optional):',
     ...orms.map((o) => `  ${o.id.padEnd(width)}  ${o.title}`),
@@ -56,6 +59,12 @@ export function createProgram(version: string): Command {
         collect,
       )
       .option('-d, --database <id>', `${databases.map((d) => d.id).join(' | ')}`)
+      .option(
+        '--driver <id>',
+        `sqlite only: ${driversOf('sqlite')
+          .map((d, i) => (i === 0 ? `${d.id} (default)` : d.id))
+          .join(' | ')}`,
+      )
       .addOption(
         new Option(
           '--lang <ts|js>',
@@ -95,6 +104,11 @@ export function listText(): string {
     '',
     'Databases:',
     ...databases.map((d, i) => `  ${d.id.padEnd(width)}  ${d.title}${i === 0 ? ' (default)' : ''}`),
+    '',
+    'SQLite drivers (--driver):',
+    ...driversOf('sqlite').map(
+      (d, i) => `  ${d.id.padEnd(width)}  ${d.title}${i === 0 ? ' (default)' : ''}`,
+    ),
     '',
     'ORMs (--orm, optional):',
     ...orms.map((o) => `  ${o.id.padEnd(width)}  ${o.title}`),
