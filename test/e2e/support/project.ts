@@ -56,7 +56,7 @@ const appsDir = join(repoRoot, 'test', 'e2e', 'apps');
 export async function generatedProject(
   prefix: string,
   variant: Variant,
-  request: Pick<GenerationRequest, 'targets' | 'orms' | 'database'>,
+  request: Pick<GenerationRequest, 'targets' | 'orms' | 'database' | 'driver'>,
 ) {
   mkdirSync(join(repoRoot, '.tmp'), { recursive: true });
   const dir = mkdtempSync(join(repoRoot, '.tmp', prefix));
