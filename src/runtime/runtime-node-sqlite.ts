@@ -28,7 +28,7 @@ export interface NodeSqliteOptions
   extends SqliteCommonOptions<DatabaseSync>,
     Omit<DatabaseSyncOptions, 'open'> {}
 
-export type NodeSqliteConnection = SqliteConnection<DatabaseSync, StatementSync>;
+export type NodeSqliteConnection = SqliteConnection<DatabaseSync, NodeStatement>;
 
 export class NodeSqliteDatabase extends Database<NodeSqliteConnection> {
   constructor(options: NodeSqliteOptions = {}) {
@@ -82,13 +82,56 @@ function refuseSecondStatement(statement: StatementSync, sql: string): void {
   }
 }
 
-// node:sqlite's rows have no prototype; handlers get plain objects, as from better-sqlite3.
-const plain = (row: object | undefined) => (row === undefined ? undefined : { ...row });
+/**
+ * A prepared statement, and how its rows become objects. node:sqlite's own row objects have no
+ * prototype; handlers get plain objects, as from better-sqlite3. Rows read as arrays and made
+ * into objects with the column names, found once, cost less than node:sqlite's objects do. A
+ * `*` (or a column named __proto__) takes node:sqlite's objects instead, and gives each its
+ * prototype: SQLite prepares a statement again after a schema change, and `SELECT *` may then
+ * name other columns.
+ */
+export interface NodeStatement {
+  sync: StatementSync;
+  /** The column names when rows come as arrays; undefined when they come as objects. */
+  names: string[] | undefined;
+}
+
+type Row = Record<string, unknown>;
+
+function toObject(names: string[], values: unknown[]): Row {
+  const row: Row = {};
+  for (let i = 0; i < names.length; i++) row[names[i]!] = values[i];
+  return row;
+}
+
+function withPrototype(row: object): Row {
+  return Object.setPrototypeOf(row, Object.prototype);
+}
+
+function rowsOf(statement: NodeStatement, rows: unknown[]): Row[] {
+  const { names } = statement;
+  if (names === undefined) return rows.map((row) => withPrototype(row as object));
+  return rows.map((values) => toObject(names, values as unknown[]));
+}
+
+function prepare(handle: DatabaseSync, sql: string) {
+  const sync = handle.prepare(sql);
+  refuseSecondStatement(sync, sql);
+  const columns = sync.columns().map((column) => column.name);
+  const reader = columns.length > 0;
+  let names: string[] | undefined;
+  if (reader && !sql.includes('*') && !columns.includes('__proto__')) {
+    sync.setReturnArrays(true);
+    names = columns;
+  }
+  return { statement: { sync, names }, readonly: isReadonly(handle, sql), reader };
+}
 
 function nodeSqlite(
   path: string,
   options: NodeSqliteOptions,
-): SqliteEngine<DatabaseSync, StatementSync> {
+): SqliteEngine<DatabaseSync, NodeStatement> {
+  type Args = [];
   return {
     // node:sqlite takes its own options from these and ignores the rest.
     open: () => new DatabaseSync(path, { timeout: 5000, ...options, open: true }),
@@ -97,24 +140,23 @@ function nodeSqlite(
     inTransaction: (handle) => handle.isTransaction,
     isMemory: (handle) => handle.location() === null,
     exec: (handle, sql) => handle.exec(sql),
-    prepare: (handle, sql) => {
-      const statement = handle.prepare(sql);
-      refuseSecondStatement(statement, sql);
-      const reader = statement.columns().length > 0;
-      return { statement, readonly: isReadonly(handle, sql), reader };
-    },
-    run: (statement, args) => {
-      const result = statement.run(...(args as []));
+    prepare,
+    run: ({ sync }, args) => {
+      const result = sync.run(...(args as Args));
       return { changes: Number(result.changes), lastInsertRowid: result.lastInsertRowid };
     },
-    get: (statement, args) => plain(statement.get(...(args as []))),
-    all: (statement, args) => statement.all(...(args as [])).map(plain),
-    allArrays: (statement, args) => {
-      statement.setReturnArrays(true);
+    get: (statement, args) => {
+      const row: unknown = statement.sync.get(...(args as Args));
+      return row === undefined ? undefined : rowsOf(statement, [row])[0];
+    },
+    all: (statement, args) => rowsOf(statement, statement.sync.all(...(args as Args))),
+    allArrays: ({ sync, names }, args) => {
+      if (names !== undefined) return sync.all(...(args as Args));
+      sync.setReturnArrays(true);
       try {
-        return statement.all(...(args as []));
+        return sync.all(...(args as Args));
       } finally {
-        statement.setReturnArrays(false);
+        sync.setReturnArrays(false);
       }
     },
   };

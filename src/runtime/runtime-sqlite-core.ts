@@ -38,18 +38,17 @@ export interface SqliteCommonOptions<Handle> extends DatabaseOptions {
   writeTimeoutMillis?: number;
 }
 
-/** What the driver knows of a statement, found once when it is prepared. */
+/** A statement, and what the driver knows of it: found once, when it is prepared. */
 export interface Prepared<Statement> {
   statement: Statement;
   /** It writes no database file (SQLite's sqlite3_stmt_readonly): it never waits to write. */
   readonly: boolean;
-  /** It returns rows. */
-  reader: boolean;
+  reader: boolean; // it returns rows
 }
 
 /** How one SQLite library does what the driver needs. */
 export interface SqliteEngine<Handle, Statement> {
-  /** A new connection, with the library's own options; throws when it cannot open one. */
+  /** A new connection, with the library's own options. */
   open(): Handle;
   close(handle: Handle): void;
   isOpen(handle: Handle): boolean;
@@ -76,8 +75,7 @@ export interface SqliteConnection<Handle = unknown, Statement = unknown> {
 }
 
 interface CachedStatement<Statement> extends Prepared<Statement> {
-  /** It changes its connection's state (runtime-session). */
-  changesSession: boolean;
+  changesSession: boolean; // runtime-session
 }
 
 const STATEMENT_CACHE_SIZE = 200;
@@ -175,10 +173,8 @@ export class SqliteDriver<Handle, Statement>
     const run = () => this.#run(prepared, mode, args, options) as StatementResults[M];
     // Reads never wait. Inside a transaction this connection already holds the write lock.
     // A write while nobody holds the lock runs now: nothing else can run until it returns.
-    if (prepared.readonly || !this.#writeTurn.held || this.#engine.inTransaction(conn.handle)) {
-      return run();
-    }
-    return this.#writeTurn.whenFree(run);
+    const now = prepared.readonly || !this.#writeTurn.held;
+    return now || this.#engine.inTransaction(conn.handle) ? run() : this.#writeTurn.whenFree(run);
   }
 
   transactionTurn(waiter: Waiter): Promise<() => void> {
@@ -247,8 +243,8 @@ export class SqliteDriver<Handle, Statement>
   #prepare(conn: SqliteConnection<Handle, Statement>, sql: string): CachedStatement<Statement> {
     let cached = conn.statements.get(sql);
     if (cached === undefined) {
-      cached = { ...this.#engine.prepare(conn.handle, sql), changesSession: false };
-      cached.changesSession = sqliteChangesSession(sql);
+      const prepared = this.#engine.prepare(conn.handle, sql);
+      cached = { ...prepared, changesSession: sqliteChangesSession(sql) };
       // Maps keep insertion order: the first key is the oldest.
       const oldest = conn.statements.keys().next();
       if (conn.statements.size >= STATEMENT_CACHE_SIZE && !oldest.done) {

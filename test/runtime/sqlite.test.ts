@@ -247,7 +247,16 @@ for (const driver of sqliteDrivers) {
       });
       // The cached statement gives objects again after the arrays.
       assert.deepEqual(await db.query('SELECT id, v FROM t'), [{ id: 1, v: 'b' }]);
-      assert.deepEqual(await db.raw('INSERT INTO t (v) VALUES (?)', ['c']), {
+      // SQLite prepares a cached `SELECT *` again after a schema change: the new names show.
+      assert.deepEqual(await db.get('SELECT * FROM t'), { id: 1, v: 'b' });
+      await db.run('ALTER TABLE t RENAME COLUMN v TO title');
+      await db.run('ALTER TABLE t ADD COLUMN extra integer');
+      assert.deepEqual(await db.get('SELECT * FROM t'), { id: 1, title: 'b', extra: null });
+      // A column named __proto__ is a column, not the row's prototype.
+      const odd = await db.get<Record<string, unknown>>("SELECT 'x' AS __proto__, 2 AS n");
+      assert.deepEqual(Object.keys(odd!), ['__proto__', 'n']);
+      assert.equal(Object.getPrototypeOf(odd), Object.prototype);
+      assert.deepEqual(await db.raw('INSERT INTO t (title) VALUES (?)', ['c']), {
         rows: [],
         changes: 1,
         lastInsertId: 2,
