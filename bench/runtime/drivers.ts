@@ -93,6 +93,7 @@ const scoped =
 
 const options = (ops: number) => ({ rounds: ROUNDS, ops, concurrency: 1, rows: ROWS });
 const results: Result[] = [];
+let versions = '';
 try {
   results.push(
     await compare(
@@ -121,13 +122,14 @@ try {
     ),
   );
 } finally {
+  versions = `SQLite ${sqliteVersion(builtIn)} (node:sqlite), ${sqliteVersion(better)} (better-sqlite3)`;
   await Promise.all([dbBetter.closePool(), dbNode.closePool()]);
   better.close();
   builtIn.close();
   rmSync(dir, { recursive: true, force: true });
 }
 
-console.log(`Machine: ${machine()}, SQLite ${nodeGet.get(0) && sqliteVersion()}`);
+console.log(`Machine: ${machine()}; ${versions}`);
 console.log(
   `Load average at the end: ${loadavg()
     .map((l) => l.toFixed(2))
@@ -136,12 +138,6 @@ console.log(
 console.log(`Rounds per case: ${ROUNDS} (ABBA order); medians over rounds\n`);
 printTable({ a: 'better-sqlite3', b: 'node:sqlite' }, results);
 
-function sqliteVersion(): string {
-  const probe = new DatabaseSync(':memory:');
-  const row = probe.prepare('SELECT sqlite_version() AS v').get() as { v: string };
-  probe.close();
-  const other = new BetterSqlite3(':memory:');
-  const mine = (other.prepare('SELECT sqlite_version() AS v').get() as { v: string }).v;
-  other.close();
-  return `${row.v} (node:sqlite) and ${mine} (better-sqlite3)`;
+function sqliteVersion(handle: { prepare(sql: string): { get(): unknown } }): string {
+  return (handle.prepare('SELECT sqlite_version() AS v').get() as { v: string }).v;
 }
