@@ -67,6 +67,8 @@ export interface Plan {
   frameworks: MissingFramework[];
   /** Set when the database differs from the manifest's: index is regenerated. */
   databaseChange?: { from: string; to: string };
+  /** Set when the same database's driver differs from the manifest's (sqlite: --driver). */
+  driverChange?: { from: string; to: string };
   /** The project's .gitignore as it is now, for the Next steps about what to keep out of git. */
   gitignore: string | undefined;
 }
@@ -343,6 +345,8 @@ export function buildPlan(input: PlanInput): Plan {
   });
 
   const previous = facts.manifest?.database;
+  const driverBefore = previous && driverFiles(previous, facts.manifest?.driver);
+  const driverNow = driverFiles(answers.database, answers.driver);
   return {
     root: facts.root,
     answers,
@@ -355,6 +359,11 @@ export function buildPlan(input: PlanInput): Plan {
     ...(previous !== undefined &&
       previous !== answers.database && {
         databaseChange: { from: previous, to: answers.database },
+      }),
+    ...(previous === answers.database &&
+      driverBefore &&
+      driverBefore.id !== driverNow.id && {
+        driverChange: { from: driverBefore.id!, to: driverNow.id! },
       }),
   };
 }

@@ -15,7 +15,7 @@ import {
   type PlannedFile,
   sqliteFiles,
 } from './plan.js';
-import { findDatabase, findOrm, findTarget, type TargetId } from './targets.js';
+import { driversOf, findDatabase, findOrm, findTarget, type TargetId } from './targets.js';
 
 /**
  * One line of what detection found, shown before the questions (as shadcn does), e.g.
@@ -277,6 +277,16 @@ export function finalReport({
     if (old) {
       steps.push(
         `The ${old.id} driver file ${answers.dir}/${old.runtimeFile}.* is no longer used; delete it when ready.`,
+      );
+    }
+  }
+  if (plan.driverChange) {
+    const old = driversOf(answers.database).find((d) => d.id === plan.driverChange!.from);
+    const packages = old?.dependencies.filter((dep) => !dep.typesOnly).map((dep) => dep.name);
+    if (old) {
+      steps.push(
+        `The ${old.id} driver file ${answers.dir}/${old.runtimeFile}.* is no longer used` +
+          `${packages?.length ? `, nor ${packages.join(', ')}` : ''}; remove it when ready.`,
       );
     }
   }

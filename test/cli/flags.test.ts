@@ -647,6 +647,22 @@ describe('--driver', () => {
     assert.ok(!existsSync(join(root, 'src/db/runtime-sqlite.ts')));
   });
 
+  test('a re-run with another --driver switches: index and manifest follow, Next steps name the old file', async () => {
+    const root = makeProject({}, { name: 'x', dependencies: { express: '^5' } });
+    const first = await runCli(['-C', root, 'express', '-y', '--no-install']);
+    assert.equal(first.code, 0, first.stderr);
+    const result = await runCli(['-C', root, '--driver', 'node:sqlite', '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^Created\n {2}db\/runtime-node-sqlite\.js\n/m);
+    assert.match(result.stdout, /^Updated\n {2}db\/index\.js\n {2}db-hooks\.json\n/m);
+    assert.match(readFileSync(join(root, 'db/index.js'), 'utf8'), /NodeSqliteDatabase/);
+    assert.equal(readJson(join(root, 'db-hooks.json')).driver, 'node:sqlite');
+    assert.match(
+      result.stdout.replace(/\n +/g, ' '),
+      /The better-sqlite3 driver file db\/runtime-sqlite\.\* is no longer used, nor better-sqlite3; remove it when ready\./,
+    );
+  });
+
   test('better-sqlite3, the default: its driver file and package, no "driver" in the manifest', async () => {
     const root = join(tempDir(), 'app');
     const args = ['-C', root, '-f', 'express', '-y', '--no-install', '--driver', 'better-sqlite3'];
