@@ -47,6 +47,19 @@ for (const target of targetIds) {
     }
   }
 }
+// SQLite on Node's built-in driver, every target once: JavaScript, as the e2e projects
+// type-check against @types/node 20, which has no node:sqlite.
+for (const target of targetIds) {
+  const [major, platform] = [majors[target]?.[0], platforms[target]?.[0]];
+  cases.push({
+    target,
+    database: 'sqlite',
+    driver: 'node:sqlite',
+    variant: 'js-esm',
+    major,
+    platform,
+  });
+}
 for (const recipe of ['h3', 'hapi', 'restify'] as const) {
   for (const database of databaseIds) {
     cases.push({ target: 'hooks', database, variant: 'js-esm', recipe });

@@ -20,6 +20,8 @@ export type Variant = 'ts' | 'js-esm' | 'js-cjs';
 export interface Case {
   target: TargetId;
   database: DatabaseId;
+  /** SQLite on Node's built-in driver instead of better-sqlite3. */
+  driver?: 'node:sqlite';
   variant: Variant;
   /**
    * Express and Koa: the framework's major version. The older one (Express 4, Koa 2) is
@@ -36,7 +38,7 @@ export function caseName(c: Case): string {
   const target = c.recipe
     ? `${c.recipe} recipe`
     : `${c.target}${c.major ?? ''}${c.platform ? `-${c.platform}` : ''}`;
-  return `${target} × ${c.database} × ${c.variant}`;
+  return `${target} × ${c.driver ?? c.database} × ${c.variant}`;
 }
 
 export interface Project {
@@ -85,9 +87,11 @@ export async function createProject(c: Case): Promise<Project> {
   const { dir, style, ext, files, write } = await generatedProject('e2e-', c.variant, {
     targets: [c.target],
     database: c.database,
+    driver: c.driver,
   });
   const locals = {
     database: c.database,
+    driver: c.driver,
     target: c.target,
     language: style.language,
     moduleFormat: style.moduleFormat,
@@ -113,6 +117,7 @@ export async function createProject(c: Case): Promise<Project> {
     targets: [c.target],
     target: c.target,
     database: c.database,
+    driver: c.driver,
     style,
     dir: 'src/db',
     path: `src/app${ext}`,
