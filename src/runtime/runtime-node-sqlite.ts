@@ -100,12 +100,12 @@ type Row = Record<string, unknown>;
 
 function toObject(names: string[], values: unknown[]): Row {
   const row: Row = {};
-  for (let i = 0; i < names.length; i++) row[names[i]!] = values[i];
+  for (let i = 0; i < names.length; i++) row[names[i]] = values[i];
   return row;
 }
 
 function withPrototype(row: object): Row {
-  return Object.setPrototypeOf(row, Object.prototype);
+  return Object.setPrototypeOf(row, Object.prototype) as Row;
 }
 
 function rowsOf(statement: NodeStatement, rows: unknown[]): Row[] {
