@@ -46,9 +46,7 @@ for (const orm of ormIds) {
       cases.push({ orm, database, target, variant: 'ts' });
     }
   }
-  // JavaScript only: the e2e projects type-check against @types/node 20, which has no
-  // node:sqlite (the CLI's own TypeScript apps get @types/node 22).
-  for (const variant of ['js-esm', 'js-cjs'] as const) {
+  for (const variant of ['ts', 'js-esm', 'js-cjs'] as const) {
     cases.push({ orm, database: 'sqlite', driver: 'node:sqlite', target: 'express', variant });
   }
 }

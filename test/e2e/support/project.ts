@@ -80,6 +80,13 @@ export async function generatedProject(
     version: '0.0.0-e2e',
   });
   for (const file of generated) write(file.path, file.content);
+  // node:sqlite's types, as @types/node 22 (what the CLI gives TypeScript projects) has them:
+  // these projects type-check against the repository's @types/node 20, which has none.
+  if (request.driver === 'node:sqlite' && style.language === 'ts') {
+    const types = readFileSync(join(repoRoot, 'src', 'types', 'node-sqlite.d.ts'), 'utf8');
+    mkdirSync(join(dir, 'src'), { recursive: true });
+    writeFileSync(join(dir, 'src', 'node-sqlite.d.ts'), types);
+  }
   return { dir, style, ext, files, write };
 }
 
