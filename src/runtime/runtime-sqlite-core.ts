@@ -68,10 +68,8 @@ export interface SqliteConnection<Handle = unknown, Statement = unknown> {
   handle: Handle;
   /** Prepared statements by SQL text: preparing costs more than running a simple query. */
   statements: Map<string, CachedStatement<Statement>>;
-  /** Gives up the write lock this connection's transaction holds. */
-  unlock: (() => void) | undefined;
-  /** A statement changed its state: it is closed when it goes back. */
-  sessionChanged: boolean;
+  unlock: (() => void) | undefined; // gives up the write lock its transaction holds
+  sessionChanged: boolean; // a statement changed its state: it is closed when it goes back
 }
 
 interface CachedStatement<Statement> extends Prepared<Statement> {
@@ -84,8 +82,7 @@ export class SqliteDriver<Handle, Statement>
   implements Driver<SqliteConnection<Handle, Statement>>
 {
   readonly #engine: SqliteEngine<Handle, Statement>;
-  readonly #path: string;
-  readonly #onConnect: ((connection: Handle) => void | Promise<void>) | undefined;
+  readonly #options: SqliteCommonOptions<Handle> & { path: string };
   readonly #pragmas: string[];
   readonly #logger: Logger;
   readonly #all = new Set<SqliteConnection<Handle, Statement>>();
@@ -98,8 +95,7 @@ export class SqliteDriver<Handle, Statement>
     options: SqliteCommonOptions<Handle> & { path: string; readonly?: boolean | undefined },
   ) {
     this.#engine = engine;
-    this.#path = options.path;
-    this.#onConnect = options.onConnect;
+    this.#options = options;
     this.#pragmas = newConnectionPragmas(options);
     this.#logger = options.logger ?? console;
     const timeout = options.writeTimeoutMillis ?? 5000;
@@ -120,7 +116,7 @@ export class SqliteDriver<Handle, Statement>
   checkIn(conn: SqliteConnection<Handle, Statement>, discard: boolean): void {
     if (!discard && this.#engine.inTransaction(conn.handle)) {
       try {
-        this.#rollbackNow(conn); // a BEGIN run by hand and left open
+        this.rollback(conn); // a BEGIN run by hand and left open
       } catch {
         discard = true;
       }
@@ -148,8 +144,7 @@ export class SqliteDriver<Handle, Statement>
     this.#writeTurn.rejectWaiting(new PoolClosedError());
     for (const conn of this.#all) {
       this.#releaseWriteLock(conn);
-      // SQLite rolls back a transaction left open.
-      if (this.#engine.isOpen(conn.handle)) this.#engine.close(conn.handle);
+      if (this.#engine.isOpen(conn.handle)) this.#engine.close(conn.handle); // rolls back
     }
     this.#all.clear();
     this.#idle.length = 0;
@@ -197,14 +192,18 @@ export class SqliteDriver<Handle, Statement>
       this.#engine.exec(conn.handle, 'COMMIT');
     } catch (error) {
       // A failed COMMIT leaves the transaction open in SQLite: end it, all or nothing.
-      this.#rollbackNow(conn);
+      this.rollback(conn);
       throw error;
     }
     this.#releaseWriteLock(conn);
   }
 
   rollback(conn: SqliteConnection<Handle, Statement>): void {
-    this.#rollbackNow(conn);
+    try {
+      if (this.#engine.inTransaction(conn.handle)) this.#engine.exec(conn.handle, 'ROLLBACK');
+    } finally {
+      this.#releaseWriteLock(conn);
+    }
   }
 
   #run(
@@ -225,14 +224,6 @@ export class SqliteDriver<Handle, Statement>
     if (mode === 'all') return engine.all(statement, args);
     if (options?.rowMode !== 'array') return { rows: engine.all(statement, args) };
     return { rows: engine.allArrays(statement, args) };
-  }
-
-  #rollbackNow(conn: SqliteConnection<Handle, Statement>): void {
-    try {
-      if (this.#engine.inTransaction(conn.handle)) this.#engine.exec(conn.handle, 'ROLLBACK');
-    } finally {
-      this.#releaseWriteLock(conn);
-    }
   }
 
   #releaseWriteLock(conn: SqliteConnection<Handle, Statement>): void {
@@ -260,10 +251,13 @@ export class SqliteDriver<Handle, Statement>
     try {
       handle = this.#engine.open();
       for (const pragma of this.#pragmas) this.#engine.exec(handle, `PRAGMA ${pragma}`);
-      await this.#onConnect?.(handle);
+      await this.#options.onConnect?.(handle);
     } catch (error) {
       if (handle !== undefined && this.#engine.isOpen(handle)) this.#engine.close(handle);
-      this.#logger.error(`db-hooks: could not open a SQLite connection to ${this.#path}:`, error);
+      this.#logger.error(
+        `db-hooks: could not open a SQLite connection to ${this.#options.path}:`,
+        error,
+      );
       throw new DatabaseUnavailableError({ cause: error });
     }
     const conn: SqliteConnection<Handle, Statement> = {
