@@ -7,6 +7,13 @@ function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
+/** The SQLite drivers, one per line, the default marked. */
+function driverLines(): string[] {
+  const drivers = driversOf('sqlite');
+  const width = Math.max(...drivers.map((d) => d.id.length));
+  return drivers.map((d, i) => `  ${d.id.padEnd(width)}  ${d.title}${i === 0 ? ' (default)' : ''}`);
+}
+
 function helpAfter(): string {
   const width = Math.max(...targets.map((t) => t.id.length));
   const example = (id: string) => `npx create-db-hooks ${id}`;
@@ -25,7 +32,7 @@ function helpAfter(): string {
     ...databases.map((d) => `  ${d.id.padEnd(width)}  ${d.title}`),
     '',
     'SQLite drivers (--driver):',
-    ...driversOf('sqlite').map((d) => `  ${d.id.padEnd(width)}  ${d.title}`),
+    ...driverLines(),
     '',
     'ORMs (--orm, optional):',
     ...orms.map((o) => `  ${o.id.padEnd(width)}  ${o.title}`),
@@ -106,9 +113,7 @@ export function listText(): string {
     ...databases.map((d, i) => `  ${d.id.padEnd(width)}  ${d.title}${i === 0 ? ' (default)' : ''}`),
     '',
     'SQLite drivers (--driver):',
-    ...driversOf('sqlite').map(
-      (d, i) => `  ${d.id.padEnd(width)}  ${d.title}${i === 0 ? ' (default)' : ''}`,
-    ),
+    ...driverLines(),
     '',
     'ORMs (--orm, optional):',
     ...orms.map((o) => `  ${o.id.padEnd(width)}  ${o.title}`),

@@ -212,7 +212,7 @@ export const databases = [
     drivers: [
       {
         id: 'better-sqlite3',
-        title: 'better-sqlite3: the fastest; a native module (prebuilt, else compiled)',
+        title: 'the fastest; a native module (a prebuilt binary, else compiled)',
         runtimeFile: 'runtime-sqlite',
         className: 'SqliteDatabase',
         dependencies: [
@@ -222,7 +222,7 @@ export const databases = [
       },
       {
         id: 'node:sqlite',
-        title: 'node:sqlite: built into Node 22.16+, nothing to install or compile',
+        title: 'built into Node 22.16+: nothing to install or compile',
         runtimeFile: 'runtime-node-sqlite',
         className: 'NodeSqliteDatabase',
         dependencies: [],

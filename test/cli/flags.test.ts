@@ -80,6 +80,10 @@ describe('information flags', () => {
     assert.equal(result.code, 0);
     for (const target of targets) assert.match(result.stdout, new RegExp(`^  ${target.id} `, 'm'));
     for (const id of databaseIds) assert.match(result.stdout, new RegExp(`^  ${id} `, 'm'));
+    assert.match(
+      result.stdout,
+      /^SQLite drivers \(--driver\):\n {2}better-sqlite3 .*\(default\)\n {2}node:sqlite {5}built into Node 22\.16\+/m,
+    );
     assert.deepEqual(contents(root), before);
   });
 });
