@@ -137,7 +137,12 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
         `db-hooks.json says database '${previous}', --database says '${answers.database}': pass --force to switch (${answers.dir}/index is rewritten)`,
       );
     }
-    if (!(await prompts.ask(question, false))) answers = { ...answers, database: previous };
+    if (!(await prompts.ask(question, false))) {
+      // The old database, on the driver it had.
+      const { driver: _dropped, ...rest } = answers;
+      const driver = facts.manifest?.driver;
+      answers = { ...rest, database: previous, ...(driver !== undefined && { driver }) };
+    }
   }
 
   // pnpm's version decides how it is told to build better-sqlite3 (see install.ts).

@@ -132,9 +132,18 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     assert.deepEqual(contents(root), before);
   });
 
-  test('a database change asks first; no keeps the old database', async () => {
+  test('a database change asks first; no keeps the old database, on its driver', async () => {
     const root = makeProject({}, { name: 'x' });
-    const setup = start('setup', ['-C', root, '-f', 'express', '--yes', '--no-install']);
+    const setup = start('setup', [
+      '-C',
+      root,
+      '-f',
+      'express',
+      '--driver',
+      'node:sqlite',
+      '--yes',
+      '--no-install',
+    ]);
     assert.equal(await setup.exitCode(), 0);
     const index = readFileSync(join(root, 'db/index.js'), 'utf8');
     const cli = start('switch', ['-C', root, '-f', 'express', '-d', 'postgres', '--no-install']);
@@ -143,6 +152,7 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     assert.equal(await cli.exitCode(), 0);
     assert.equal(readFileSync(join(root, 'db/index.js'), 'utf8'), index);
     assert.equal(readJson(join(root, 'db-hooks.json')).database, 'sqlite');
+    assert.equal(readJson(join(root, 'db-hooks.json')).driver, 'node:sqlite');
   });
 
   test('a folder with files and no package.json: asks, and no writes nothing', async () => {
