@@ -66,7 +66,8 @@ export interface Plan {
   /** Frameworks the targets import that the project lacks; installed only with consent. */
   frameworks: MissingFramework[];
   /** Set when the database differs from the manifest's: index is regenerated. */
-  databaseChange?: { from: string; to: string };
+  /** `unused`: the old database's driver files (src/runtime names), no longer imported. */
+  databaseChange?: { from: string; to: string; unused: string[] };
   /** Set when the same database's driver differs from the manifest's (sqlite: --driver). */
   driverChange?: { from: string; to: string };
   /** The project's .gitignore as it is now, for the Next steps about what to keep out of git. */
@@ -358,7 +359,11 @@ export function buildPlan(input: PlanInput): Plan {
     gitignore: current.get('.gitignore'),
     ...(previous !== undefined &&
       previous !== answers.database && {
-        databaseChange: { from: previous, to: answers.database },
+        databaseChange: {
+          from: previous,
+          to: answers.database,
+          unused: driverBefore ? driverBefore.runtimeFiles : [],
+        },
       }),
     ...(previous === answers.database &&
       driverBefore &&

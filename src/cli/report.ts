@@ -280,10 +280,12 @@ export function finalReport({
         `${index.path} was edited, so it still sets up ${from}: switch it to ${to} by hand, or re-run with --force to regenerate it.`,
       );
     }
-    const old = findDatabase(from);
-    if (old) {
+    const unused = plan.databaseChange.unused.map((name) => `${answers.dir}/${name}.*`);
+    if (unused.length === 1) {
+      steps.push(`The ${from} driver file ${unused[0]} is no longer used; delete it when ready.`);
+    } else if (unused.length > 1) {
       steps.push(
-        `The ${old.id} driver file ${answers.dir}/${old.runtimeFile}.* is no longer used; delete it when ready.`,
+        `The ${from} driver files ${unused.join(' and ')} are no longer used; delete them when ready.`,
       );
     }
   }
