@@ -3,6 +3,7 @@
 //
 // Environment: MODE (generated | baseline | fastify-postgres), DB (postgres | sqlite), PORT,
 // GENERATED_DIR (absolute path of generated JS ESM files), DATABASE_URL or SQLITE_PATH, POOL_MAX,
+// SQLITE_DRIVER (node:sqlite: the generated runtime on Node's built-in SQLite, else better-sqlite3),
 // ALS (1: switch AsyncLocalStorage on process-wide, see below), CHECKOUT (lazy | eager: the
 // generated adapter's checkout option).
 import { AsyncLocalStorage } from 'node:async_hooks';
@@ -60,6 +61,13 @@ export async function loadGenerated(target) {
       connectionString: process.env.DATABASE_URL,
       pgbouncer: process.env.PGBOUNCER === 'true',
     });
+  } else if (process.env.SQLITE_DRIVER === 'node:sqlite') {
+    const { NodeSqliteDatabase } = await import(`${dir}/runtime-node-sqlite.js`);
+    db = new NodeSqliteDatabase({
+      ...options,
+      path: process.env.SQLITE_PATH,
+      onConnect: (connection) => void sqliteConnections.add(connection),
+    });
   } else {
     const { SqliteDatabase } = await import(`${dir}/runtime-sqlite.js`);
     db = new SqliteDatabase({
@@ -84,12 +92,13 @@ function sqliteStats() {
   let open = 0;
   let inTransaction = 0;
   for (const connection of sqliteConnections) {
-    if (!connection.open) {
+    // better-sqlite3's names, else node:sqlite's (SQLITE_DRIVER=node:sqlite).
+    if (!(connection.open ?? connection.isOpen)) {
       sqliteConnections.delete(connection);
       continue;
     }
     open++;
-    if (connection.inTransaction) inTransaction++;
+    if (connection.inTransaction ?? connection.isTransaction) inTransaction++;
   }
   return { open, inTransaction };
 }
