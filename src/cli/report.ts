@@ -15,7 +15,14 @@ import {
   type PlannedFile,
   sqliteFiles,
 } from './plan.js';
-import { findDatabase, findOrm, findTarget, type TargetId } from './targets.js';
+import {
+  driverFiles,
+  driversOf,
+  findDatabase,
+  findOrm,
+  findTarget,
+  type TargetId,
+} from './targets.js';
 
 /**
  * One line of what detection found, shown before the questions (as shadcn does), e.g.
@@ -273,13 +280,38 @@ export function finalReport({
         `${index.path} was edited, so it still sets up ${from}: switch it to ${to} by hand, or re-run with --force to regenerate it.`,
       );
     }
-    const old = findDatabase(from);
+    const unused = plan.databaseChange.unused.map((name) => `${answers.dir}/${name}.*`);
+    if (unused.length === 1) {
+      steps.push(`The ${from} driver file ${unused[0]} is no longer used; delete it when ready.`);
+    } else if (unused.length > 1) {
+      steps.push(
+        `The ${from} driver files ${unused.join(' and ')} are no longer used; delete them when ready.`,
+      );
+    }
+  }
+  const needs = driverFiles(answers.database, answers.driver).node;
+  if (needs !== undefined && !atLeast(process.versions.node, needs.replace(/^>=/, ''))) {
+    steps.push(
+      `${answers.driver} needs Node.js ${needs.replace(/^>=/, '')} or later; this is Node.js ${process.versions.node}: run the app on a newer Node.js.`,
+    );
+  }
+  if (plan.driverChange) {
+    const old = driversOf(answers.database).find((d) => d.id === plan.driverChange!.from);
+    const packages = old?.dependencies.filter((dep) => !dep.typesOnly).map((dep) => dep.name);
     if (old) {
       steps.push(
-        `The ${old.id} driver file ${answers.dir}/${old.runtimeFile}.* is no longer used; delete it when ready.`,
+        `The ${old.id} driver file ${answers.dir}/${old.runtimeFile}.* is no longer used` +
+          `${packages?.length ? `, nor ${packages.join(', ')}` : ''}; remove it when ready.`,
       );
     }
   }
   if (steps.length > 0) out.push('Next steps', ...steps.flatMap((step) => wrapStep(step)), '');
   return `${out.join('\n').trimEnd()}\n`;
+}
+
+/** True when version `have` (x.y.z) is `want` (x.y) or later. */
+function atLeast(have: string, want: string): boolean {
+  const [a, b] = [have, want].map((v) => v.split('.').map((n) => Number.parseInt(n, 10) || 0));
+  for (let i = 0; i < 3; i++) if ((a![i] ?? 0) !== (b![i] ?? 0)) return (a![i] ?? 0) > (b![i] ?? 0);
+  return true;
 }

@@ -47,6 +47,13 @@ for (const target of targetIds) {
     }
   }
 }
+// SQLite on Node's built-in driver: every target, in TypeScript and in JavaScript ESM.
+for (const target of targetIds) {
+  const [major, platform] = [majors[target]?.[0], platforms[target]?.[0]];
+  for (const variant of ['ts', 'js-esm'] as const) {
+    cases.push({ target, database: 'sqlite', driver: 'node:sqlite', variant, major, platform });
+  }
+}
 for (const recipe of ['h3', 'hapi', 'restify'] as const) {
   for (const database of databaseIds) {
     cases.push({ target: 'hooks', database, variant: 'js-esm', recipe });

@@ -30,6 +30,8 @@ import {
 interface OrmCase {
   orm: OrmId;
   database: DatabaseId;
+  /** SQLite on Node's built-in driver instead of better-sqlite3. */
+  driver?: 'node:sqlite';
   target: 'express' | 'fastify' | 'koa' | 'hono';
   variant: Variant;
 }
@@ -44,8 +46,12 @@ for (const orm of ormIds) {
       cases.push({ orm, database, target, variant: 'ts' });
     }
   }
+  for (const variant of ['ts', 'js-esm', 'js-cjs'] as const) {
+    cases.push({ orm, database: 'sqlite', driver: 'node:sqlite', target: 'express', variant });
+  }
 }
-const caseName = (c: OrmCase) => `${c.orm} × ${c.database} × ${c.target} × ${c.variant}`;
+const caseName = (c: OrmCase) =>
+  `${c.orm} × ${c.driver ?? c.database} × ${c.target} × ${c.variant}`;
 const filter = process.env.E2E_FILTER;
 const selected = filter ? cases.filter((c) => caseName(c).includes(filter)) : cases;
 
@@ -56,6 +62,7 @@ async function createOrmProject(c: OrmCase): Promise<Project> {
     targets: [c.target],
     orms: [c.orm],
     database: c.database,
+    driver: c.driver,
   });
   const template = join(repoRoot, 'test', 'e2e', 'apps', 'orm', 'app.ts.ejs');
   const source = ejs.render(readFileSync(template, 'utf8'), { ...c }, { filename: template });

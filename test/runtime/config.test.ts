@@ -27,6 +27,7 @@ import {
   type CapturingLogger,
   capturingLogger,
   countReleases,
+  type Kind,
   kinds,
   type Opened,
   openPostgres,
@@ -652,7 +653,7 @@ describe('sqlite: the wait for the write turn and the wait for a connection have
 
 /** Opens `kind` with a connection hook that throws while `hook.failing`. */
 function openWithHook(
-  name: 'sqlite' | 'postgres',
+  kind: Kind,
   logger: CapturingLogger,
 ): Promise<{ opened: Opened; hook: { failing: boolean; calls: number } }> {
   const hook = { failing: true, calls: 0 };
@@ -661,7 +662,7 @@ function openWithHook(
     if (hook.failing) throw new Error('cdh-hook-detail: tenant setup failed');
   };
   const options = { max: 2, acquireTimeoutMillis: 2000, logger, onConnect };
-  const opening = name === 'sqlite' ? openSqlite(options) : openPostgres(options);
+  const opening = kind.open(options);
   return opening.then((opened) => ({ opened, hook }));
 }
 
@@ -712,7 +713,7 @@ for (const kind of kinds) {
   for (const checkout of ['lazy', 'eager'] as const) {
     test(`${kind.name}, ${checkout} checkout: a throwing connection hook over real HTTP answers a clean 503 and leaks nothing`, async () => {
       const logger = capturingLogger();
-      const { opened, hook } = await openWithHook(kind.name, logger);
+      const { opened, hook } = await openWithHook(kind, logger);
       const { db, url } = opened;
       let handled = 0;
       const server = await serve(db, checkout, async (_req, res) => {

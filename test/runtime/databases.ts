@@ -1,11 +1,16 @@
-// The two real databases the runtime tests run against: SQLite files in a temp directory and a
-// fresh PostgreSQL database per test. Tests write SQL with `?` placeholders and pass it through
+// The real databases the runtime tests run against: SQLite files in a temp directory, on each of
+// the two SQLite drivers (better-sqlite3 and Node's built-in node:sqlite), and a fresh
+// PostgreSQL database per test. Tests write SQL with `?` placeholders and pass it through
 // `sql()`, which numbers them ($1, $2, ...) for PostgreSQL.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import type { Database, DatabaseOptions } from '../../src/runtime/runtime.ts';
+import {
+  NodeSqliteDatabase,
+  type NodeSqliteOptions,
+} from '../../src/runtime/runtime-node-sqlite.ts';
 import { PostgresDatabase, type PostgresOptions } from '../../src/runtime/runtime-postgres.ts';
 import { SqliteDatabase, type SqliteOptions } from '../../src/runtime/runtime-sqlite.ts';
 import { createTestDatabase } from '../support/postgres.ts';
@@ -28,20 +33,54 @@ export interface Opened<Db extends Database = Database> {
 }
 
 export interface Kind {
-  name: 'sqlite' | 'postgres';
-  open(options?: PoolOptions): Promise<Opened>;
+  /** For test names: the database, or for SQLite the driver. */
+  name: 'sqlite' | 'node:sqlite' | 'postgres';
+  database: 'sqlite' | 'postgres';
+  /** `pragmas` is for SQLite only. */
+  open(options?: KindOptions): Promise<Opened>;
+}
+
+export type KindOptions = PoolOptions & {
+  onConnect?: (connection: any) => void | Promise<void>;
+  pragmas?: Record<string, string | number>;
+};
+
+/** The SQLite drivers: better-sqlite3 (runtime-sqlite) and node:sqlite (runtime-node-sqlite). */
+export type SqliteDriverName = 'better-sqlite3' | 'node:sqlite';
+export const sqliteDrivers: readonly SqliteDriverName[] = ['better-sqlite3', 'node:sqlite'];
+
+/** Options of either SQLite driver (each takes its library's own and ignores the other's). */
+export type AnySqliteOptions = Omit<SqliteOptions, 'onConnect'> &
+  Omit<NodeSqliteOptions, 'onConnect'> & {
+    onConnect?: (connection: any) => void | Promise<void>;
+  };
+
+/**
+ * A SqliteDatabase on either driver. Typed as the better-sqlite3 one: both are the same
+ * Database, only their connections' handles differ.
+ */
+export function newSqlite(
+  driver: SqliteDriverName,
+  options: AnySqliteOptions = {},
+): SqliteDatabase {
+  if (driver === 'better-sqlite3') return new SqliteDatabase(options);
+  return new NodeSqliteDatabase(options) as unknown as SqliteDatabase;
 }
 
 /** Any SqliteDatabase option but the file, which is app.db in a new temp directory. */
 export async function openSqlite(
-  options: Omit<SqliteOptions, 'path'> & { parentDir?: string } = {},
+  options: Omit<AnySqliteOptions, 'path'> & {
+    parentDir?: string;
+    /** Default better-sqlite3. */
+    driver?: SqliteDriverName;
+  } = {},
 ): Promise<Opened<SqliteDatabase>> {
-  const { parentDir = tmpdir(), ...poolOptions } = options;
+  const { parentDir = tmpdir(), driver = 'better-sqlite3', ...poolOptions } = options;
   const dir = mkdtempSync(join(parentDir, 'cdh-sqlite-'));
   const path = join(dir, 'app.db');
   // Tests that wait longer for a connection wait as long for their turn to write.
   const writeTimeoutMillis = options.writeTimeoutMillis ?? options.acquireTimeoutMillis;
-  const db = new SqliteDatabase({ path, ...poolOptions, writeTimeoutMillis });
+  const db = newSqlite(driver, { path, ...poolOptions, writeTimeoutMillis });
   return {
     db,
     path,
@@ -74,8 +113,13 @@ export async function openPostgres(
 }
 
 export const kinds: Kind[] = [
-  { name: 'sqlite', open: openSqlite },
-  { name: 'postgres', open: openPostgres },
+  { name: 'sqlite', database: 'sqlite', open: openSqlite },
+  {
+    name: 'node:sqlite',
+    database: 'sqlite',
+    open: (options) => openSqlite({ ...options, driver: 'node:sqlite' }),
+  },
+  { name: 'postgres', database: 'postgres', open: (options) => openPostgres(options) },
 ];
 
 /** Runs body with a freshly opened database and always cleans up. */

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { createScope } from '../../src/runtime/runtime.ts';
 import { createTestDatabase } from '../support/postgres.ts';
-import { kinds, type Opened, openPostgres, openSqlite, waitFor } from './databases.ts';
+import { kinds, type Opened, openPostgres, waitFor } from './databases.ts';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const fixture = fileURLToPath(new URL('./fixtures/late-statement.ts', import.meta.url));
@@ -43,16 +43,16 @@ describe('closePool() then a statement: the pool opens again', () => {
         hooked++;
       };
       const opened: Opened =
-        kind.name === 'sqlite'
-          ? await openSqlite({ onConnect, pragmas: { cache_size: -4000 } })
+        kind.database === 'sqlite'
+          ? await kind.open({ onConnect, pragmas: { cache_size: -4000 } })
           : await openPostgres({ onConnect, application_name: 'cdh-reopen' });
       const { db, url } = opened;
       // A setting given in the options, read on the connection that runs the statement.
       const SETTING =
-        kind.name === 'sqlite'
+        kind.database === 'sqlite'
           ? 'SELECT cache_size AS setting FROM pragma_cache_size()'
           : "SELECT current_setting('application_name') AS setting";
-      const expected = kind.name === 'sqlite' ? -4000 : 'cdh-reopen';
+      const expected = kind.database === 'sqlite' ? -4000 : 'cdh-reopen';
       const backend = 'SELECT pg_backend_pid() AS pid';
       try {
         assert.deepEqual(await db.get(SETTING), { setting: expected });

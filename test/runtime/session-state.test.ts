@@ -16,15 +16,17 @@ import { after, before, describe, test } from 'node:test';
 import { type Database, DbHooksError } from '../../src/runtime/runtime.ts';
 import { enterRequest } from '../../src/runtime/runtime-node.ts';
 import type { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
-import { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
+import type { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
 import { idleInTransaction, postgresUrl } from '../support/postgres.ts';
 import {
   admin,
   capturingLogger,
+  newSqlite,
   type Opened,
   openPostgres,
   openSqlite,
   sleep,
+  sqliteDrivers,
   waitFor,
 } from './databases.ts';
 
@@ -516,122 +518,127 @@ async function sqliteState(db: Database): Promise<SqliteState> {
   return (await db.get<SqliteState>(SQLITE_STATE))!;
 }
 
-describe('sqlite: a request that changed connection state leaves none for the next', () => {
-  let opened: Opened<SqliteDatabase>;
-  let server: Server;
-  let fresh: SqliteState;
-  let opens = 0;
+for (const driver of sqliteDrivers) {
+  describe(`${driver}: a request that changed connection state leaves none for the next`, () => {
+    let opened: Opened<SqliteDatabase>;
+    let server: Server;
+    let fresh: SqliteState;
+    let opens = 0;
 
-  before(async () => {
-    opened = await openSqlite({
-      max: 1,
-      pragmas: { foreign_keys: 'on', cache_size: -4321, synchronous: 'full' },
-      onConnect: (handle) => {
-        opens++;
-        handle.function('hooked', () => 'yes');
-        handle.pragma('recursive_triggers = on');
-      },
-    });
-    await opened.db.run('CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)');
-    server = await serve(opened.db);
-    fresh = await server.inRequest(() => sqliteState(opened.db));
-    assert.deepEqual(fresh, {
-      foreign_keys: 1,
-      query_only: 0,
-      cache_size: -4321,
-      synchronous: 2,
-      journal_mode: 'wal',
-      recursive_triggers: 1,
-      temp_objects: 0,
-      databases: 'main,temp', // temp.sqlite_master above opens the temp schema
-      hooked: 'yes',
-    });
-  });
-
-  after(async () => {
-    await server?.close();
-    await opened?.cleanup();
-  });
-
-  const cases: { name: string; change: string[]; visible: SqliteState }[] = [
-    {
-      name: 'pragmas: configured, set by the hook, and left at their defaults',
-      change: [
-        'PRAGMA query_only = 1',
-        'PRAGMA foreign_keys = 0',
-        'PRAGMA main.cache_size = 100',
-        'PRAGMA synchronous(0)',
-        'PRAGMA recursive_triggers = off',
-      ],
-      visible: { query_only: 1, foreign_keys: 0, cache_size: 100, synchronous: 0 },
-    },
-    {
-      name: 'temporary tables, views, triggers and indexes',
-      change: [
-        'CREATE TEMP TABLE secret (x)',
-        'CREATE TEMPORARY VIEW secret_view AS SELECT 1',
-        'CREATE TABLE temp.secret_too (x)',
-        'CREATE INDEX temp.secret_index ON secret_too (x)',
-        'CREATE TEMP TRIGGER secret_trigger AFTER INSERT ON items BEGIN SELECT 1; END',
-      ],
-      visible: { temp_objects: 5 },
-    },
-    {
-      name: 'ATTACHed databases',
-      change: ["ATTACH 'other.db' AS other"],
-      visible: { databases: 'main,temp,other' },
-    },
-  ];
-
-  for (const c of cases) {
-    test(c.name, async () => {
-      const { db, path } = opened;
-      const change = c.change.map((sql) =>
-        sql.replace("'other.db'", `'${join(path!, '..', 'other.db')}'`),
-      );
-      const seenByA = await server.inRequest(async () => {
-        for (const sql of change) await db.run(sql);
-        return sqliteState(db);
+    before(async () => {
+      opened = await openSqlite({
+        driver,
+        max: 1,
+        pragmas: { foreign_keys: 'on', cache_size: -4321, synchronous: 'full' },
+        onConnect: (handle) => {
+          opens++;
+          handle.function('hooked', () => 'yes');
+          handle.exec('PRAGMA recursive_triggers = on');
+        },
       });
-      assert.deepEqual(
-        Object.fromEntries(Object.keys(c.visible).map((key) => [key, seenByA[key]])),
-        c.visible,
-        'request A changed its connection',
-      );
-      const opensBefore = opens;
-      assert.deepEqual(await server.inRequest(() => sqliteState(db)), fresh);
-      assert.equal(opens, opensBefore + 1, 'B got a new connection, set up as the first was');
-      assert.equal(db.stats().total, 1);
+      await opened.db.run('CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)');
+      server = await serve(opened.db);
+      fresh = await server.inRequest(() => sqliteState(opened.db));
+      assert.deepEqual(fresh, {
+        foreign_keys: 1,
+        query_only: 0,
+        cache_size: -4321,
+        synchronous: 2,
+        journal_mode: 'wal',
+        recursive_triggers: 1,
+        temp_objects: 0,
+        databases: 'main,temp', // temp.sqlite_master above opens the temp schema
+        hooked: 'yes',
+      });
     });
-  }
 
-  test('a request that changed nothing keeps its connection (pragma reads included)', async () => {
-    const { db } = opened;
-    await server.inRequest(() => db.get('SELECT 1')); // the connection after the cases above
-    const opensBefore = opens;
-    for (let i = 0; i < 5; i++) {
-      await server.inRequest(async () => {
-        await db.run('INSERT INTO items (v) VALUES (?)', ['x']);
-        await db.get('PRAGMA foreign_keys');
-        await db.query('PRAGMA table_info(items)');
-        await db.atomic(() => db.run('UPDATE items SET v = ? WHERE id = ?', ['y', 1]));
+    after(async () => {
+      await server?.close();
+      await opened?.cleanup();
+    });
+
+    const cases: { name: string; change: string[]; visible: SqliteState }[] = [
+      {
+        name: 'pragmas: configured, set by the hook, and left at their defaults',
+        change: [
+          'PRAGMA query_only = 1',
+          'PRAGMA foreign_keys = 0',
+          'PRAGMA main.cache_size = 100',
+          'PRAGMA synchronous(0)',
+          'PRAGMA recursive_triggers = off',
+        ],
+        visible: { query_only: 1, foreign_keys: 0, cache_size: 100, synchronous: 0 },
+      },
+      {
+        name: 'temporary tables, views, triggers and indexes',
+        change: [
+          'CREATE TEMP TABLE secret (x)',
+          'CREATE TEMPORARY VIEW secret_view AS SELECT 1',
+          'CREATE TABLE temp.secret_too (x)',
+          'CREATE INDEX temp.secret_index ON secret_too (x)',
+          'CREATE TEMP TRIGGER secret_trigger AFTER INSERT ON items BEGIN SELECT 1; END',
+        ],
+        visible: { temp_objects: 5 },
+      },
+      {
+        name: 'ATTACHed databases',
+        change: ["ATTACH 'other.db' AS other"],
+        visible: { databases: 'main,temp,other' },
+      },
+    ];
+
+    for (const c of cases) {
+      test(c.name, async () => {
+        const { db, path } = opened;
+        const change = c.change.map((sql) =>
+          sql.replace("'other.db'", `'${join(path!, '..', 'other.db')}'`),
+        );
+        const seenByA = await server.inRequest(async () => {
+          for (const sql of change) await db.run(sql);
+          return sqliteState(db);
+        });
+        assert.deepEqual(
+          Object.fromEntries(Object.keys(c.visible).map((key) => [key, seenByA[key]])),
+          c.visible,
+          'request A changed its connection',
+        );
+        const opensBefore = opens;
+        assert.deepEqual(await server.inRequest(() => sqliteState(db)), fresh);
+        assert.equal(opens, opensBefore + 1, 'B got a new connection, set up as the first was');
+        assert.equal(db.stats().total, 1);
       });
     }
-    assert.equal(opens, opensBefore, 'no connection was opened');
-    assert.deepEqual(await server.inRequest(() => sqliteState(db)), fresh);
-  });
-});
 
-test("sqlite, ':memory:': its one connection is the database, so a pragma set keeps it (and the data)", async () => {
-  const db = new SqliteDatabase({ path: ':memory:' });
-  const server = await serve(db);
-  try {
-    await db.run('CREATE TABLE t (x)');
-    await db.run('INSERT INTO t VALUES (1)');
-    await server.inRequest(() => db.run('PRAGMA cache_size = 100'));
-    assert.deepEqual(await server.inRequest(() => db.get('SELECT count(*) AS n FROM t')), { n: 1 });
-  } finally {
-    await server.close();
-    await db.closePool();
-  }
-});
+    test('a request that changed nothing keeps its connection (pragma reads included)', async () => {
+      const { db } = opened;
+      await server.inRequest(() => db.get('SELECT 1')); // the connection after the cases above
+      const opensBefore = opens;
+      for (let i = 0; i < 5; i++) {
+        await server.inRequest(async () => {
+          await db.run('INSERT INTO items (v) VALUES (?)', ['x']);
+          await db.get('PRAGMA foreign_keys');
+          await db.query('PRAGMA table_info(items)');
+          await db.atomic(() => db.run('UPDATE items SET v = ? WHERE id = ?', ['y', 1]));
+        });
+      }
+      assert.equal(opens, opensBefore, 'no connection was opened');
+      assert.deepEqual(await server.inRequest(() => sqliteState(db)), fresh);
+    });
+  });
+
+  test(`${driver}, ':memory:': its one connection is the database, so a pragma set keeps it (and the data)`, async () => {
+    const db = newSqlite(driver, { path: ':memory:' });
+    const server = await serve(db);
+    try {
+      await db.run('CREATE TABLE t (x)');
+      await db.run('INSERT INTO t VALUES (1)');
+      await server.inRequest(() => db.run('PRAGMA cache_size = 100'));
+      assert.deepEqual(await server.inRequest(() => db.get('SELECT count(*) AS n FROM t')), {
+        n: 1,
+      });
+    } finally {
+      await server.close();
+      await db.closePool();
+    }
+  });
+}

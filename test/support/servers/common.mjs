@@ -3,6 +3,7 @@
 //
 // Environment: MODE (generated | baseline | fastify-postgres), DB (postgres | sqlite), PORT,
 // GENERATED_DIR (absolute path of generated JS ESM files), DATABASE_URL or SQLITE_PATH, POOL_MAX,
+// SQLITE_DRIVER (node:sqlite: the generated runtime on Node's built-in SQLite, else better-sqlite3),
 // ALS (1: switch AsyncLocalStorage on process-wide, see below), CHECKOUT (lazy | eager: the
 // generated adapter's checkout option), SQLITE_BUSY_TIMEOUT_MS (better-sqlite3's `timeout`).
 import { AsyncLocalStorage } from 'node:async_hooks';
@@ -56,13 +57,19 @@ export async function loadGenerated(target) {
       pgbouncer: process.env.PGBOUNCER === 'true',
     });
   } else {
-    const { SqliteDatabase } = await import(`${dir}/runtime-sqlite.js`);
-    db = new SqliteDatabase({
+    const sqliteOptions = {
       ...options,
       path: process.env.SQLITE_PATH,
       timeout: Number(process.env.SQLITE_BUSY_TIMEOUT_MS ?? 5000),
       onConnect: (connection) => void sqliteConnections.add(connection),
-    });
+    };
+    if (process.env.SQLITE_DRIVER === 'node:sqlite') {
+      const { NodeSqliteDatabase } = await import(`${dir}/runtime-node-sqlite.js`);
+      db = new NodeSqliteDatabase(sqliteOptions);
+    } else {
+      const { SqliteDatabase } = await import(`${dir}/runtime-sqlite.js`);
+      db = new SqliteDatabase(sqliteOptions);
+    }
   }
   answerStats(db);
   /** What the server passes to the adapter: this `db`, and CHECKOUT's timing. */
@@ -80,12 +87,13 @@ function sqliteStats() {
   let open = 0;
   let inTransaction = 0;
   for (const connection of sqliteConnections) {
-    if (!connection.open) {
+    // better-sqlite3's names, else node:sqlite's (SQLITE_DRIVER=node:sqlite).
+    if (!(connection.open ?? connection.isOpen)) {
       sqliteConnections.delete(connection);
       continue;
     }
     open++;
-    if (connection.inTransaction) inTransaction++;
+    if (connection.inTransaction ?? connection.isTransaction) inTransaction++;
   }
   return { open, inTransaction };
 }
