@@ -1,5 +1,5 @@
 // `npm test`: the whole suite on every supported Node.js line (22, 24, 26) and on the oldest
-// release package.json's `engines` admits (22.12.0): the runtime, CLI and end-to-end tests on
+// release package.json's `engines` admits (22.16.0): the runtime, CLI and end-to-end tests on
 // each; the rest (harness, load, the npm install tests) once, on the newest.
 // Each line's official binary comes from the npm registry with a better-sqlite3 built for it
 // (test/support/node-lines.ts). One throwaway PostgreSQL serves the whole run (unless
@@ -8,7 +8,7 @@
 // only the skipped tests, each marked expected or not (in CI an unexpected skip fails the run).
 //
 //   node --import tsx test/run.ts [files...]        those files, on this node
-//   node --import tsx test/run.ts --node 24 [files]  on one supported line (or 22.12.0, the oldest
+//   node --import tsx test/run.ts --node 24 [files]  on one supported line (or 22.16.0, the oldest
 //                                                    release `engines` admits)
 //   npm run test:quick (--quick)  the CLI and SQLite runtime tests only, two files at a time, no
 //                                 server of any kind (no PostgreSQL, PgBouncer, tmux, HTTP apps)
@@ -100,7 +100,7 @@ const named = args.filter(
 
 /** Which files run on which node: one entry per runner, in order. */
 interface Run {
-  /** '24', or one release: '22.12.0'. */
+  /** '24', or one release: '22.16.0'. */
   line?: string;
   files: string[];
 }

@@ -171,7 +171,7 @@ export function newAppPackageJson(
     private: true,
     type: answers.moduleFormat === 'esm' ? 'module' : 'commonjs',
     scripts,
-    engines: { node: driverFiles(answers.database, answers.driver).node ?? '>=22.12' },
+    engines: { node: '>=22.16' },
     dependencies: byName(dependencies),
     ...(devDependencies.length > 0 && { devDependencies: byName(devDependencies) }),
     ...(scripted.length > 0 && {

@@ -15,14 +15,7 @@ import {
   type PlannedFile,
   sqliteFiles,
 } from './plan.js';
-import {
-  driverFiles,
-  driversOf,
-  findDatabase,
-  findOrm,
-  findTarget,
-  type TargetId,
-} from './targets.js';
+import { driversOf, findDatabase, findOrm, findTarget, type TargetId } from './targets.js';
 
 /**
  * One line of what detection found, shown before the questions (as shadcn does), e.g.
@@ -289,12 +282,6 @@ export function finalReport({
       );
     }
   }
-  const needs = driverFiles(answers.database, answers.driver).node;
-  if (needs !== undefined && !atLeast(process.versions.node, needs.replace(/^>=/, ''))) {
-    steps.push(
-      `${answers.driver} needs Node.js ${needs.replace(/^>=/, '')} or later; this is Node.js ${process.versions.node}: run the app on a newer Node.js.`,
-    );
-  }
   if (plan.driverChange) {
     const old = driversOf(answers.database).find((d) => d.id === plan.driverChange!.from);
     const packages = old?.dependencies.filter((dep) => !dep.typesOnly).map((dep) => dep.name);
@@ -307,11 +294,4 @@ export function finalReport({
   }
   if (steps.length > 0) out.push('Next steps', ...steps.flatMap((step) => wrapStep(step)), '');
   return `${out.join('\n').trimEnd()}\n`;
-}
-
-/** True when version `have` (x.y.z) is `want` (x.y) or later. */
-function atLeast(have: string, want: string): boolean {
-  const [a, b] = [have, want].map((v) => v.split('.').map((n) => Number.parseInt(n, 10) || 0));
-  for (let i = 0; i < 3; i++) if ((a![i] ?? 0) !== (b![i] ?? 0)) return (a![i] ?? 0) > (b![i] ?? 0);
-  return true;
 }

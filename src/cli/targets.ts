@@ -195,8 +195,6 @@ export interface DriverDefinition {
   /** The class the generated index makes `db` with. */
   className: string;
   dependencies: Dependency[];
-  /** The Node.js versions it needs, for a new app's package.json "engines". */
-  node?: string;
 }
 
 export const databases = [
@@ -222,11 +220,10 @@ export const databases = [
       },
       {
         id: 'node:sqlite',
-        title: 'built into Node 22.16+: nothing to install or compile',
+        title: 'built into Node.js: nothing to install or compile',
         runtimeFile: 'runtime-node-sqlite',
         className: 'NodeSqliteDatabase',
         dependencies: [],
-        node: '>=22.16',
       },
     ],
     driverRuntimeFiles: ['runtime-sqlite-core'],
@@ -314,7 +311,7 @@ export function driversOf(database: string): readonly DriverDefinition[] {
 export function driverFiles(
   database: string,
   driver?: string,
-): { id?: string; runtimeFiles: string[]; dependencies: Dependency[]; node?: string } {
+): { id?: string; runtimeFiles: string[]; dependencies: Dependency[] } {
   const row = findDatabase(database) as DatabaseDefinition | undefined;
   if (!row) throw new Error(`Unknown database: ${database}`);
   const chosen = row.drivers?.find((d) => d.id === driver) ?? row.drivers?.[0];
@@ -325,7 +322,6 @@ export function driverFiles(
     id: chosen.id,
     runtimeFiles: [...shared, chosen.runtimeFile],
     dependencies: chosen.dependencies,
-    ...(chosen.node !== undefined && { node: chosen.node }),
   };
 }
 

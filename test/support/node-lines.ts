@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 export const supportedLines = [22, 24, 26] as const;
 
 /** The oldest release package.json's `engines` admits, tested too so that `engines` is true. */
-export const oldestRelease = '22.12.0';
+export const oldestRelease = '22.16.0';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const cacheRoot = join(
@@ -38,7 +38,7 @@ const cacheRoot = join(
 export const shim = fileURLToPath(new URL('./native-binding.cjs', import.meta.url));
 
 export interface NodeLine {
-  /** A release line (24) or one release ('22.12.0'). */
+  /** A release line (24) or one release ('22.16.0'). */
   line: number | string;
   /** e.g. 'v24.22.3' */
   version: string;
@@ -87,7 +87,7 @@ function nodeGyp(): string {
 }
 
 /**
- * Downloads the newest release of `line` (or that release, for '22.12.0') once, builds
+ * Downloads the newest release of `line` (or that release, for '22.16.0') once, builds
  * better-sqlite3 against it (once per better-sqlite3 version) and checks that it loads. Progress
  * goes to `log`.
  */
@@ -181,7 +181,7 @@ export function provisionNodeLine(line: number | string, log: (message: string) 
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  // `node --import tsx test/support/node-lines.ts [24 22.12.0]`: provision lines ahead of a run.
+  // `node --import tsx test/support/node-lines.ts [24 22.16.0]`: provision lines ahead of a run.
   const lines =
     process.argv.length > 2 ? process.argv.slice(2) : [oldestRelease, ...supportedLines];
   for (const line of lines) provisionNodeLine(line, console.log);
