@@ -1,5 +1,6 @@
-// `npm test`: the whole suite on every supported Node.js line (22, 24, 26): the runtime, CLI and
-// end-to-end tests on each; the rest (harness, load, the npm install tests) once, on the newest.
+// `npm test`: the whole suite on every supported Node.js line (22, 24, 26) and on the oldest
+// release package.json's `engines` admits (22.16.0): the runtime, CLI and end-to-end tests on
+// each; the rest (harness, load, the npm install tests) once, on the newest.
 // Each line's official binary comes from the npm registry with a better-sqlite3 built for it
 // (test/support/node-lines.ts). One throwaway PostgreSQL serves the whole run (unless
 // DATABASE_URL is set), and one throwaway MariaDB (unless MYSQL_URL is set; none when
@@ -10,7 +11,8 @@
 // only the skipped tests, each marked expected or not (in CI an unexpected skip fails the run).
 //
 //   node --import tsx test/run.ts [files...]        those files, on this node
-//   node --import tsx test/run.ts --node 24 [files]  on one supported line
+//   node --import tsx test/run.ts --node 24 [files]  on one supported line (or 22.16.0, the oldest
+//                                                    release `engines` admits)
 //   npm run test:quick (--quick)  the CLI and SQLite runtime tests only, two files at a time, no
 //                                 server of any kind (no PostgreSQL, PgBouncer, tmux, HTTP apps)
 //
@@ -34,7 +36,12 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findMariadbBinaries, startMariadb } from './support/mariadb.ts';
-import { type NodeLine, provisionNodeLine, supportedLines } from './support/node-lines.ts';
+import {
+  type NodeLine,
+  oldestRelease,
+  provisionNodeLine,
+  supportedLines,
+} from './support/node-lines.ts';
 import { startPostgres } from './support/postgres.ts';
 
 // Per test, and so per test file: the CLI install tests build better-sqlite3 from source twice.
@@ -90,14 +97,15 @@ const ci = /^(true|1)$/i.test(process.env.CI ?? '');
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const lineFlag = args.indexOf('--node');
-const onlyLine = lineFlag === -1 ? undefined : Number(args[lineFlag + 1]);
+const onlyLine = lineFlag === -1 ? undefined : args[lineFlag + 1];
 const named = args.filter(
   (arg, i) => arg !== '--quick' && (lineFlag === -1 || (i !== lineFlag && i !== lineFlag + 1)),
 );
 
 /** Which files run on which node: one entry per runner, in order. */
 interface Run {
-  line?: number;
+  /** '24', or one release: '22.16.0'. */
+  line?: string;
   files: string[];
 }
 // The CLI's install tests and the packed-tarball test install real packages from npm (building
@@ -112,8 +120,8 @@ else if (named.length > 0) runs = [{ line: onlyLine, files: named }];
 else if (onlyLine !== undefined) runs = [{ line: onlyLine, files: testFiles() }];
 else {
   const all = testFiles();
-  const newest = supportedLines.at(-1)!;
-  runs = supportedLines.map((line) => ({
+  const newest = String(supportedLines.at(-1));
+  runs = [oldestRelease, ...supportedLines.map(String)].map((line) => ({
     line,
     files: line === newest ? all : all.filter(lineDependent),
   }));
@@ -241,7 +249,7 @@ function tapSummary(tap: string): string {
 
 try {
   // Every line is ready before the first test, so no build output lands between test reports.
-  const lines = new Map<number, NodeLine>();
+  const lines = new Map<string, NodeLine>();
   for (const run of runs) {
     if (run.line !== undefined && !lines.has(run.line)) {
       lines.set(

@@ -45,6 +45,7 @@ import {
   pin,
   type RunningServer,
   resultsSuffix,
+  serverNodeVersion,
   startBenchServer,
 } from './harness.ts';
 
@@ -81,11 +82,15 @@ interface Comparison {
   name: string;
   framework: Framework;
   database: DatabaseId;
+  /** SQLite: the generated side on node:sqlite (needs a server Node.js of 22.16 or later). */
+  driver?: 'node:sqlite';
   baseline: Mode;
   baselineLabel: string;
 }
 
 const frameworks: Framework[] = ['express', 'fastify', 'koa', 'hono', 'node-http'];
+const [serverMajor = 0, serverMinor = 0] = serverNodeVersion.slice(1).split('.').map(Number);
+const builtInSqlite = serverMajor > 22 || (serverMajor === 22 && serverMinor >= 16);
 const comparisons: Comparison[] = [
   ...frameworks.map((framework) => ({
     name: `${framework} (postgres)`,
@@ -108,6 +113,17 @@ const comparisons: Comparison[] = [
     baseline: 'baseline' as const,
     baselineLabel: 'one shared better-sqlite3 connection',
   })),
+  // The same with the generated runtime on node:sqlite, where the servers' Node.js has it.
+  ...(builtInSqlite
+    ? frameworks.map((framework) => ({
+        name: `${framework} (node:sqlite)`,
+        framework,
+        database: 'sqlite' as const,
+        driver: 'node:sqlite' as const,
+        baseline: 'baseline' as const,
+        baselineLabel: 'one shared better-sqlite3 connection',
+      }))
+    : []),
 ].filter((c) => !values.only || c.name.includes(values.only));
 if (comparisons.length === 0) throw new Error(`--only ${values.only}: no comparison matches`);
 
@@ -410,6 +426,7 @@ try {
             ...env,
             ALS: variant.als ? '1' : '0',
             CHECKOUT: values.checkout,
+            ...(comparison.driver && { SQLITE_DRIVER: comparison.driver }),
           },
         );
         servers.push(server);

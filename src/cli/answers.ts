@@ -8,6 +8,7 @@ import { normaliseProjectPath } from './manifest.js';
 import {
   type DatabaseId,
   databaseIds,
+  driversOf,
   findDatabase,
   type OrmId,
   ormIds,
@@ -22,6 +23,7 @@ export interface CliOptions {
   framework?: string[];
   orm?: string[];
   database?: string;
+  driver?: string;
   lang?: string;
   dir?: string;
   yes?: boolean;
@@ -37,6 +39,8 @@ export interface Answers {
   /** ORMs bound to `db`: the manifest's, then the new ones. */
   orms?: OrmId[];
   database: DatabaseId;
+  /** --driver, for a database with a choice of drivers (sqlite); unset: the default one. */
+  driver?: string;
   language: Language;
   moduleFormat: ModuleFormat;
   /** Where generated files go, project-relative, forward slashes. */
@@ -59,6 +63,9 @@ export interface Draft {
   manifestOrms: OrmId[];
   database: DatabaseId;
   databaseSource: 'flag' | 'manifest' | 'detected' | 'default';
+  /** The --driver flag's, or the manifest's when it is for the same database. */
+  driver: string | undefined;
+  driverSource: 'flag' | 'manifest' | 'detected' | 'default';
   language: Language;
   /** `detected` for a new app means nobody chose yet: a terminal asks. */
   languageSource: 'flag' | 'manifest' | 'detected';
@@ -104,6 +111,22 @@ function parseDatabase(value: string): DatabaseId {
   return database.id;
 }
 
+/** --driver: one of the database's drivers; a database without a choice takes none. */
+function parseDriver(value: string, database: DatabaseId): string {
+  const id = value.trim().toLowerCase();
+  const drivers = driversOf(database).map((d) => d.id);
+  const sqlite = driversOf('sqlite').map((d) => d.id);
+  if (drivers.length === 0) {
+    throw new UsageError(
+      `--driver '${value}' is for sqlite (valid: ${sqlite.join(', ')}); ${database} has one driver: leave --driver out`,
+    );
+  }
+  if (!drivers.includes(id)) {
+    throw new UsageError(`unknown driver '${value}' (valid: ${drivers.join(', ')})`);
+  }
+  return id;
+}
+
 function parseLanguage(value: string): Language {
   const lang = value.trim().toLowerCase();
   if (lang !== 'ts' && lang !== 'js')
@@ -141,6 +164,24 @@ export function draftAnswers(options: CliOptions, facts: ProjectFacts): Draft {
     database = 'sqlite';
     databaseSource = 'default';
   }
+  let driver: string | undefined;
+  let driverSource: Draft['driverSource'] = 'default';
+  if (options.driver !== undefined) {
+    driver = parseDriver(options.driver, database);
+    driverSource = 'flag';
+  } else if (manifest !== undefined && manifest.database === database) {
+    driver = manifest.driver; // none written: the default
+    driverSource = 'manifest';
+  } else {
+    // A project that has a driver's package already (better-sqlite3) uses that driver.
+    const found = driversOf(database).find((d) =>
+      d.dependencies.some((dep) => !dep.typesOnly && facts.installed.has(dep.name)),
+    );
+    if (found) {
+      driver = found.id;
+      driverSource = 'detected';
+    }
+  }
   const language =
     options.lang !== undefined
       ? parseLanguage(options.lang)
@@ -158,6 +199,8 @@ export function draftAnswers(options: CliOptions, facts: ProjectFacts): Draft {
     manifestOrms: manifest?.orms ?? [],
     database,
     databaseSource,
+    driver,
+    driverSource,
     language,
     languageSource: options.lang !== undefined ? 'flag' : manifest ? 'manifest' : 'detected',
     // A fact of the project, not an answer: .js files must match package.json "type" today.
@@ -188,7 +231,7 @@ export function finishAnswers(draft: Draft): Answers {
       );
     }
   }
-  return withTargets(draft, chosen, draft.database);
+  return withTargets(draft, chosen, draft.database, draft.language, draft.flagOrms, draft.driver);
 }
 
 export function withTargets(
@@ -197,11 +240,16 @@ export function withTargets(
   database: DatabaseId,
   language: Language = draft.language,
   chosenOrms: readonly OrmId[] = draft.flagOrms ?? [],
+  driver: string | undefined = draft.driver,
 ): Answers {
+  // A driver is kept only for a database that has a choice of them, and only when not the default.
+  const drivers = driversOf(database);
+  const kept = drivers.some((d) => d.id === driver) && driver !== drivers[0]?.id;
   return {
     targets: uniqueTargets([...draft.manifestTargets, ...chosen]),
     orms: [...new Set([...draft.manifestOrms, ...chosenOrms])],
     database,
+    ...(kept && { driver }),
     language,
     moduleFormat: draft.moduleFormat,
     dir: draft.dir,

@@ -10,6 +10,7 @@ import type { Language, ModuleFormat } from './language.js';
 import {
   type DatabaseId,
   databaseIds,
+  driversOf,
   type OrmId,
   ormIds,
   type TargetId,
@@ -24,6 +25,8 @@ export interface Manifest {
   language: Language;
   moduleFormat: ModuleFormat;
   database: DatabaseId;
+  /** The database's driver when it is not the default one (sqlite: node:sqlite). */
+  driver?: string;
   /** Where generated files go, relative to the project root, forward slashes. */
   dir: string;
   targets: TargetId[];
@@ -113,9 +116,21 @@ export function serializeManifest(manifest: Manifest): string {
   );
   const targets = targetIds.filter((id) => manifest.targets.includes(id));
   // Written only when there are some: a project without an ORM keeps the manifest it had.
-  const { orms, ...rest } = manifest;
+  const { orms, driver, ...rest } = manifest;
   const chosen = ormIds.filter((id) => orms?.includes(id));
-  const ordered = { ...rest, targets, ...(chosen.length > 0 && { orms: chosen }), files };
+  // The driver next to its database, and only when it is not the default (as orms).
+  const { version, language, moduleFormat, database, ...others } = rest;
+  const ordered = {
+    version,
+    language,
+    moduleFormat,
+    database,
+    ...(driver !== undefined && { driver }),
+    ...others,
+    targets,
+    ...(chosen.length > 0 && { orms: chosen }),
+    files,
+  };
   return `${JSON.stringify(ordered, null, 2)}\n`;
 }
 
@@ -178,6 +193,12 @@ const manifestSchema = v.object({
   language: choice('language', ['ts', 'js'] as const),
   moduleFormat: choice('moduleFormat', ['esm', 'cjs'] as const),
   database: choice('database', databaseIds),
+  driver: v.optional(
+    choice(
+      'driver',
+      databaseIds.flatMap((id) => driversOf(id).map((d) => d.id)),
+    ),
+  ),
   dir: v.pipe(
     text('dir'),
     projectPath((dir) => `"dir" '${dir}' is outside the project`),

@@ -15,7 +15,7 @@ import {
 import type { GeneratedFile, GeneratedFileKind } from './render.js';
 import {
   type Dependency,
-  findDatabase,
+  driverFiles,
   findOrm,
   findTarget,
   newAppDependencies,
@@ -66,7 +66,10 @@ export interface Plan {
   /** Frameworks the targets import that the project lacks; installed only with consent. */
   frameworks: MissingFramework[];
   /** Set when the database differs from the manifest's: index is regenerated. */
-  databaseChange?: { from: string; to: string };
+  /** `unused`: the old database's driver files (src/runtime names), no longer imported. */
+  databaseChange?: { from: string; to: string; unused: string[] };
+  /** Set when the same database's driver differs from the manifest's (sqlite: --driver). */
+  driverChange?: { from: string; to: string };
   /** The project's .gitignore as it is now, for the Next steps about what to keep out of git. */
   gitignore: string | undefined;
 }
@@ -124,7 +127,7 @@ export function missingFrameworks(
 
 /** Everything the chosen targets and database need, for this language; a new app adds more. */
 export function requiredDependencies(answers: Answers): Dependency[] {
-  const wanted: Dependency[] = [...findDatabase(answers.database)!.dependencies];
+  const wanted: Dependency[] = [...driverFiles(answers.database, answers.driver).dependencies];
   for (const id of answers.targets) {
     const target = findTarget(id)!;
     wanted.push(...target.dependencies);
@@ -168,7 +171,7 @@ export function newAppPackageJson(
     private: true,
     type: answers.moduleFormat === 'esm' ? 'module' : 'commonjs',
     scripts,
-    engines: { node: '>=22' },
+    engines: { node: '>=22.16' },
     dependencies: byName(dependencies),
     ...(devDependencies.length > 0 && { devDependencies: byName(devDependencies) }),
     ...(scripted.length > 0 && {
@@ -321,6 +324,7 @@ export function buildPlan(input: PlanInput): Plan {
     language: answers.language,
     moduleFormat: answers.moduleFormat,
     database: answers.database,
+    ...(answers.driver !== undefined && { driver: answers.driver }),
     dir: answers.dir,
     targets: answers.targets,
     orms: answers.orms ?? [],
@@ -342,6 +346,8 @@ export function buildPlan(input: PlanInput): Plan {
   });
 
   const previous = facts.manifest?.database;
+  const driverBefore = previous && driverFiles(previous, facts.manifest?.driver);
+  const driverNow = driverFiles(answers.database, answers.driver);
   return {
     root: facts.root,
     answers,
@@ -353,7 +359,16 @@ export function buildPlan(input: PlanInput): Plan {
     gitignore: current.get('.gitignore'),
     ...(previous !== undefined &&
       previous !== answers.database && {
-        databaseChange: { from: previous, to: answers.database },
+        databaseChange: {
+          from: previous,
+          to: answers.database,
+          unused: driverBefore ? driverBefore.runtimeFiles : [],
+        },
+      }),
+    ...(previous === answers.database &&
+      driverBefore &&
+      driverBefore.id !== driverNow.id && {
+        driverChange: { from: driverBefore.id!, to: driverNow.id! },
       }),
   };
 }

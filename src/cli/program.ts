@@ -1,10 +1,17 @@
 // The command line: every flag of DESIGN.md, and a help text with one example per target taken
 // from the table, so adding a target updates --help by itself.
 import { Command, Option } from 'commander';
-import { databases, orms, targetIds, targets } from './targets.js';
+import { databases, driversOf, orms, targetIds, targets } from './targets.js';
 
 function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
+}
+
+/** The SQLite drivers, one per line, the default marked. */
+function driverLines(): string[] {
+  const drivers = driversOf('sqlite');
+  const width = Math.max(...drivers.map((d) => d.id.length));
+  return drivers.map((d, i) => `  ${d.id.padEnd(width)}  ${d.title}${i === 0 ? ' (default)' : ''}`);
 }
 
 function helpAfter(): string {
@@ -23,6 +30,9 @@ function helpAfter(): string {
     '',
     'Databases:',
     ...databases.map((d) => `  ${d.id.padEnd(width)}  ${d.title}`),
+    '',
+    'SQLite drivers (--driver):',
+    ...driverLines(),
     '',
     'ORMs (--orm, optional):',
     ...orms.map((o) => `  ${o.id.padEnd(width)}  ${o.title}`),
@@ -56,6 +66,12 @@ export function createProgram(version: string): Command {
         collect,
       )
       .option('-d, --database <id>', `${databases.map((d) => d.id).join(' | ')}`)
+      .option(
+        '--driver <id>',
+        `sqlite only: ${driversOf('sqlite')
+          .map((d, i) => (i === 0 ? `${d.id} (default)` : d.id))
+          .join(' | ')}`,
+      )
       .addOption(
         new Option(
           '--lang <ts|js>',
@@ -95,6 +111,9 @@ export function listText(): string {
     '',
     'Databases:',
     ...databases.map((d, i) => `  ${d.id.padEnd(width)}  ${d.title}${i === 0 ? ' (default)' : ''}`),
+    '',
+    'SQLite drivers (--driver):',
+    ...driverLines(),
     '',
     'ORMs (--orm, optional):',
     ...orms.map((o) => `  ${o.id.padEnd(width)}  ${o.title}`),

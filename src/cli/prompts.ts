@@ -9,7 +9,15 @@ import { WriteStream } from 'node:tty';
 import { type Answers, type Draft, withTargets } from './answers.js';
 import { CancelledError } from './errors.js';
 import type { Language } from './language.js';
-import { type DatabaseId, databases, type OrmId, orms, type TargetId, targets } from './targets.js';
+import {
+  type DatabaseId,
+  databases,
+  driversOf,
+  type OrmId,
+  orms,
+  type TargetId,
+  targets,
+} from './targets.js';
 
 const inquirer = () => import('@inquirer/prompts');
 
@@ -99,6 +107,26 @@ export async function askAnswers(draft: Draft): Promise<Answers> {
       ),
     );
   }
+  // Asked along with the database: a run whose flags named it takes --driver or the default.
+  let driver = draft.driver;
+  const drivers = driversOf(database);
+  if (draft.databaseSource !== 'flag' && draft.driverSource === 'default' && drivers.length > 1) {
+    const { select } = await inquirer();
+    driver = await cancellable(() =>
+      select<string>(
+        {
+          message: 'Which SQLite driver?',
+          choices: drivers.map((d) => ({
+            name: `${d.id.padEnd(14)} ${d.title}`,
+            value: d.id,
+            short: d.id,
+          })),
+          default: drivers[0]!.id,
+        },
+        context(),
+      ),
+    );
+  }
   let language = draft.language;
   if (draft.newApp && draft.languageSource === 'detected') {
     const { select } = await inquirer();
@@ -140,7 +168,7 @@ export async function askAnswers(draft: Draft): Promise<Answers> {
     );
     chosenOrms = orm === 'none' ? [] : [orm];
   }
-  return withTargets(draft, chosen, database, language, chosenOrms);
+  return withTargets(draft, chosen, database, language, chosenOrms, driver);
 }
 
 /** A yes/no question; Ctrl-C cancels the run. */

@@ -8,6 +8,7 @@ import { packageRoot } from './paths.js';
 import { precompiledTemplates } from './precompiled.js';
 import {
   type DatabaseId,
+  driverFiles,
   findDatabase,
   findOrm,
   findTarget,
@@ -22,6 +23,8 @@ export interface GenerationRequest {
   /** --orm: a <dir>/<orm> file each, bound to `db`. */
   orms?: readonly OrmId[];
   database: DatabaseId;
+  /** --driver, for a database with a choice (sqlite); unset: its default. */
+  driver?: string | undefined;
   style: OutputStyle;
   /** Where generated files go, relative to the project root, with forward slashes (e.g. src/db). */
   dir: string;
@@ -43,6 +46,8 @@ export interface GeneratedFile {
 /** Locals every template sees. */
 export interface TemplateLocals {
   database: DatabaseId;
+  /** The database's driver (sqlite: better-sqlite3 or node:sqlite); undefined for postgres. */
+  driver: string | undefined;
   target?: TargetId;
   language: OutputStyle['language'];
   moduleFormat: OutputStyle['moduleFormat'];
@@ -133,8 +138,10 @@ export async function renderGeneratedFiles(request: GenerationRequest): Promise<
   }
   const ext = sourceExtension(request.style);
   const out = (name: string) => posix.join(request.dir, `${name}${ext}`);
+  const driver = driverFiles(request.database, request.driver);
   const locals: TemplateLocals = {
     database: request.database,
+    driver: driver.id,
     language: request.style.language,
     moduleFormat: request.style.moduleFormat,
     version: request.version,
@@ -148,7 +155,7 @@ export async function renderGeneratedFiles(request: GenerationRequest): Promise<
       .map((name) => `runtime-${name}`),
   );
   const files: GeneratedFile[] = [];
-  for (const name of [...runtimeFiles, ...lifecycles, database.runtimeFile]) {
+  for (const name of [...runtimeFiles, ...lifecycles, ...driver.runtimeFiles]) {
     const content = await finish(runtimeSource(name), request, 'runtime');
     // A file of types alone (runtime-driver) has nothing left in JavaScript.
     if (request.style.language === 'js' && !hasCode(content)) continue;
@@ -205,6 +212,7 @@ export async function renderAppFile(request: AppRequest): Promise<GeneratedFile>
   if (!dbImport.startsWith('.')) dbImport = `./${dbImport}`;
   const locals: AppTemplateLocals = {
     database: request.database,
+    driver: driverFiles(request.database, request.driver).id,
     target: request.target,
     language: request.style.language,
     moduleFormat: request.style.moduleFormat,

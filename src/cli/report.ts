@@ -15,7 +15,7 @@ import {
   type PlannedFile,
   sqliteFiles,
 } from './plan.js';
-import { findDatabase, findOrm, findTarget, type TargetId } from './targets.js';
+import { driversOf, findDatabase, findOrm, findTarget, type TargetId } from './targets.js';
 
 /**
  * One line of what detection found, shown before the questions (as shadcn does), e.g.
@@ -279,10 +279,22 @@ export function finalReport({
         `${index.path} was edited, so it still sets up ${from}: switch it to ${to} by hand, or re-run with --force to regenerate it.`,
       );
     }
-    const old = findDatabase(from);
+    const unused = plan.databaseChange.unused.map((name) => `${answers.dir}/${name}.*`);
+    if (unused.length === 1) {
+      steps.push(`The ${from} driver file ${unused[0]} is no longer used; delete it when ready.`);
+    } else if (unused.length > 1) {
+      steps.push(
+        `The ${from} driver files ${unused.join(' and ')} are no longer used; delete them when ready.`,
+      );
+    }
+  }
+  if (plan.driverChange) {
+    const old = driversOf(answers.database).find((d) => d.id === plan.driverChange!.from);
+    const packages = old?.dependencies.filter((dep) => !dep.typesOnly).map((dep) => dep.name);
     if (old) {
       steps.push(
-        `The ${old.id} driver file ${answers.dir}/${old.runtimeFile}.* is no longer used; delete it when ready.`,
+        `The ${old.id} driver file ${answers.dir}/${old.runtimeFile}.* is no longer used` +
+          `${packages?.length ? `, nor ${packages.join(', ')}` : ''}; remove it when ready.`,
       );
     }
   }

@@ -23,7 +23,7 @@ import { appEntryPath, buildPlan, filesToWrite, type MissingFramework } from './
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from './render.js';
 import { dryRunText, finalReport, planLines, projectSummary } from './report.js';
 import { projectFormatter } from './style.js';
-import { type Dependency, findDatabase, findTarget } from './targets.js';
+import { driverFiles, findTarget } from './targets.js';
 import { assertWritable, readIfExists, writeFilesAtomically } from './write.js';
 
 export interface RunIo {
@@ -54,6 +54,7 @@ export async function planSources(
     targets: answers.targets,
     orms: answers.orms,
     database: answers.database,
+    driver: answers.driver,
     style: { language: answers.language, moduleFormat: answers.moduleFormat },
     dir: answers.dir,
     version,
@@ -136,7 +137,12 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
         `db-hooks.json says database '${previous}', --database says '${answers.database}': pass --force to switch (${answers.dir}/index is rewritten)`,
       );
     }
-    if (!(await prompts.ask(question, false))) answers = { ...answers, database: previous };
+    if (!(await prompts.ask(question, false))) {
+      // The old database, on the driver it had.
+      const { driver: _dropped, ...rest } = answers;
+      const driver = facts.manifest?.driver;
+      answers = { ...rest, database: previous, ...(driver !== undefined && { driver }) };
+    }
   }
 
   // pnpm's version decides how it is told to build better-sqlite3 (see install.ts).
@@ -211,16 +217,17 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
   let outcome: InstallOutcome = { pending: commands, fixes: [], failed: false };
   if (options.install && commands.length > 0) {
     io.stdout(`Installing dependencies with ${facts.packageManager}…\n`);
-    const driver = (findDatabase(answers.database)!.dependencies as readonly Dependency[]).find(
+    // node:sqlite is built in: no package to check.
+    const driver = driverFiles(answers.database, answers.driver).dependencies.find(
       (d) => !d.typesOnly,
-    )!;
+    );
     outcome = await installAndCheck({
       root: facts.root,
       packageManager: facts.packageManager,
       version: pmVersion,
       commands,
       // Checked only when this run installed it: an app that had it already is the user's.
-      driver: answers.newApp || plan.dependencies.includes(driver) ? driver : undefined,
+      driver: driver && (answers.newApp || plan.dependencies.includes(driver)) ? driver : undefined,
       stderr: io.stderr,
     });
     io.stdout('\n');

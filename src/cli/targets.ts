@@ -177,18 +177,56 @@ export interface DatabaseDefinition {
   dependencies: Dependency[];
   /** The environment variable the generated index reads. */
   envVar: string;
+  /**
+   * --driver: the libraries it can run on, the default first. Each replaces the row's
+   * runtimeFile and dependencies, which are the default's.
+   */
+  drivers?: readonly DriverDefinition[];
+  /** Runtime files every driver of this database imports (src/runtime/<file>.ts). */
+  driverRuntimeFiles?: readonly string[];
+}
+
+/** One library a database can run on (--driver). */
+export interface DriverDefinition {
+  id: string;
+  title: string;
+  /** The driver file copied next to runtime.ts, and what the generated index imports. */
+  runtimeFile: string;
+  /** The class the generated index makes `db` with. */
+  className: string;
+  dependencies: Dependency[];
 }
 
 export const databases = [
   {
     id: 'sqlite',
-    title: 'SQLite via better-sqlite3 (no server needed)',
+    title: "SQLite via better-sqlite3 or Node's node:sqlite (no server needed)",
     runtimeFile: 'runtime-sqlite',
     dependencies: [
       { name: 'better-sqlite3', version: '^12.6.2', installScript: true },
       { name: '@types/better-sqlite3', version: '^7.6.13', typesOnly: true },
     ],
     envVar: 'SQLITE_PATH',
+    drivers: [
+      {
+        id: 'better-sqlite3',
+        title: 'the fastest; a native module (a prebuilt binary, else compiled)',
+        runtimeFile: 'runtime-sqlite',
+        className: 'SqliteDatabase',
+        dependencies: [
+          { name: 'better-sqlite3', version: '^12.6.2', installScript: true },
+          { name: '@types/better-sqlite3', version: '^7.6.13', typesOnly: true },
+        ],
+      },
+      {
+        id: 'node:sqlite',
+        title: 'built into Node.js: nothing to install or compile',
+        runtimeFile: 'runtime-node-sqlite',
+        className: 'NodeSqliteDatabase',
+        dependencies: [],
+      },
+    ],
+    driverRuntimeFiles: ['runtime-sqlite-core'],
   },
   {
     id: 'postgres',
@@ -271,6 +309,32 @@ export function findTarget(id: string): (typeof targets)[number] | undefined {
 
 export function findDatabase(id: string): (typeof databases)[number] | undefined {
   return databases.find((database) => database.id === id);
+}
+
+/** The drivers of a database that has a choice (--driver); none for one with a single driver. */
+export function driversOf(database: string): readonly DriverDefinition[] {
+  return (findDatabase(database) as DatabaseDefinition | undefined)?.drivers ?? [];
+}
+
+/**
+ * What a database on a driver needs: its runtime files (the shared ones, then the driver's file)
+ * and its packages. No driver, or one the database does not have: the database's default.
+ */
+export function driverFiles(
+  database: string,
+  driver?: string,
+): { id?: string; runtimeFiles: string[]; dependencies: Dependency[] } {
+  const row = findDatabase(database) as DatabaseDefinition | undefined;
+  if (!row) throw new Error(`Unknown database: ${database}`);
+  const chosen = row.drivers?.find((d) => d.id === driver) ?? row.drivers?.[0];
+  const shared = row.driverRuntimeFiles ?? [];
+  if (!chosen)
+    return { runtimeFiles: [...shared, row.runtimeFile], dependencies: row.dependencies };
+  return {
+    id: chosen.id,
+    runtimeFiles: [...shared, chosen.runtimeFile],
+    dependencies: chosen.dependencies,
+  };
 }
 
 export function findOrm(id: string): (typeof orms)[number] | undefined {

@@ -80,6 +80,10 @@ describe('information flags', () => {
     assert.equal(result.code, 0);
     for (const target of targets) assert.match(result.stdout, new RegExp(`^  ${target.id} `, 'm'));
     for (const id of databaseIds) assert.match(result.stdout, new RegExp(`^  ${id} `, 'm'));
+    assert.match(
+      result.stdout,
+      /^SQLite drivers \(--driver\):\n {2}better-sqlite3 .*\(default\)\n {2}node:sqlite {5}built into Node 22\.16\+/m,
+    );
     assert.deepEqual(contents(root), before);
   });
 });
@@ -278,7 +282,7 @@ describe('bad input: one line, exit 2, nothing written', () => {
     assert.notEqual(readFileSync(join(root, 'src/db/index.ts'), 'utf8'), index);
     assert.ok(existsSync(join(root, 'src/db/runtime-postgres.ts')));
     assert.equal(readJson(join(root, 'db-hooks.json')).database, 'postgres');
-    assert.match(forced.stdout, /runtime-sqlite\.\* is no longer used/);
+    assert.match(forced.stdout.replace(/\n +/g, ' '), /runtime-sqlite\.\* are no longer used/);
   });
 });
 
@@ -351,6 +355,7 @@ describe('generating', () => {
           'src/db/runtime-pool.ts',
           'src/db/runtime-scope.ts',
           'src/db/runtime-session.ts',
+          'src/db/runtime-sqlite-core.ts',
           'src/db/runtime-sqlite.ts',
           'src/db/runtime-transaction.ts',
           'src/db/runtime-wait.ts',
@@ -585,6 +590,96 @@ describe('--orm', () => {
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /kysely@\^0\.29\.9/);
     assert.ok(!existsSync(join(root, 'db-hooks.json')));
+  });
+});
+
+describe('--driver', () => {
+  test('an unknown driver, or one for a database without a choice: one line, exit 2', async () => {
+    const root = makeProject();
+    await assertRejected(
+      ['-C', root, '-f', 'express', '--driver', 'sqlite3', '-y'],
+      root,
+      /unknown driver 'sqlite3' \(valid: better-sqlite3, node:sqlite\)/,
+    );
+    await assertRejected(
+      ['-C', root, '-f', 'express', '-d', 'postgres', '--driver', 'node:sqlite', '-y'],
+      root,
+      /--driver 'node:sqlite' is for sqlite \(valid: better-sqlite3, node:sqlite\); postgres has one driver/,
+    );
+    const manifest = {
+      version: '0.1.0',
+      language: 'ts',
+      moduleFormat: 'esm',
+      database: 'sqlite',
+      driver: 'sqlite3',
+      dir: 'db',
+      targets: ['express'],
+    };
+    const withManifest = makeProject({ 'db-hooks.json': manifest });
+    await assertRejected(
+      ['-C', withManifest, '-y'],
+      withManifest,
+      /db-hooks\.json: "driver" is 'sqlite3', expected 'better-sqlite3' or 'node:sqlite'/,
+    );
+  });
+
+  test('node:sqlite: its driver file, no driver package, the manifest keeps it for a re-run', async () => {
+    const root = join(tempDir(), 'app');
+    const args = ['-C', root, '-f', 'express', '--lang', 'ts', '-y', '--no-install'];
+    const result = await runCli([...args, '-d', 'sqlite', '--driver', 'node:sqlite']);
+    assert.equal(result.code, 0, result.stderr);
+    const pkg = readJson(join(root, 'package.json'));
+    assert.deepEqual(Object.keys(pkg.dependencies), ['express', 'tsx']);
+    assert.ok(!('@types/better-sqlite3' in pkg.devDependencies));
+    assert.equal(pkg.allowScripts, undefined, 'nothing to build');
+    assert.deepEqual(pkg.engines, { node: '>=22.16' });
+    assert.ok(existsSync(join(root, 'src/db/runtime-node-sqlite.ts')));
+    assert.ok(existsSync(join(root, 'src/db/runtime-sqlite-core.ts')));
+    assert.ok(!existsSync(join(root, 'src/db/runtime-sqlite.ts')), 'no better-sqlite3 driver');
+    const index = readFileSync(join(root, 'src/db/index.ts'), 'utf8');
+    assert.match(index, /import \{ NodeSqliteDatabase \} from '\.\/runtime-node-sqlite\.js';/);
+    assert.doesNotMatch(index, /better-sqlite3's own options/);
+    const manifest = readJson(join(root, 'db-hooks.json'));
+    assert.equal(manifest.database, 'sqlite');
+    assert.equal(manifest.driver, 'node:sqlite');
+
+    // A re-run without --driver keeps it: nothing to write.
+    const before = snapshot(root);
+    const again = await runCli([...args]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(snapshot(root), before);
+    assert.ok(!existsSync(join(root, 'src/db/runtime-sqlite.ts')));
+  });
+
+  test('a re-run with another --driver switches: index and manifest follow, Next steps name the old file', async () => {
+    const root = makeProject({}, { name: 'x', dependencies: { express: '^5' } });
+    const first = await runCli(['-C', root, 'express', '-y', '--no-install']);
+    assert.equal(first.code, 0, first.stderr);
+    const result = await runCli(['-C', root, '--driver', 'node:sqlite', '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^Created\n {2}db\/runtime-node-sqlite\.js\n/m);
+    assert.match(result.stdout, /^Updated\n {2}db\/index\.js\n {2}db-hooks\.json\n/m);
+    assert.match(readFileSync(join(root, 'db/index.js'), 'utf8'), /NodeSqliteDatabase/);
+    assert.equal(readJson(join(root, 'db-hooks.json')).driver, 'node:sqlite');
+    assert.match(
+      result.stdout.replace(/\n +/g, ' '),
+      /The better-sqlite3 driver file db\/runtime-sqlite\.\* is no longer used, nor better-sqlite3; remove it when ready\./,
+    );
+  });
+
+  test('better-sqlite3, the default: its driver file and package, no "driver" in the manifest', async () => {
+    const root = join(tempDir(), 'app');
+    const args = ['-C', root, '-f', 'express', '-y', '--no-install', '--driver', 'better-sqlite3'];
+    const result = await runCli(args);
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(existsSync(join(root, 'src/db/runtime-sqlite.js')));
+    assert.ok(existsSync(join(root, 'src/db/runtime-sqlite-core.js')));
+    assert.ok(!existsSync(join(root, 'src/db/runtime-node-sqlite.js')));
+    assert.deepEqual(readJson(join(root, 'package.json')).dependencies, {
+      'better-sqlite3': '^12.6.2',
+      express: '^5.1.0',
+    });
+    assert.equal(readJson(join(root, 'db-hooks.json')).driver, undefined);
   });
 });
 

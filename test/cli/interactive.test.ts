@@ -132,9 +132,18 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     assert.deepEqual(contents(root), before);
   });
 
-  test('a database change asks first; no keeps the old database', async () => {
+  test('a database change asks first; no keeps the old database, on its driver', async () => {
     const root = makeProject({}, { name: 'x' });
-    const setup = start('setup', ['-C', root, '-f', 'express', '--yes', '--no-install']);
+    const setup = start('setup', [
+      '-C',
+      root,
+      '-f',
+      'express',
+      '--driver',
+      'node:sqlite',
+      '--yes',
+      '--no-install',
+    ]);
     assert.equal(await setup.exitCode(), 0);
     const index = readFileSync(join(root, 'db/index.js'), 'utf8');
     const cli = start('switch', ['-C', root, '-f', 'express', '-d', 'postgres', '--no-install']);
@@ -143,6 +152,7 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     assert.equal(await cli.exitCode(), 0);
     assert.equal(readFileSync(join(root, 'db/index.js'), 'utf8'), index);
     assert.equal(readJson(join(root, 'db-hooks.json')).database, 'sqlite');
+    assert.equal(readJson(join(root, 'db-hooks.json')).driver, 'node:sqlite');
   });
 
   test('a folder with files and no package.json: asks, and no writes nothing', async () => {
@@ -185,6 +195,8 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     cli.keys('Enter');
     await cli.waitFor('Which database?');
     cli.keys('Enter');
+    await cli.waitFor('Which SQLite driver?');
+    cli.keys('Enter'); // better-sqlite3
     await cli.waitFor('Bind a query builder or ORM');
     cli.keys('Enter'); // none
     assert.equal(await cli.exitCode(), 0);
@@ -194,6 +206,32 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     // Neither the questions nor the found-line (the diff below may say anything).
     assert.doesNotMatch(text, /\? Which (frameworks|database)|Bind a query builder|Express 5 · /);
     assert.ok(!text.includes('\u001b'), 'no terminal escapes in the plan');
+  });
+
+  test('sqlite picked at the database question: the driver is asked, and kept for the next run', async () => {
+    const root = makeProject({}, { name: 'x', dependencies: { express: '^5' } });
+    const cli = start('driver', ['-C', root, '-f', 'express', '--no-install']);
+    await cli.waitFor('Which database?');
+    cli.keys('Enter'); // sqlite
+    const screen = await cli.waitFor('Which SQLite driver?');
+    assert.match(screen, /❯ better-sqlite3 /);
+    assert.match(screen, /node:sqlite +built into Node 22\.16\+/);
+    cli.keys('Down', 'Enter');
+    await cli.waitFor(/Write \d+ files\?/);
+    cli.keys('Enter');
+    assert.equal(await cli.exitCode(), 0);
+    assert.equal(readJson(join(root, 'db-hooks.json')).driver, 'node:sqlite');
+    assert.ok(existsSync(join(root, 'db/runtime-node-sqlite.js')));
+
+    // The manifest answers it next time: the database is asked, the driver is not.
+    const again = start('driver-again', ['-C', root, '-f', 'express', '--no-install']);
+    await again.waitFor('Which database?');
+    again.keys('Enter');
+    const next = await again.waitFor(/Already up to date|Unchanged|Write \d+ files?\?/);
+    assert.doesNotMatch(next, /Which SQLite driver/);
+    if (/Write \d+ files?\?/.test(next)) again.keys('Enter');
+    assert.equal(await again.exitCode(), 0);
+    assert.equal(readJson(join(root, 'db-hooks.json')).driver, 'node:sqlite');
   });
 
   test('a new app asks TypeScript or JavaScript', async () => {
@@ -330,6 +368,15 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
         answer: ['Which frameworks should get database hooks?', 'Enter'] as const,
       }),
       'Bind a query builder or ORM',
+    ],
+    [
+      'the SQLite driver question',
+      async () => ({
+        root: makeProject({}, { name: 'x' }),
+        args: ['-f', 'express'],
+        answer: ['Which database?', 'Enter'] as const,
+      }),
+      'Which SQLite driver?',
     ],
     [
       'the TypeScript or JavaScript question',

@@ -1,9 +1,17 @@
 // The package as users get it: `npm pack`, installed from the tarball into a fresh directory,
 // its bin run there. In an empty directory it makes an app, installs its dependencies for real
-// (better-sqlite3 builds from source: slow, done once) and `npm start` serves GET /users/1.
+// (better-sqlite3 builds from source: slow, done once) and `npm start` serves GET /users/1; with
+// --driver node:sqlite the same with no compiler on PATH, and nothing native installed.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  realpathSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
@@ -95,22 +103,30 @@ describe('the packed package', () => {
     assert.ok(existsSync(join(project, 'src/db/express.ts')));
   });
 
-  /** Makes an app in an empty directory, installs it for real, `npm start`, GET /users/1. */
-  async function appServes(target: string, extra: string[]): Promise<void> {
+  /**
+   * Makes an app in an empty directory, installs it for real, `npm start`, GET /users/1. Returns
+   * the app's directory.
+   */
+  async function appServes(
+    target: string,
+    extra: string[],
+    baseEnv: NodeJS.ProcessEnv = cleanEnv,
+  ): Promise<string> {
     const app = join(tempDir('cdh-app-'), 'my-app');
     mkdirSync(app);
     // Installs the app's dependencies for real. better-sqlite3 builds from source where its
     // prebuilt binary cannot be downloaded; -O0 makes that compile several times faster (this
     // test checks that the app works, not how fast its driver is).
-    const env = { ...cleanEnv, CFLAGS: '-O0', CXXFLAGS: '-O0' };
+    const env = { ...baseEnv, CFLAGS: '-O0', CXXFLAGS: '-O0' };
     const args = ['-C', app, '--framework', target, '--database', 'sqlite', '--yes', ...extra];
     const out = run(bin, args, consumer, 280_000, env);
     assert.match(out, /^Created\n/m);
-    assert.ok(existsSync(join(app, 'node_modules/better-sqlite3')));
+    const builtIn = extra.includes('node:sqlite');
+    assert.equal(existsSync(join(app, 'node_modules/better-sqlite3')), !builtIn);
     const port = await freePort();
     const server = spawn('npm', ['start'], {
       cwd: app,
-      env: { ...cleanEnv, PORT: String(port) },
+      env: { ...baseEnv, PORT: String(port) },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     });
@@ -140,17 +156,50 @@ describe('the packed package', () => {
     } finally {
       if (server.pid) process.kill(-server.pid, 'SIGTERM');
     }
+    return app;
   }
 
-  test(
-    'an empty directory becomes a runnable app (JavaScript, node:http): npm start serves GET /users/1',
-    { timeout: 300_000 },
-    () => appServes('node-http', []),
-  );
+  /** Every file under dir whose name ends with `ending`. */
+  function filesEnding(dir: string, ending: string): string[] {
+    return readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((path) =>
+      path.endsWith(ending),
+    );
+  }
 
-  test(
-    'the same in TypeScript with Express: tsconfig.json, tsx runs it',
-    { timeout: 300_000 },
-    () => appServes('express', ['--lang', 'ts']),
-  );
+  test('an empty directory becomes a runnable app (JavaScript, node:http): npm start serves GET /users/1', {
+    timeout: 300_000,
+  }, async () => {
+    await appServes('node-http', []);
+  });
+
+  test('the same in TypeScript with Express: tsconfig.json, tsx runs it', {
+    timeout: 300_000,
+  }, async () => {
+    await appServes('express', ['--lang', 'ts']);
+  });
+
+  test('--driver node:sqlite: installs with no compiler on PATH, nothing native, and npm start serves GET /users/1', {
+    timeout: 300_000,
+  }, async () => {
+    // PATH holds node, npm and sh and nothing else: no cc, c++, make or python to build with.
+    const tools = tempDir('cdh-no-compiler-');
+    const npm = realpathSync(
+      execFileSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).trim(),
+    );
+    symlinkSync(process.execPath, join(tools, 'node'));
+    symlinkSync(npm, join(tools, 'npm'));
+    symlinkSync(realpathSync('/bin/sh'), join(tools, 'sh'));
+    const env = { ...cleanEnv, PATH: tools };
+    for (const compiler of ['cc', 'gcc', 'c++', 'g++', 'make', 'python3']) {
+      const found = spawnSync('sh', ['-c', `command -v ${compiler}`], { env });
+      assert.notEqual(found.status, 0, `${compiler} is on the test's PATH`);
+    }
+    const app = await appServes('express', ['--driver', 'node:sqlite', '--lang', 'ts'], env);
+    const pkg = readJson(join(app, 'package.json'));
+    assert.equal(pkg.dependencies['better-sqlite3'], undefined);
+    assert.equal(pkg.allowScripts, undefined);
+    assert.deepEqual(filesEnding(join(app, 'node_modules'), '.node'), [], 'a native module');
+    assert.deepEqual(filesEnding(join(app, 'node_modules'), 'binding.gyp'), [], 'a native build');
+    assert.equal(readJson(join(app, 'db-hooks.json')).driver, 'node:sqlite');
+  });
 });

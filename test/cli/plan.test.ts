@@ -310,7 +310,11 @@ describe('buildPlan', () => {
       ['pg', 'fastify-plugin'],
     );
     assert.deepEqual(plan.devDependencies, []);
-    assert.deepEqual(plan.databaseChange, { from: 'sqlite', to: 'postgres' });
+    assert.deepEqual(plan.databaseChange, {
+      from: 'sqlite',
+      to: 'postgres',
+      unused: ['runtime-sqlite-core', 'runtime-sqlite'],
+    });
   });
 
   test('a new app gets package.json with everything, tsconfig.json for TypeScript', () => {
@@ -371,7 +375,10 @@ describe('final report', () => {
       text,
       /src\/db\/index\.ts was edited, so it still sets up sqlite: switch it to postgres by hand,\s+or\s+re-run\s+with\s+--force/,
     );
-    assert.match(text, /The sqlite driver file src\/db\/runtime-sqlite\.\* is no longer used/);
+    assert.match(
+      text.replace(/\n +/g, ' '),
+      /The sqlite driver files src\/db\/runtime-sqlite-core\.\* and src\/db\/runtime-sqlite\.\* are no longer used/,
+    );
   });
 });
 

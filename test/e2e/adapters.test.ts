@@ -54,6 +54,13 @@ for (const target of targetIds) {
     }
   }
 }
+// SQLite on Node's built-in driver: every target, in TypeScript and in JavaScript ESM.
+for (const target of targetIds) {
+  const [major, platform] = [majors[target]?.[0], platforms[target]?.[0]];
+  for (const variant of ['ts', 'js-esm'] as const) {
+    cases.push({ target, database: 'sqlite', driver: 'node:sqlite', variant, major, platform });
+  }
+}
 for (const recipe of ['h3', 'hapi', 'restify'] as const) {
   for (const database of databaseIds.filter((id) => id !== 'mysql')) {
     cases.push({ target: 'hooks', database, variant: 'js-esm', recipe });
@@ -102,7 +109,7 @@ async function stopApp(app: RunningApp): Promise<void> {
 /** Waits until no request holds a connection; fails with the last stats otherwise. */
 async function assertReleased(app: RunningApp, what: string): Promise<void> {
   let stats: Stats | undefined;
-  for (const deadline = Date.now() + 3000; Date.now() < deadline; await sleep(25)) {
+  for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(25)) {
     stats = await getJson<Stats>(`${app.url}/__stats`);
     if (stats.inUse - stats.self === 0 && stats.waiting === 0) return;
   }
@@ -116,7 +123,7 @@ async function waitForEvent(
   ready: (event: Record<string, unknown>) => boolean = (event) => event.done === true,
 ): Promise<Record<string, unknown>> {
   let event: Record<string, unknown> = {};
-  for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(20)) {
+  for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(20)) {
     event = await getJson(`${app.url}/__events/${tag}`);
     if (ready(event)) return event;
   }
@@ -375,15 +382,17 @@ async function realApps(c: Case, app: RunningApp, env: Record<string, string>): 
   }
 
   if (c.target === 'fastify') {
-    // preHandler hooks and validation run in the scope: the hook's statement and the
-    // handler's use one connection, and the query string arrives validated (coerced).
-    const reply = await getJson<{
-      n: unknown;
-      before: unknown;
-      heldOnEntry: unknown;
-      inHandler: unknown;
-    }>(`${url}/prehandler?n=7`);
-    assert.equal(reply.n, 7, 'the query string was not validated');
+    // Validation and preHandler hooks run in the scope, after the body was read: the hook's
+    // statement and the handler's use one connection, and the body arrives validated.
+    const posted = await fetchReply(`${url}/prehandler`, {
+      method: 'POST',
+      json: { n: '7' },
+      bodyLater: true,
+    });
+    assert.equal(posted.status, 200, posted.body);
+    const reply = JSON.parse(posted.body) as Record<string, unknown>;
+    assert.equal(reply.n, 7, 'the body was not validated');
+    assert.equal(reply.validatedInScope, true, 'validation ran outside the scope');
     assert.equal(reply.heldOnEntry, true, "the preHandler's connection was not the request's");
     assertConnection(reply.before, 'preHandler');
     assert.equal(reply.before, reply.inHandler, 'the preHandler hook ran on another connection');
@@ -420,11 +429,11 @@ async function realApps(c: Case, app: RunningApp, env: Record<string, string>): 
     const messages: unknown[] = [];
     socket.on('message', (data: Buffer) => messages.push(JSON.parse(data.toString())));
     const closed = new Promise((resolve) => socket.once('close', resolve));
-    for (const deadline = Date.now() + 5000; messages.length < 1 && Date.now() < deadline; ) {
+    for (const deadline = Date.now() + 15_000; messages.length < 1 && Date.now() < deadline; ) {
       await sleep(20);
     }
     socket.send('hello');
-    for (const deadline = Date.now() + 5000; messages.length < 2 && Date.now() < deadline; ) {
+    for (const deadline = Date.now() + 15_000; messages.length < 2 && Date.now() < deadline; ) {
       await sleep(20);
     }
     socket.close();
@@ -593,6 +602,23 @@ async function nestCatchAll(project: Project, env: Record<string, string>): Prom
       );
     }
     await assertReleased(app, 'a catch-all filter');
+
+    // A client that leaves mid-request: the refused statement's error reaches the filter with
+    // status 499.
+    const sleeping = waitForEvent(app, 'gone', (event) => event.sleeping === true);
+    assert.equal(await send(`${app.url}/slow?tag=gone&ms=400`, { abortWhen: sleeping }), 'aborted');
+    const gone = await waitForEvent(app, 'gone', (event) => event.after !== undefined);
+    assert.equal(gone.after, 'ScopeReleasedError');
+    let caught: Array<{ name: string; status: number }> = [];
+    for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(20)) {
+      caught = await getJson(`${app.url}/__caught`);
+      if (caught.some((error) => error.name === 'ScopeReleasedError')) break;
+    }
+    assert.deepEqual(
+      caught.filter((error) => error.name === 'ScopeReleasedError'),
+      [{ name: 'ScopeReleasedError', status: 499 }],
+    );
+    await assertReleased(app, 'a client gone, with a catch-all filter');
   } finally {
     await stopApp(app);
   }

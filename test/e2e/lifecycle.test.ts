@@ -618,8 +618,10 @@ async function runTests(
   assert.equal(run.code, 0, run.output);
   const closedAt = Number(/pool closed at (\d+)/.exec(run.output)?.[1]);
   assert.ok(closedAt > 0, `the pool was never closed:\n${run.output}`);
+  // What could keep it alive keeps it 10 s (pg's idle timeout) or forever (a socket); ending
+  // the test process takes far less, however loaded the machine.
   const lingered = run.exitedAt - closedAt;
-  assert.ok(lingered < 2000, `the process lived ${lingered} ms after closePool():\n${run.output}`);
+  assert.ok(lingered < 7000, `the process lived ${lingered} ms after closePool():\n${run.output}`);
 }
 
 /** A loopback port nothing listens on (a PostgreSQL server that is down). */
@@ -662,7 +664,7 @@ async function exitWithin(app: RunningApp, ms: number): Promise<string | undefin
 
 /** Waits (5 s at most) until the app printed a line matching `pattern`. */
 async function printed(app: RunningApp, pattern: RegExp): Promise<void> {
-  for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(20)) {
+  for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(20)) {
     if (pattern.test(app.output())) return;
   }
   assert.fail(`the app never printed ${pattern}:\n${app.output()}`);

@@ -4,7 +4,7 @@
 // from npm, in a project of their own.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
@@ -36,8 +36,8 @@ const tsconfig = {
   include: ['src'],
 };
 
-/** A project holding every target's files for one database and language. */
-async function lintProject(database: string, style: OutputStyle): Promise<string> {
+/** A project holding every target's files for one database (and driver) and language. */
+async function lintProject(database: string, style: OutputStyle, driver?: string): Promise<string> {
   mkdirSync(join(repoRoot, '.tmp'), { recursive: true });
   const dir = mkdtempSync(join(repoRoot, '.tmp', 'lint-'));
   const type = style.moduleFormat === 'cjs' ? 'commonjs' : 'module';
@@ -52,6 +52,7 @@ async function lintProject(database: string, style: OutputStyle): Promise<string
       .filter((orm) => (orm.databases as readonly string[]).includes(database))
       .map((orm) => orm.id),
     database: database as (typeof databaseIds)[number],
+    driver,
     style,
     dir: 'src/db',
     version: '0.0.0-lint',
@@ -59,6 +60,12 @@ async function lintProject(database: string, style: OutputStyle): Promise<string
   for (const file of files) {
     mkdirSync(dirname(join(dir, file.path)), { recursive: true });
     writeFileSync(join(dir, file.path), file.content);
+  }
+  // node:sqlite's types, as @types/node 22 (what the CLI gives TypeScript projects) has them;
+  // this project's @types/node is 20's, which has none.
+  if (driver === 'node:sqlite' && style.language === 'ts') {
+    const types = readFileSync(join(repoRoot, 'src', 'types', 'node-sqlite.d.ts'), 'utf8');
+    writeFileSync(join(dir, 'src', 'node-sqlite.d.ts'), types);
   }
   linkDependencies(dir);
   return dir;
@@ -83,12 +90,17 @@ const styles: OutputStyle[] = [
   { language: 'js', moduleFormat: 'cjs' },
 ];
 
+const setups: { database: string; driver?: string }[] = [
+  ...databaseIds.map((database) => ({ database })),
+  { database: 'sqlite', driver: 'node:sqlite' },
+];
+
 describe('generated code passes the linters users run', { concurrency: 2 }, () => {
-  for (const database of databaseIds) {
+  for (const { database, driver } of setups) {
     for (const style of styles) {
-      const name = `${database} × ${style.language === 'ts' ? 'ts' : `js-${style.moduleFormat}`}`;
+      const name = `${driver ?? database} × ${style.language === 'ts' ? 'ts' : `js-${style.moduleFormat}`}`;
       test(name, async () => {
-        const dir = await lintProject(database, style);
+        const dir = await lintProject(database, style, driver);
         try {
           // Biome's default rules and import order; formatting is the project's own choice.
           const biomeSays = await problems(dir, biome, [

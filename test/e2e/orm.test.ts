@@ -5,7 +5,7 @@
 // and checks it out when it comes first; it commits and rolls back with db.atomic(); the ORM's
 // own transaction is the request's transaction (db.atomic() nests inside it) or a savepoint
 // inside db.atomic() or inside another; outside a request it borrows one connection per
-// statement and per transaction; a client that leaves mid ORM query gets its connection rolled
+// statement and per transaction; a pool timeout in its query answers 503; a client that leaves mid ORM query gets its connection rolled
 // back and returned, and the request's later ORM queries are refused.
 //
 // E2E_FILTER=kysely (a substring of the case names) runs some of the cases only.
@@ -36,6 +36,8 @@ import {
 interface OrmCase {
   orm: OrmId;
   database: DatabaseId;
+  /** SQLite on Node's built-in driver instead of better-sqlite3. */
+  driver?: 'node:sqlite';
   target: 'express' | 'fastify' | 'koa' | 'hono';
   variant: Variant;
 }
@@ -53,8 +55,12 @@ for (const orm of ormIds) {
       cases.push({ orm, database, target, variant: 'ts' });
     }
   }
+  for (const variant of ['ts', 'js-esm', 'js-cjs'] as const) {
+    cases.push({ orm, database: 'sqlite', driver: 'node:sqlite', target: 'express', variant });
+  }
 }
-const caseName = (c: OrmCase) => `${c.orm} × ${c.database} × ${c.target} × ${c.variant}`;
+const caseName = (c: OrmCase) =>
+  `${c.orm} × ${c.driver ?? c.database} × ${c.target} × ${c.variant}`;
 const filter = process.env.E2E_FILTER;
 const selected = filter ? cases.filter((c) => caseName(c).includes(filter)) : cases;
 
@@ -65,6 +71,7 @@ async function createOrmProject(c: OrmCase): Promise<Project> {
     targets: [c.target],
     orms: [c.orm],
     database: c.database,
+    driver: c.driver,
   });
   const template = join(repoRoot, 'test', 'e2e', 'apps', 'orm', 'app.ts.ejs');
   const source = ejs.render(readFileSync(template, 'utf8'), { ...c }, { filename: template });
@@ -117,7 +124,7 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
         const count = async () => (await get<{ n: number }>('/count/x')).n;
         const released = async (what: string) => {
           let stats: Stats | undefined;
-          for (const deadline = Date.now() + 3000; Date.now() < deadline; await sleep(25)) {
+          for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(25)) {
             stats = await get<Stats>('/__stats');
             if (stats.inUse === 0 && stats.waiting === 0) break;
           }
@@ -177,13 +184,19 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
           n = await count();
           await released('after the extras');
 
+          // A pool timeout inside the ORM's query: the adapter answers 503, as for db's own.
+          const unavailable = await fetch(`${app.url}/unavailable/a`);
+          const body = await unavailable.text();
+          assert.equal(unavailable.status, 503, body);
+          assert.doesNotMatch(body, /DrizzleQueryError|Failed query/);
+
           // The client leaves while the ORM's statement runs inside db.atomic().
           let started: (value?: unknown) => void = () => {};
           const ready = new Promise((resolve) => {
             started = resolve;
           });
           const poll = (async () => {
-            for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(10)) {
+            for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(10)) {
               const event = await get<{ started?: boolean }>('/__events/gone');
               if (event.started) return started();
             }
@@ -191,7 +204,7 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
           assert.equal(await send(`${app.url}/slow/gone`, { abortWhen: ready }), 'aborted');
           await poll;
           let event: Record<string, unknown> = {};
-          for (const deadline = Date.now() + 5000; Date.now() < deadline; await sleep(20)) {
+          for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(20)) {
             event = await get('/__events/gone');
             if (event.done) break;
           }

@@ -236,7 +236,6 @@ for (const kind of kinds) {
         const statement = scope.run(() => db.get('SELECT 1 AS one'));
         statement.catch(() => {});
         await waitFor(() => db.stats().waiting === 1);
-        const started = performance.now();
         const released = scope.release('client-gone');
         assert.equal(db.stats().waiting, 0, 'left the queue at once, not at the deadline');
         await assert.rejects(statement, (error: unknown) => {
@@ -245,9 +244,7 @@ for (const kind of kinds) {
           assert.equal(error.status, 499);
           return true;
         });
-        await released;
-        const ms = performance.now() - started;
-        assert.ok(ms < 1000, `refused after ${ms} ms`);
+        await released; // refused, not timed out: that would be PoolTimeoutError
         assert.equal(db.stats().inUse, 1);
         await holder.release();
         assert.deepEqual(db.stats(), { total: 1, idle: 1, inUse: 0, waiting: 0 });
@@ -271,7 +268,6 @@ for (const kind of kinds) {
           );
         });
         await waitFor(() => db.stats().waiting === 12);
-        const started = performance.now();
         const released = scope.release('client-gone');
         assert.equal(db.stats().waiting, 0, 'every wait left the queue at once');
         await sleep(10);
@@ -286,8 +282,6 @@ for (const kind of kinds) {
           );
         }
         await released;
-        const ms = performance.now() - started;
-        assert.ok(ms < 1000, `release took ${ms} ms: a wait was left to its deadline`);
         await holder.release();
         assert.deepEqual(db.stats(), { total: 1, idle: 1, inUse: 0, waiting: 0 });
       });
@@ -317,10 +311,9 @@ test('sqlite: a transaction waiting for its turn to write is cancelled when its 
     const second = queued.run(() => db.atomic(() => db.run('INSERT INTO t (v) VALUES (2)')));
     second.catch(() => {});
     await sleep(20);
-    const started = performance.now();
+    // Cancelled at once. Otherwise the release would wait for the turn, which the first writer
+    // holds until below, and the write would end with PoolTimeoutError at its deadline.
     await queued.release('client-gone');
-    const ms = performance.now() - started;
-    assert.ok(ms < 1000, `release took ${ms} ms: the wait for the write turn was not cancelled`);
     await assert.rejects(second, (error: unknown) => {
       assert.ok(error instanceof ScopeReleasedError, `got ${String(error)}`);
       assert.equal(error.reason, 'client-gone');

@@ -31,18 +31,17 @@ import {
   kinds,
   mysqlSessions,
   type Opened,
-  openMysql,
   openPostgres,
   openSqlite,
   recordAcquires,
+  settlesWithin,
   sleep,
   waitFor,
 } from './databases.ts';
 
 // Timers can fire a little early as measured here (Node schedules them from the event loop's
-// cached time), and late under load: CI has two cores.
+// cached time). Late is never checked against the clock: see settlesWithin().
 const EARLY = 20;
-const SLACK = 2000;
 
 /** What a client may see of a 503: the exact message, nothing about the server or the driver. */
 const CLIENT_MESSAGE = 'The database is unavailable. Try again shortly.';
@@ -121,7 +120,6 @@ describe('postgres: pg PoolConfig passed through', () => {
         assert.equal(slow.error.code, '57014'); // query_canceled
         assert.match(slow.error.message, /canceling statement due to statement timeout/);
         assert.ok(slow.ms >= 300 - EARLY, `cancelled after ${slow.ms} ms, before the timeout`);
-        assert.ok(slow.ms < 5000, `cancelled after ${slow.ms} ms`);
         // An SQL error, not a broken connection: the request keeps its connection.
         const after = await db.get<{ pid: number }>('SELECT pg_backend_pid() AS pid');
         assert.equal(after!.pid, row!.pid);
@@ -607,7 +605,7 @@ describe('sqlite: the wait for the write turn and the wait for a connection have
     );
     assert.equal(result.error.status, 503);
     assert.ok(result.ms >= bound - EARLY, `gave up after ${result.ms} ms, before ${bound} ms`);
-    assert.ok(result.ms < bound + SLACK, `gave up after ${result.ms} ms, bound ${bound} ms`);
+    // Not late either: the one error logged names this bound, not the other wait's.
     assert.equal(logger.errors.length, 1);
     assert.match(logger.errors[0]!, new RegExp(option));
   }
@@ -615,6 +613,7 @@ describe('sqlite: the wait for the write turn and the wait for a connection have
   test('a short writeTimeoutMillis cuts the write wait; the connection wait goes on to its long bound', async () => {
     const waits = await twoWaits(10_000, 300);
     try {
+      assert.ok(await settlesWithin(waits.write, 3000), 'the write waited past its bound');
       const write = await waits.write;
       assertTimedOut(write, 300, waits.logger, 'writeTimeoutMillis');
       await sleep(300); // past the write bound, well inside the connection's
@@ -633,6 +632,7 @@ describe('sqlite: the wait for the write turn and the wait for a connection have
   test('a short acquireTimeoutMillis cuts the connection wait; the write wait goes on to its long bound', async () => {
     const waits = await twoWaits(300, 10_000);
     try {
+      assert.ok(await settlesWithin(waits.read, 3000), 'the checkout waited past its bound');
       const read = await waits.read;
       assertTimedOut(read, 300, waits.logger, 'acquireTimeoutMillis');
       await sleep(300);
@@ -654,7 +654,7 @@ describe('sqlite: the wait for the write turn and the wait for a connection have
 
 /** Opens `kind` with a connection hook that throws while `hook.failing`. */
 function openWithHook(
-  name: Kind['name'],
+  kind: Kind,
   logger: CapturingLogger,
 ): Promise<{ opened: Opened; hook: { failing: boolean; calls: number } }> {
   const hook = { failing: true, calls: 0 };
@@ -663,12 +663,7 @@ function openWithHook(
     if (hook.failing) throw new Error('cdh-hook-detail: tenant setup failed');
   };
   const options = { max: 2, acquireTimeoutMillis: 2000, logger, onConnect };
-  const opening =
-    name === 'sqlite'
-      ? openSqlite(options)
-      : name === 'mysql'
-        ? openMysql(options)
-        : openPostgres(options);
+  const opening = kind.open(options);
   return opening.then((opened) => ({ opened, hook }));
 }
 
@@ -719,7 +714,7 @@ for (const kind of kinds) {
   for (const checkout of ['lazy', 'eager'] as const) {
     test(`${kind.name}, ${checkout} checkout: a throwing connection hook over real HTTP answers a clean 503 and leaks nothing`, async () => {
       const logger = capturingLogger();
-      const { opened, hook } = await openWithHook(kind.name, logger);
+      const { opened, hook } = await openWithHook(kind, logger);
       const { db, url, mysqlUrl } = opened;
       let handled = 0;
       const server = await serve(db, checkout, async (_req, res) => {

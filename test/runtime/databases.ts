@@ -1,13 +1,18 @@
-// The real databases the runtime tests run against: SQLite files in a temp directory, a fresh
-// PostgreSQL database per test, and a fresh MySQL (MariaDB) database per test. Tests write SQL
-// with `?` placeholders and pass it through `sql()`, which numbers them ($1, $2, ...) for
-// PostgreSQL. TEST_KINDS=mysql (comma-separated names) runs only those kinds.
+// The real databases the runtime tests run against: SQLite files in a temp directory, on each of
+// the two SQLite drivers (better-sqlite3 and Node's built-in node:sqlite), a fresh PostgreSQL
+// database per test, and a fresh MySQL (MariaDB) database per test. Tests write SQL with `?`
+// placeholders and pass it through `sql()`, which numbers them ($1, $2, ...) for PostgreSQL.
+// TEST_KINDS=mysql (names, comma-separated) runs only those kinds.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import type { Database, DatabaseOptions } from '../../src/runtime/runtime.ts';
 import { MysqlDatabase, type MysqlOptions } from '../../src/runtime/runtime-mysql.ts';
+import {
+  NodeSqliteDatabase,
+  type NodeSqliteOptions,
+} from '../../src/runtime/runtime-node-sqlite.ts';
 import { PostgresDatabase, type PostgresOptions } from '../../src/runtime/runtime-postgres.ts';
 import { SqliteDatabase, type SqliteOptions } from '../../src/runtime/runtime-sqlite.ts';
 import { createMysqlTestDatabase, mysqlAdmin, mysqlSkip } from '../support/mariadb.ts';
@@ -33,22 +38,56 @@ export interface Opened<Db extends Database = Database> {
 }
 
 export interface Kind {
-  name: 'sqlite' | 'postgres' | 'mysql';
-  open(options?: PoolOptions): Promise<Opened>;
+  /** For test names: the database, or for SQLite the driver. */
+  name: 'sqlite' | 'node:sqlite' | 'postgres' | 'mysql';
+  database: 'sqlite' | 'postgres' | 'mysql';
+  /** `pragmas` is for SQLite only. */
+  open(options?: KindOptions): Promise<Opened>;
   /** Why this kind's tests are skipped here (no server to be had), for describe()'s `skip`. */
   skip?: string | undefined;
 }
 
+export type KindOptions = PoolOptions & {
+  onConnect?: (connection: any) => void | Promise<void>;
+  pragmas?: Record<string, string | number>;
+};
+
+/** The SQLite drivers: better-sqlite3 (runtime-sqlite) and node:sqlite (runtime-node-sqlite). */
+export type SqliteDriverName = 'better-sqlite3' | 'node:sqlite';
+export const sqliteDrivers: readonly SqliteDriverName[] = ['better-sqlite3', 'node:sqlite'];
+
+/** Options of either SQLite driver (each takes its library's own and ignores the other's). */
+export type AnySqliteOptions = Omit<SqliteOptions, 'onConnect'> &
+  Omit<NodeSqliteOptions, 'onConnect'> & {
+    onConnect?: (connection: any) => void | Promise<void>;
+  };
+
+/**
+ * A SqliteDatabase on either driver. Typed as the better-sqlite3 one: both are the same
+ * Database, only their connections' handles differ.
+ */
+export function newSqlite(
+  driver: SqliteDriverName,
+  options: AnySqliteOptions = {},
+): SqliteDatabase {
+  if (driver === 'better-sqlite3') return new SqliteDatabase(options);
+  return new NodeSqliteDatabase(options) as unknown as SqliteDatabase;
+}
+
 /** Any SqliteDatabase option but the file, which is app.db in a new temp directory. */
 export async function openSqlite(
-  options: Omit<SqliteOptions, 'path'> & { parentDir?: string } = {},
+  options: Omit<AnySqliteOptions, 'path'> & {
+    parentDir?: string;
+    /** Default better-sqlite3. */
+    driver?: SqliteDriverName;
+  } = {},
 ): Promise<Opened<SqliteDatabase>> {
-  const { parentDir = tmpdir(), ...poolOptions } = options;
+  const { parentDir = tmpdir(), driver = 'better-sqlite3', ...poolOptions } = options;
   const dir = mkdtempSync(join(parentDir, 'cdh-sqlite-'));
   const path = join(dir, 'app.db');
   // Tests that wait longer for a connection wait as long for their turn to write.
   const writeTimeoutMillis = options.writeTimeoutMillis ?? options.acquireTimeoutMillis;
-  const db = new SqliteDatabase({ path, ...poolOptions, writeTimeoutMillis });
+  const db = newSqlite(driver, { path, ...poolOptions, writeTimeoutMillis });
   return {
     db,
     path,
@@ -110,9 +149,14 @@ export const mysqlSkipReason = mysqlOff
 const only = process.env.TEST_KINDS?.split(',');
 export const kinds: Kind[] = (
   [
-    { name: 'sqlite', open: openSqlite },
-    { name: 'postgres', open: openPostgres },
-    { name: 'mysql', open: openMysql, skip: mysqlSkip },
+    { name: 'sqlite', database: 'sqlite', open: openSqlite },
+    {
+      name: 'node:sqlite',
+      database: 'sqlite',
+      open: (options) => openSqlite({ ...options, driver: 'node:sqlite' }),
+    },
+    { name: 'postgres', database: 'postgres', open: (options) => openPostgres(options) },
+    { name: 'mysql', database: 'mysql', open: (options) => openMysql(options), skip: mysqlSkip },
   ] satisfies Kind[]
 ).filter((kind) => (only ? only.includes(kind.name) : kind.name !== 'mysql' || !mysqlOff));
 
@@ -133,8 +177,32 @@ export async function withDatabase<T>(
 export const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** Waits until check() is true, polling; fails after timeoutMillis. */
-export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMillis = 2000) {
+/**
+ * Whether `promise` settles before a timer of `millis` fires (it goes on either way). Timers fire
+ * in the order they fall due, so with `millis` a multiple of the timer that should settle it, this
+ * checks order, not speed: a loaded machine delays both alike.
+ */
+export async function settlesWithin(promise: Promise<unknown>, millis: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<false>((resolve) => {
+    timer = setTimeout(resolve, millis, false);
+  });
+  const settled = promise.then(
+    () => true as const,
+    () => true as const,
+  );
+  try {
+    return await Promise.race([settled, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Waits until check() is true, polling. The deadline only turns a hang into a failure: it is far
+ * past anything a loaded machine takes, so no test should pass a short one.
+ */
+export async function waitFor(check: () => boolean | Promise<boolean>, timeoutMillis = 15_000) {
   const deadline = Date.now() + timeoutMillis;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMillis} ms`);

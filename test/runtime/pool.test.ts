@@ -8,14 +8,20 @@ import {
   PoolTimeoutError,
   ScopeReleasedError,
 } from '../../src/runtime/runtime.ts';
-import { capturingLogger, countReleases, kinds, sleep, withDatabase } from './databases.ts';
+import {
+  capturingLogger,
+  countReleases,
+  kinds,
+  settlesWithin,
+  sleep,
+  withDatabase,
+} from './databases.ts';
 
 // Also bounds how long opening a PostgreSQL connection may take (pg's connectionTimeoutMillis):
 // not so short that a loaded machine fails to open the three this test holds.
 const TIMEOUT = 600;
-// Timers fire late under load; generous upper slack for slow CI machines. They can also fire a
-// little early as measured here: Node schedules them from the event loop's cached time.
-const SLACK = 1000;
+// Timers can fire a little early as measured here: Node schedules them from the event loop's
+// cached time. Late is never checked against the clock: see settlesWithin().
 const EARLY = 20;
 
 async function elapsed(promise: Promise<unknown>): Promise<{ ms: number; error: unknown }> {
@@ -42,6 +48,7 @@ for (const kind of kinds) {
         const waiting = elapsed(extra.connect());
         await sleep(20);
         assert.equal(db.stats().waiting, 1);
+        assert.ok(await settlesWithin(waiting, TIMEOUT * 10), 'still waiting past its deadline');
         const { ms, error } = await waiting;
         assert.ok(error instanceof PoolTimeoutError, `expected PoolTimeoutError, got ${error}`);
         assert.equal(error.statusCode, 503);
@@ -56,17 +63,15 @@ for (const kind of kinds) {
           ms >= TIMEOUT - EARLY,
           `rejected after ${ms} ms, before the ${TIMEOUT} ms deadline`,
         );
-        assert.ok(ms < TIMEOUT + SLACK, `rejected after ${ms} ms`);
         assert.equal(db.stats().waiting, 0);
         await extra.release();
 
         // A statement outside any request waits the same way.
-        const borrowed = await elapsed(db.get('SELECT 1 AS one'));
+        const borrowing = elapsed(db.get('SELECT 1 AS one'));
+        assert.ok(await settlesWithin(borrowing, TIMEOUT * 10), 'still waiting past its deadline');
+        const borrowed = await borrowing;
         assert.ok(borrowed.error instanceof PoolTimeoutError, `got ${borrowed.error}`);
-        assert.ok(
-          borrowed.ms >= TIMEOUT - EARLY && borrowed.ms < TIMEOUT + SLACK,
-          `${borrowed.ms} ms`,
-        );
+        assert.ok(borrowed.ms >= TIMEOUT - EARLY, `${borrowed.ms} ms`);
         assert.equal(logger.errors.length, 2);
 
         // One release and the pool serves again, immediately.
@@ -94,10 +99,11 @@ for (const kind of kinds) {
         await holder.run(() => db.get('SELECT 1 AS one'));
         const closing = db.closePool();
         assert.equal(db.closePool(), closing, 'one drain at a time');
-        const { ms, error } = await elapsed(db.get('SELECT 1 AS one'));
+        // Refused, not queued: a queued checkout would wait for the holder, which releases only
+        // below, and fail with PoolTimeoutError.
+        const { error } = await elapsed(db.get('SELECT 1 AS one'));
         assert.ok(error instanceof PoolClosedError, `got ${error}`);
         assert.equal((error as PoolClosedError).status, 503);
-        assert.ok(ms < 50, `${ms} ms`);
         await assert.rejects(createScope(db).connect(), PoolClosedError);
         await assert.rejects(
           db.connectionContext(async () => 1),
@@ -121,7 +127,8 @@ for (const kind of kinds) {
     });
 
     test('closePool() waits for a connection in use, then closes', async () => {
-      await withDatabase(kind, { max: 2, closeTimeoutMillis: 3000 }, async ({ db }) => {
+      await withDatabase(kind, { max: 2, closeTimeoutMillis: 60_000 }, async ({ db }) => {
+        const releases = countReleases(db);
         const scope = createScope(db);
         await scope.connect();
         const closing = elapsed(db.closePool());
@@ -134,7 +141,8 @@ for (const kind of kinds) {
         const { ms, error } = await closing;
         assert.equal(error, undefined);
         assert.ok(ms >= 150, `closePool returned after ${ms} ms, before the release`);
-        assert.ok(ms < 3000, `closePool waited ${ms} ms, past the release`);
+        // Returned by the release, not closed by a drain that gave up waiting.
+        assert.deepEqual(releases, { count: 1, discarded: 0 });
         assert.equal(db.stats().total, 0);
       });
     });
@@ -143,9 +151,12 @@ for (const kind of kinds) {
       await withDatabase(kind, { max: 2, closeTimeoutMillis: 200 }, async ({ db }) => {
         const scope = createScope(db);
         await scope.connect();
-        const { ms, error } = await elapsed(db.closePool());
+        // The request never releases before closePool() returns: only the timeout can end it.
+        const closing = elapsed(db.closePool());
+        assert.ok(await settlesWithin(closing, 200 * 10), 'closePool() waited past its timeout');
+        const { ms, error } = await closing;
         assert.equal(error, undefined);
-        assert.ok(ms >= 200 - EARLY && ms < 200 + SLACK, `closePool took ${ms} ms`);
+        assert.ok(ms >= 200 - EARLY, `closePool took ${ms} ms`);
         assert.equal(db.stats().total, 0);
         // The request's late release is harmless (no double release).
         await scope.release();
@@ -154,7 +165,8 @@ for (const kind of kinds) {
     });
 
     test('closePool() resolves as soon as the last connection comes back', async () => {
-      await withDatabase(kind, { max: 3, closeTimeoutMillis: 5000 }, async ({ db }) => {
+      await withDatabase(kind, { max: 3, closeTimeoutMillis: 60_000 }, async ({ db }) => {
+        const releases = countReleases(db);
         const first = createScope(db);
         const second = createScope(db);
         await Promise.all([first.connect(), second.connect()]);
@@ -164,7 +176,8 @@ for (const kind of kinds) {
         const { ms, error } = await closing;
         assert.equal(error, undefined);
         assert.ok(ms >= 150 - EARLY, `closePool returned after ${ms} ms, before the last release`);
-        assert.ok(ms < 150 + SLACK, `closePool took ${ms} ms: it waited for its timeout`);
+        // Both came back by release; a drain past its timeout would have discarded them.
+        assert.deepEqual(releases, { count: 2, discarded: 0 });
         assert.deepEqual(db.stats(), { total: 0, idle: 0, inUse: 0, waiting: 0 });
       });
     });
@@ -178,9 +191,10 @@ for (const kind of kinds) {
         assert.equal(db.stats().waiting, 1);
         const closing = db.closePool();
         assert.equal(db.stats().waiting, 0);
-        const { ms, error } = await waiting;
+        // Rejected by closePool(), not left to its deadline (PoolTimeoutError): the holder
+        // releases only below.
+        const { error } = await waiting;
         assert.ok(error instanceof PoolClosedError, `got ${error}`);
-        assert.ok(ms < 1000, `rejected after ${ms} ms`);
         await holder.release();
         await closing;
       });
@@ -191,9 +205,11 @@ for (const kind of kinds) {
         const releases = countReleases(db);
         const scope = createScope(db);
         await scope.run(() => db.get('SELECT 1 AS one'));
-        const { ms, error } = await elapsed(db.closePool());
+        const closing = elapsed(db.closePool());
+        assert.ok(await settlesWithin(closing, 200 * 10), 'closePool() waited past its timeout');
+        const { ms, error } = await closing;
         assert.equal(error, undefined);
-        assert.ok(ms >= 200 - EARLY && ms < 200 + SLACK, `closePool took ${ms} ms`);
+        assert.ok(ms >= 200 - EARLY, `closePool took ${ms} ms`);
         assert.equal(releases.discarded, 1, 'the connection was closed, not kept');
         await assert.rejects(
           scope.run(() => db.get('SELECT 1 AS one')),

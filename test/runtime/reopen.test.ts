@@ -22,7 +22,6 @@ import {
   type Opened,
   openMysql,
   openPostgres,
-  openSqlite,
   waitFor,
 } from './databases.ts';
 
@@ -53,9 +52,9 @@ describe('closePool() then a statement: the pool opens again', () => {
         hooked++;
       };
       const opened: Opened =
-        kind.name === 'sqlite'
-          ? await openSqlite({ onConnect, pragmas: { cache_size: -4000 } })
-          : kind.name === 'mysql'
+        kind.database === 'sqlite'
+          ? await kind.open({ onConnect, pragmas: { cache_size: -4000 } })
+          : kind.database === 'mysql'
             ? await openMysql({ onConnect, charset: 'LATIN1_SWEDISH_CI' })
             : await openPostgres({ onConnect, application_name: 'cdh-reopen' });
       const { db, url, mysqlUrl } = opened;
@@ -64,9 +63,9 @@ describe('closePool() then a statement: the pool opens again', () => {
         sqlite: 'SELECT cache_size AS setting FROM pragma_cache_size()',
         postgres: "SELECT current_setting('application_name') AS setting",
         mysql: 'SELECT @@collation_connection AS setting',
-      }[kind.name];
+      }[kind.database];
       const expected = { sqlite: -4000, postgres: 'cdh-reopen', mysql: 'latin1_swedish_ci' }[
-        kind.name
+        kind.database
       ];
       const backend = 'SELECT pg_backend_pid() AS pid';
       try {

@@ -271,7 +271,7 @@ for (const kind of kinds) {
         await db.run('CREATE TABLE t (v integer)');
         const result = await db.run(sql('INSERT INTO t (v) VALUES (?)'), [7]);
         assert.equal(result.changes, 1);
-        if (kind.name === 'sqlite') assert.equal(result.lastInsertId, 1);
+        if (kind.database === 'sqlite') assert.equal(result.lastInsertId, 1);
         assert.equal(db.stats().inUse, 0);
         assert.deepEqual(await db.get('SELECT v FROM t'), { v: 7 });
         assert.equal(await db.get(sql('SELECT v FROM t WHERE v = ?'), [8]), undefined);

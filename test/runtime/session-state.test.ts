@@ -16,15 +16,17 @@ import { after, before, describe, test } from 'node:test';
 import { type Database, DbHooksError } from '../../src/runtime/runtime.ts';
 import { enterRequest } from '../../src/runtime/runtime-node.ts';
 import type { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
-import { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
+import type { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
 import { idleInTransaction, postgresUrl } from '../support/postgres.ts';
 import {
   admin,
   capturingLogger,
+  newSqlite,
   type Opened,
   openPostgres,
   openSqlite,
   sleep,
+  sqliteDrivers,
   waitFor,
 } from './databases.ts';
 
@@ -372,7 +374,8 @@ describe('postgres: a connection that cannot be reset is closed, not reused', ()
     const opened = await openPostgres({
       max: 1,
       logger,
-      resetTimeoutMillis: 300,
+      // Ten times closeTimeoutMillis: closePool() below stops waiting first, however loaded.
+      resetTimeoutMillis: 2000,
       closeTimeoutMillis: 200,
       onConnect: async () => {
         // Its runs in the two resets below never end; on new connections it is quick.
@@ -383,20 +386,18 @@ describe('postgres: a connection that cannot be reset is closed, not reused', ()
     try {
       const { db } = opened;
       const pidA = await server.inRequest(changeThenPid(db, "SET app.tenant = 'a'"));
-      const started = performance.now();
+      // One connection: B waits until the hung reset is cut off and the connection replaced.
       const seenByB = await server.inRequest(statePid(db));
-      const waited = performance.now() - started;
       assert.notEqual(seenByB.pid, pidA, 'the hung connection was closed');
       assert.equal(seenByB.tenant, null);
-      assert.ok(waited >= 250 && waited < 5000, `B waited ${waited} ms`);
-      assert.match(logger.errors.join('\n'), /resetTimeoutMillis, 300 ms/);
+      assert.equal(logger.errors.length, 1);
+      assert.match(logger.errors[0]!, /resetTimeoutMillis, 2000 ms/);
 
       // Another hung reset, and closePool() meanwhile: it stops waiting at closeTimeoutMillis.
       await server.inRequest(changeThenPid(db, "SET app.tenant = 'a'"));
-      const closing = performance.now();
       await db.closePool();
-      const closed = performance.now() - closing;
-      assert.ok(closed < 1000, `closePool() took ${closed} ms`);
+      assert.equal(logger.errors.length, 2);
+      assert.match(logger.errors[1]!, /closePool\(\) stopped waiting for it/);
       assert.deepEqual(db.stats(), { total: 0, idle: 0, inUse: 0, waiting: 0 });
     } finally {
       await server.close();
@@ -455,6 +456,8 @@ describe('postgres, pgbouncer: true: session state is refused, saying what lasts
     ['SELECT pg_advisory_lock(42)', undefined, /pg_advisory_xact_lock\(\) inside db\.atomic\(\)/],
     ['CREATE TEMP TABLE t (x int)', undefined, /ON COMMIT DROP inside db\.atomic\(\)/],
     ['LISTEN channel', undefined, /LISTEN/],
+    ['RESET app.user_id', undefined, /SET LOCAL or set_config\(name, value, true\)/],
+    ['PREPARE cdh_find AS SELECT $1::int', undefined, /parameters \(\$1, \$2\)/],
   ];
   for (const [sql, params, advice] of refusals) {
     test(`refused: ${sql}`, async () => {
@@ -470,15 +473,24 @@ describe('postgres, pgbouncer: true: session state is refused, saying what lasts
 
   test('what it says to do instead works: the setting lasts the transaction', async () => {
     const { db } = opened;
+    await db.run('CREATE TABLE parent (id int PRIMARY KEY)');
+    await db.run(
+      'CREATE TABLE child (parent int REFERENCES parent (id) DEFERRABLE INITIALLY IMMEDIATE)',
+    );
     const seen = await db.atomic(async () => {
+      // Statements about this transaction only are not session state: they pass.
+      await db.run('SET TRANSACTION ISOLATION LEVEL SERIALIZABLE');
+      await db.run('SET CONSTRAINTS ALL DEFERRED');
+      await db.run('INSERT INTO child (parent) VALUES (1)'); // checked at COMMIT, not here
+      await db.run('INSERT INTO parent (id) VALUES (1)');
       await db.get("SELECT set_config('app.user_id', $1, true)", ['7']);
       await db.run("SET LOCAL app.tenant = 'tenant-a'");
       await db.get('SELECT pg_advisory_xact_lock(42)');
       return db.get(
-        "SELECT current_setting('app.user_id') AS user_id, current_setting('app.tenant') AS tenant",
+        "SELECT current_setting('app.user_id') AS user_id, current_setting('app.tenant') AS tenant, current_setting('transaction_isolation') AS isolation",
       );
     });
-    assert.deepEqual(seen, { user_id: '7', tenant: 'tenant-a' });
+    assert.deepEqual(seen, { user_id: '7', tenant: 'tenant-a', isolation: 'serializable' });
     assert.deepEqual(
       await db.get("SELECT nullif(current_setting('app.user_id', true), '') AS user_id"),
       { user_id: null },
@@ -506,122 +518,127 @@ async function sqliteState(db: Database): Promise<SqliteState> {
   return (await db.get<SqliteState>(SQLITE_STATE))!;
 }
 
-describe('sqlite: a request that changed connection state leaves none for the next', () => {
-  let opened: Opened<SqliteDatabase>;
-  let server: Server;
-  let fresh: SqliteState;
-  let opens = 0;
+for (const driver of sqliteDrivers) {
+  describe(`${driver}: a request that changed connection state leaves none for the next`, () => {
+    let opened: Opened<SqliteDatabase>;
+    let server: Server;
+    let fresh: SqliteState;
+    let opens = 0;
 
-  before(async () => {
-    opened = await openSqlite({
-      max: 1,
-      pragmas: { foreign_keys: 'on', cache_size: -4321, synchronous: 'full' },
-      onConnect: (handle) => {
-        opens++;
-        handle.function('hooked', () => 'yes');
-        handle.pragma('recursive_triggers = on');
-      },
-    });
-    await opened.db.run('CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)');
-    server = await serve(opened.db);
-    fresh = await server.inRequest(() => sqliteState(opened.db));
-    assert.deepEqual(fresh, {
-      foreign_keys: 1,
-      query_only: 0,
-      cache_size: -4321,
-      synchronous: 2,
-      journal_mode: 'wal',
-      recursive_triggers: 1,
-      temp_objects: 0,
-      databases: 'main,temp', // temp.sqlite_master above opens the temp schema
-      hooked: 'yes',
-    });
-  });
-
-  after(async () => {
-    await server?.close();
-    await opened?.cleanup();
-  });
-
-  const cases: { name: string; change: string[]; visible: SqliteState }[] = [
-    {
-      name: 'pragmas: configured, set by the hook, and left at their defaults',
-      change: [
-        'PRAGMA query_only = 1',
-        'PRAGMA foreign_keys = 0',
-        'PRAGMA main.cache_size = 100',
-        'PRAGMA synchronous(0)',
-        'PRAGMA recursive_triggers = off',
-      ],
-      visible: { query_only: 1, foreign_keys: 0, cache_size: 100, synchronous: 0 },
-    },
-    {
-      name: 'temporary tables, views, triggers and indexes',
-      change: [
-        'CREATE TEMP TABLE secret (x)',
-        'CREATE TEMPORARY VIEW secret_view AS SELECT 1',
-        'CREATE TABLE temp.secret_too (x)',
-        'CREATE INDEX temp.secret_index ON secret_too (x)',
-        'CREATE TEMP TRIGGER secret_trigger AFTER INSERT ON items BEGIN SELECT 1; END',
-      ],
-      visible: { temp_objects: 5 },
-    },
-    {
-      name: 'ATTACHed databases',
-      change: ["ATTACH 'other.db' AS other"],
-      visible: { databases: 'main,temp,other' },
-    },
-  ];
-
-  for (const c of cases) {
-    test(c.name, async () => {
-      const { db, path } = opened;
-      const change = c.change.map((sql) =>
-        sql.replace("'other.db'", `'${join(path!, '..', 'other.db')}'`),
-      );
-      const seenByA = await server.inRequest(async () => {
-        for (const sql of change) await db.run(sql);
-        return sqliteState(db);
+    before(async () => {
+      opened = await openSqlite({
+        driver,
+        max: 1,
+        pragmas: { foreign_keys: 'on', cache_size: -4321, synchronous: 'full' },
+        onConnect: (handle) => {
+          opens++;
+          handle.function('hooked', () => 'yes');
+          handle.exec('PRAGMA recursive_triggers = on');
+        },
       });
-      assert.deepEqual(
-        Object.fromEntries(Object.keys(c.visible).map((key) => [key, seenByA[key]])),
-        c.visible,
-        'request A changed its connection',
-      );
-      const opensBefore = opens;
-      assert.deepEqual(await server.inRequest(() => sqliteState(db)), fresh);
-      assert.equal(opens, opensBefore + 1, 'B got a new connection, set up as the first was');
-      assert.equal(db.stats().total, 1);
+      await opened.db.run('CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT)');
+      server = await serve(opened.db);
+      fresh = await server.inRequest(() => sqliteState(opened.db));
+      assert.deepEqual(fresh, {
+        foreign_keys: 1,
+        query_only: 0,
+        cache_size: -4321,
+        synchronous: 2,
+        journal_mode: 'wal',
+        recursive_triggers: 1,
+        temp_objects: 0,
+        databases: 'main,temp', // temp.sqlite_master above opens the temp schema
+        hooked: 'yes',
+      });
     });
-  }
 
-  test('a request that changed nothing keeps its connection (pragma reads included)', async () => {
-    const { db } = opened;
-    await server.inRequest(() => db.get('SELECT 1')); // the connection after the cases above
-    const opensBefore = opens;
-    for (let i = 0; i < 5; i++) {
-      await server.inRequest(async () => {
-        await db.run('INSERT INTO items (v) VALUES (?)', ['x']);
-        await db.get('PRAGMA foreign_keys');
-        await db.query('PRAGMA table_info(items)');
-        await db.atomic(() => db.run('UPDATE items SET v = ? WHERE id = ?', ['y', 1]));
+    after(async () => {
+      await server?.close();
+      await opened?.cleanup();
+    });
+
+    const cases: { name: string; change: string[]; visible: SqliteState }[] = [
+      {
+        name: 'pragmas: configured, set by the hook, and left at their defaults',
+        change: [
+          'PRAGMA query_only = 1',
+          'PRAGMA foreign_keys = 0',
+          'PRAGMA main.cache_size = 100',
+          'PRAGMA synchronous(0)',
+          'PRAGMA recursive_triggers = off',
+        ],
+        visible: { query_only: 1, foreign_keys: 0, cache_size: 100, synchronous: 0 },
+      },
+      {
+        name: 'temporary tables, views, triggers and indexes',
+        change: [
+          'CREATE TEMP TABLE secret (x)',
+          'CREATE TEMPORARY VIEW secret_view AS SELECT 1',
+          'CREATE TABLE temp.secret_too (x)',
+          'CREATE INDEX temp.secret_index ON secret_too (x)',
+          'CREATE TEMP TRIGGER secret_trigger AFTER INSERT ON items BEGIN SELECT 1; END',
+        ],
+        visible: { temp_objects: 5 },
+      },
+      {
+        name: 'ATTACHed databases',
+        change: ["ATTACH 'other.db' AS other"],
+        visible: { databases: 'main,temp,other' },
+      },
+    ];
+
+    for (const c of cases) {
+      test(c.name, async () => {
+        const { db, path } = opened;
+        const change = c.change.map((sql) =>
+          sql.replace("'other.db'", `'${join(path!, '..', 'other.db')}'`),
+        );
+        const seenByA = await server.inRequest(async () => {
+          for (const sql of change) await db.run(sql);
+          return sqliteState(db);
+        });
+        assert.deepEqual(
+          Object.fromEntries(Object.keys(c.visible).map((key) => [key, seenByA[key]])),
+          c.visible,
+          'request A changed its connection',
+        );
+        const opensBefore = opens;
+        assert.deepEqual(await server.inRequest(() => sqliteState(db)), fresh);
+        assert.equal(opens, opensBefore + 1, 'B got a new connection, set up as the first was');
+        assert.equal(db.stats().total, 1);
       });
     }
-    assert.equal(opens, opensBefore, 'no connection was opened');
-    assert.deepEqual(await server.inRequest(() => sqliteState(db)), fresh);
-  });
-});
 
-test("sqlite, ':memory:': its one connection is the database, so a pragma set keeps it (and the data)", async () => {
-  const db = new SqliteDatabase({ path: ':memory:' });
-  const server = await serve(db);
-  try {
-    await db.run('CREATE TABLE t (x)');
-    await db.run('INSERT INTO t VALUES (1)');
-    await server.inRequest(() => db.run('PRAGMA cache_size = 100'));
-    assert.deepEqual(await server.inRequest(() => db.get('SELECT count(*) AS n FROM t')), { n: 1 });
-  } finally {
-    await server.close();
-    await db.closePool();
-  }
-});
+    test('a request that changed nothing keeps its connection (pragma reads included)', async () => {
+      const { db } = opened;
+      await server.inRequest(() => db.get('SELECT 1')); // the connection after the cases above
+      const opensBefore = opens;
+      for (let i = 0; i < 5; i++) {
+        await server.inRequest(async () => {
+          await db.run('INSERT INTO items (v) VALUES (?)', ['x']);
+          await db.get('PRAGMA foreign_keys');
+          await db.query('PRAGMA table_info(items)');
+          await db.atomic(() => db.run('UPDATE items SET v = ? WHERE id = ?', ['y', 1]));
+        });
+      }
+      assert.equal(opens, opensBefore, 'no connection was opened');
+      assert.deepEqual(await server.inRequest(() => sqliteState(db)), fresh);
+    });
+  });
+
+  test(`${driver}, ':memory:': its one connection is the database, so a pragma set keeps it (and the data)`, async () => {
+    const db = newSqlite(driver, { path: ':memory:' });
+    const server = await serve(db);
+    try {
+      await db.run('CREATE TABLE t (x)');
+      await db.run('INSERT INTO t VALUES (1)');
+      await server.inRequest(() => db.run('PRAGMA cache_size = 100'));
+      assert.deepEqual(await server.inRequest(() => db.get('SELECT count(*) AS n FROM t')), {
+        n: 1,
+      });
+    } finally {
+      await server.close();
+      await db.closePool();
+    }
+  });
+}

@@ -40,6 +40,18 @@ export async function generate(database: DatabaseId): Promise<string> {
     dir: '.',
     version: 'bench',
   });
+  if (database === 'sqlite') {
+    // node:sqlite's driver file beside better-sqlite3's (SQLITE_DRIVER picks; index stays).
+    const builtIn = await renderGeneratedFiles({
+      targets: [],
+      database,
+      driver: 'node:sqlite',
+      style: { language: 'js', moduleFormat: 'esm' },
+      dir: '.',
+      version: 'bench',
+    });
+    files.push(...builtIn.filter((file) => file.path === 'runtime-node-sqlite.js'));
+  }
   for (const file of files) {
     const path = join(dir, file.path);
     mkdirSync(dirname(path), { recursive: true });

@@ -26,6 +26,9 @@ import { fileURLToPath } from 'node:url';
 /** Maintenance, maintenance LTS and active LTS as of 2026-11 (Node 20 reached end of life on 2026-04-30). */
 export const supportedLines = [22, 24, 26] as const;
 
+/** The oldest release package.json's `engines` admits, tested too so that `engines` is true. */
+export const oldestRelease = '22.16.0';
+
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const cacheRoot = join(
   process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'),
@@ -35,7 +38,8 @@ const cacheRoot = join(
 export const shim = fileURLToPath(new URL('./native-binding.cjs', import.meta.url));
 
 export interface NodeLine {
-  line: number;
+  /** A release line (24) or one release ('22.16.0'). */
+  line: number | string;
   /** e.g. 'v24.22.3' */
   version: string;
   /** The node binary. */
@@ -83,10 +87,11 @@ function nodeGyp(): string {
 }
 
 /**
- * Downloads the newest release of `line` (once), builds better-sqlite3 against it (once per
- * better-sqlite3 version) and checks that it loads. Progress goes to `log`.
+ * Downloads the newest release of `line` (or that release, for '22.16.0') once, builds
+ * better-sqlite3 against it (once per better-sqlite3 version) and checks that it loads. Progress
+ * goes to `log`.
  */
-export function provisionNodeLine(line: number, log: (message: string) => void): NodeLine {
+export function provisionNodeLine(line: number | string, log: (message: string) => void): NodeLine {
   const dir = join(cacheRoot, String(line));
   const packageName = `node-${platform()}-${arch()}`;
   const nodeDir = join(dir, 'package');
@@ -176,7 +181,8 @@ export function provisionNodeLine(line: number, log: (message: string) => void):
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  // `node --import tsx test/support/node-lines.ts [24]`: provision lines ahead of a run.
-  const lines = process.argv.length > 2 ? process.argv.slice(2).map(Number) : supportedLines;
+  // `node --import tsx test/support/node-lines.ts [24 22.16.0]`: provision lines ahead of a run.
+  const lines =
+    process.argv.length > 2 ? process.argv.slice(2) : [oldestRelease, ...supportedLines];
   for (const line of lines) provisionNodeLine(line, console.log);
 }

@@ -232,7 +232,7 @@ async function drive(
   agent.destroy();
 
   // Releases after aborts finish asynchronously; give them a moment, then check for leaks.
-  const settleBy = Date.now() + 3000;
+  const settleBy = Date.now() + 15_000;
   for (;;) {
     const stats = await getJson<{ pool: { inUse: number } }>(`${server.url}/__stats`);
     const pgNow = await connectionsNow();

@@ -16,6 +16,8 @@ export interface RequestOptions {
   abortWhen?: Promise<unknown>;
   /** Hang up as soon as the first chunk of the body arrived. */
   abortAfterFirstChunk?: boolean;
+  /** Send the headers, then the body in a later packet: the server reads it in another turn. */
+  bodyLater?: boolean;
 }
 
 /** Resolves with the reply, or with 'aborted' when the options made the client hang up. */
@@ -53,7 +55,12 @@ export function send(url: string, options: RequestOptions = {}): Promise<Reply |
         if (!aborted) resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text });
       });
     });
-    req.end(body);
+    if (options.bodyLater) {
+      req.flushHeaders();
+      setTimeout(() => req.end(body), 50);
+    } else {
+      req.end(body);
+    }
   });
 }
 

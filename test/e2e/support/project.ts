@@ -20,6 +20,8 @@ export type Variant = 'ts' | 'js-esm' | 'js-cjs';
 export interface Case {
   target: TargetId;
   database: DatabaseId;
+  /** SQLite on Node's built-in driver instead of better-sqlite3. */
+  driver?: 'node:sqlite';
   variant: Variant;
   /**
    * Express and Koa: the framework's major version. The older one (Express 4, Koa 2) is
@@ -36,7 +38,7 @@ export function caseName(c: Case): string {
   const target = c.recipe
     ? `${c.recipe} recipe`
     : `${c.target}${c.major ?? ''}${c.platform ? `-${c.platform}` : ''}`;
-  return `${target} × ${c.database} × ${c.variant}`;
+  return `${target} × ${c.driver ?? c.database} × ${c.variant}`;
 }
 
 export interface Project {
@@ -56,7 +58,7 @@ const appsDir = join(repoRoot, 'test', 'e2e', 'apps');
 export async function generatedProject(
   prefix: string,
   variant: Variant,
-  request: Pick<GenerationRequest, 'targets' | 'orms' | 'database'>,
+  request: Pick<GenerationRequest, 'targets' | 'orms' | 'database' | 'driver'>,
 ) {
   mkdirSync(join(repoRoot, '.tmp'), { recursive: true });
   const dir = mkdtempSync(join(repoRoot, '.tmp', prefix));
@@ -78,6 +80,13 @@ export async function generatedProject(
     version: '0.0.0-e2e',
   });
   for (const file of generated) write(file.path, file.content);
+  // node:sqlite's types, as @types/node 22 (what the CLI gives TypeScript projects) has them:
+  // these projects type-check against the repository's @types/node 20, which has none.
+  if (request.driver === 'node:sqlite' && style.language === 'ts') {
+    const types = readFileSync(join(repoRoot, 'src', 'types', 'node-sqlite.d.ts'), 'utf8');
+    mkdirSync(join(dir, 'src'), { recursive: true });
+    writeFileSync(join(dir, 'src', 'node-sqlite.d.ts'), types);
+  }
   return { dir, style, ext, files, write };
 }
 
@@ -85,9 +94,11 @@ export async function createProject(c: Case): Promise<Project> {
   const { dir, style, ext, files, write } = await generatedProject('e2e-', c.variant, {
     targets: [c.target],
     database: c.database,
+    driver: c.driver,
   });
   const locals = {
     database: c.database,
+    driver: c.driver,
     target: c.target,
     language: style.language,
     moduleFormat: style.moduleFormat,
@@ -113,6 +124,7 @@ export async function createProject(c: Case): Promise<Project> {
     targets: [c.target],
     target: c.target,
     database: c.database,
+    driver: c.driver,
     style,
     dir: 'src/db',
     path: `src/app${ext}`,

@@ -3,10 +3,10 @@
 //
 // Environment: MODE (generated | baseline | fastify-postgres), DB (postgres | sqlite), PORT,
 // GENERATED_DIR (absolute path of generated JS ESM files), DATABASE_URL or SQLITE_PATH, POOL_MAX,
+// SQLITE_DRIVER (node:sqlite: the generated runtime on Node's built-in SQLite, else better-sqlite3),
 // ALS (1: switch AsyncLocalStorage on process-wide, see below), CHECKOUT (lazy | eager: the
-// generated adapter's checkout option).
+// generated adapter's checkout option), SQLITE_BUSY_TIMEOUT_MS (better-sqlite3's `timeout`).
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 // ALS=1 gives a baseline the one cost of the generated code that is Node's, not the adapter's: on
@@ -28,10 +28,6 @@ export const mode = process.env.MODE ?? 'generated';
 export const database = process.env.DB ?? 'sqlite';
 export const port = Number(process.env.PORT ?? 3000);
 export const poolMax = Number(process.env.POOL_MAX ?? 10);
-
-// The longest the event loop was blocked, reported by /__stats (a synchronous SQLite wait shows here).
-const loopDelay = monitorEventLoopDelay({ resolution: 10 });
-loopDelay.enable();
 
 const placeholder = (n) => (database === 'postgres' ? `$${n}` : '?');
 export const sql = {
@@ -61,12 +57,19 @@ export async function loadGenerated(target) {
       pgbouncer: process.env.PGBOUNCER === 'true',
     });
   } else {
-    const { SqliteDatabase } = await import(`${dir}/runtime-sqlite.js`);
-    db = new SqliteDatabase({
+    const sqliteOptions = {
       ...options,
       path: process.env.SQLITE_PATH,
+      timeout: Number(process.env.SQLITE_BUSY_TIMEOUT_MS ?? 5000),
       onConnect: (connection) => void sqliteConnections.add(connection),
-    });
+    };
+    if (process.env.SQLITE_DRIVER === 'node:sqlite') {
+      const { NodeSqliteDatabase } = await import(`${dir}/runtime-node-sqlite.js`);
+      db = new NodeSqliteDatabase(sqliteOptions);
+    } else {
+      const { SqliteDatabase } = await import(`${dir}/runtime-sqlite.js`);
+      db = new SqliteDatabase(sqliteOptions);
+    }
   }
   answerStats(db);
   /** What the server passes to the adapter: this `db`, and CHECKOUT's timing. */
@@ -84,12 +87,13 @@ function sqliteStats() {
   let open = 0;
   let inTransaction = 0;
   for (const connection of sqliteConnections) {
-    if (!connection.open) {
+    // better-sqlite3's names, else node:sqlite's (SQLITE_DRIVER=node:sqlite).
+    if (!(connection.open ?? connection.isOpen)) {
       sqliteConnections.delete(connection);
       continue;
     }
     open++;
-    if (connection.inTransaction) inTransaction++;
+    if (connection.inTransaction ?? connection.isTransaction) inTransaction++;
   }
   return { open, inTransaction };
 }
@@ -168,11 +172,6 @@ export const work = {
       return { ok: true };
     });
   },
-  /** Starts the event-loop delay count afresh, e.g. after a warm-up. */
-  resetLoopDelay() {
-    loopDelay.reset();
-    return { reset: true };
-  },
   stats(db) {
     // Collect first so heapUsed shows what is live, not what is merely not yet collected.
     globalThis.gc?.();
@@ -181,7 +180,6 @@ export const work = {
       // This request holds a connection of its own: count only the others.
       pool: { ...pool, inUse: pool.inUse - (db.isClosed() ? 0 : 1) },
       memory: process.memoryUsage(),
-      eventLoopDelayMaxMs: loopDelay.max / 1e6,
       // SQLite: connections open, and those with a transaction open (none may be, once idle).
       sqlite: sqliteStats(),
     };
@@ -191,8 +189,6 @@ export const work = {
 /** Tells the parent (bench harness or cluster primary) once the server accepts connections. */
 export function listening(server) {
   const ready = () => {
-    // Count event-loop delay from here: loading modules at start-up blocks it too.
-    loopDelay.reset();
     process.send?.({ ready: port });
     console.log(`listening on http://127.0.0.1:${port} (${mode}${als ? '+ALS' : ''}, ${database})`);
   };

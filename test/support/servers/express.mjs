@@ -23,7 +23,6 @@ if (mode === 'generated') {
   app.get('/slow', async (req, res) => res.json(await work.slow(db, Number(req.query.ms ?? 50))));
   app.post('/transfer', async (_req, res) => res.json(await work.transfer(db)));
   app.get('/__stats', (_req, res) => res.json(work.stats(db)));
-  app.post('/__reset', (_req, res) => res.json(work.resetLoopDelay()));
 } else {
   // What a careful person writes by hand: check out on arrival, release once the response closes.
   const driver = await baselineDriver();
