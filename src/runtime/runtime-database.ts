@@ -17,7 +17,13 @@ import type {
 import { ConnectionStateError, ScopeReleasedError } from './runtime-errors.js';
 import { type Logger, Pool, type PoolOptions, type PoolStats } from './runtime-pool.js';
 import { type Frame, type RequestScope, Scope, type ScopeContext } from './runtime-scope.js';
-import { savepoint, transaction } from './runtime-transaction.js';
+import {
+  type AtomicBlock,
+  type AtomicOptions,
+  atomic,
+  type CommitHook,
+  runCommitHooks,
+} from './runtime-transaction.js';
 import type { Waiter } from './runtime-wait.js';
 
 export interface DatabaseOptions extends PoolOptions {
@@ -78,6 +84,7 @@ export class Database<Conn = unknown> {
       driver,
       leakDetectionThresholdMillis: options.leakDetectionThresholdMillis ?? 0,
       logger: this.logger,
+      afterCommit: (hooks) => runCommitHooks(hooks, (fn) => this.detached(fn), this.logger),
     };
   }
 
@@ -171,26 +178,29 @@ export class Database<Conn = unknown> {
 
   /**
    * Runs fn in a transaction: commits when it returns, rolls back when it throws. Nested calls
-   * use savepoints, so an inner failure rolls back only the inner part.
+   * use savepoints, so an inner failure rolls back only the inner part. Options (isolation
+   * level, access mode, retries) apply to the outermost block; see AtomicOptions.
    */
-  atomic<T>(fn: () => Promise<T>): Promise<T> {
+  atomic<T>(fn: AtomicBlock<T>, options: AtomicOptions = {}): Promise<T> {
     const frame = this.#frames.getStore();
-    if (frame === undefined) return this.connectionContext(() => this.atomic(fn));
-    const { scope } = frame;
-    if (scope.releaseReason) return Promise.reject(new ScopeReleasedError(scope.releaseReason));
-    if (frame.depth !== scope.depth) {
-      return Promise.reject(
-        new ConnectionStateError(
-          'db.atomic() was called while another db.atomic() of the same request is running ' +
-            '(for example in Promise.all). A request has one connection, so its transactions ' +
-            'must run one after another: await each one before starting the next.',
-        ),
-      );
+    if (frame === undefined) return this.connectionContext(() => this.atomic(fn, options));
+    return atomic(this.#context, frame, fn, options);
+  }
+
+  /**
+   * Runs fn once the transaction the caller is in commits (the outermost one, when blocks
+   * nest), never if the part it was registered in rolls back; outside any transaction, at once.
+   * It runs as db.detached() work: in a scope of its own, outside the request. A failure is
+   * logged, never the request's.
+   */
+  onCommit(fn: CommitHook): void {
+    const frame = this.#frames.getStore();
+    const levels = frame?.scope.commitHooks;
+    if (frame !== undefined && frame.depth > 0 && levels !== undefined) {
+      levels[Math.min(frame.depth, levels.length) - 1]!.push(fn);
+    } else {
+      this.#context.afterCommit([fn]);
     }
-    scope.holdsConnection = true; // a transaction needs one connection from BEGIN to COMMIT
-    return scope.depth === 0
-      ? transaction(this.#context, scope, fn)
-      : savepoint(this.#context, scope, fn);
   }
 
   stats(): PoolStats {

@@ -16,6 +16,7 @@ import type {
   RawResult,
   StatementMode,
   StatementResults,
+  TransactionOptions,
 } from './runtime-driver.js';
 import { DatabaseUnavailableError, DbHooksError } from './runtime-errors.js';
 import type { Logger } from './runtime-pool.js';
@@ -75,6 +76,16 @@ function inTransaction(client: pg.PoolClient): boolean {
     client as { getTransactionStatus?: () => string | null }
   ).getTransactionStatus?.();
   return status === 'T' || status === 'E';
+}
+
+/** BEGIN with db.atomic()'s options (checked against their lists before they get here). */
+function beginStatement(options: TransactionOptions = {}): string {
+  const { isolationLevel, readOnly, deferrable } = options;
+  const modes: string[] = [];
+  if (isolationLevel !== undefined) modes.push(`ISOLATION LEVEL ${isolationLevel.toUpperCase()}`);
+  if (readOnly !== undefined) modes.push(readOnly ? 'READ ONLY' : 'READ WRITE');
+  if (deferrable !== undefined) modes.push(deferrable ? 'DEFERRABLE' : 'NOT DEFERRABLE');
+  return modes.length === 0 ? 'BEGIN' : `BEGIN ${modes.join(', ')}`;
 }
 
 /** A statement as pg takes it; raw() passes the ORM's row mode and type parsers. */
@@ -229,8 +240,13 @@ class PostgresDriver implements Driver<pg.PoolClient> {
     return results[mode];
   }
 
-  async begin(client: pg.PoolClient): Promise<void> {
-    await this.execute(client, 'run', 'BEGIN', undefined);
+  async begin(client: pg.PoolClient, _turn?: () => void, options?: TransactionOptions) {
+    await this.execute(client, 'run', beginStatement(options), undefined);
+  }
+
+  isRetryable(error: unknown): boolean {
+    // serialization_failure, deadlock_detected: the transaction was rolled back whole.
+    return error instanceof pg.DatabaseError && (error.code === '40001' || error.code === '40P01');
   }
 
   async commit(client: pg.PoolClient): Promise<void> {

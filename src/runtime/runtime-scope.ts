@@ -9,6 +9,7 @@ import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { Driver } from './runtime-driver.js';
 import { type ReleaseReason, ScopeReleasedError } from './runtime-errors.js';
 import type { Logger, Pool } from './runtime-pool.js';
+import type { CommitHook } from './runtime-transaction.js';
 
 /** One request's scope, as adapters hold it. */
 export type RequestScope = Pick<Scope<unknown>, 'released' | 'run' | 'connect' | 'release'>;
@@ -30,6 +31,8 @@ export interface ScopeContext<Conn> {
   driver: Driver<Conn>;
   leakDetectionThresholdMillis: number;
   logger: Logger;
+  /** Runs a committed transaction's db.onCommit() callbacks, outside its scope. */
+  afterCommit(hooks: CommitHook[]): void;
 }
 
 export class Scope<Conn> {
@@ -39,6 +42,10 @@ export class Scope<Conn> {
   holdsConnection = true;
   /** atomic() nesting on `conn`: 0 = no transaction, 1 = transaction, 2+ = savepoints. */
   depth = 0;
+  /** db.onCommit() callbacks of the open transaction, a list per atomic() level. */
+  commitHooks: CommitHook[][] | undefined = undefined;
+  /** Set while the request's own transaction waits for its first statement (runtime-request). */
+  beginRequestTransaction: (() => Promise<void>) | undefined = undefined;
   releaseReason: ReleaseReason | undefined = undefined;
   /** What a leak warning names, e.g. 'GET /users/1?page=2' (see nameInWarnings()). */
   readonly label: string;
@@ -171,6 +178,7 @@ export class Scope<Conn> {
     const inTransaction = this.depth > 0;
     this.conn = undefined;
     this.depth = 0;
+    this.commitHooks = undefined; // rolled back below: they never run
     this.#reportReturn();
     const { driver, pool } = this.#context;
     let discard = false;

@@ -20,6 +20,7 @@ import type {
   RawOptions,
   StatementMode,
   StatementResults,
+  TransactionOptions,
 } from './runtime-driver.js';
 import { DatabaseUnavailableError, PoolClosedError, PoolTimeoutError } from './runtime-errors.js';
 import type { Logger } from './runtime-pool.js';
@@ -174,6 +175,17 @@ class SqliteDriver implements Driver<SqliteConnection> {
     // A write while nobody holds the lock runs now: nothing else can run until it returns.
     if (statement.readonly || conn.handle.inTransaction || !this.#writeTurn.held) return run();
     return this.#writeTurn.whenFree(run);
+  }
+
+  // Every SQLite transaction is serializable (BEGIN IMMEDIATE, one writer at a time), which
+  // satisfies any isolationLevel asked for; it has no read-only or deferrable transactions.
+  checkTransactionOptions(options: TransactionOptions): void {
+    const option = options.readOnly !== undefined ? 'readOnly' : 'deferrable';
+    if (options[option] === undefined) return;
+    throw new TypeError(
+      `db.atomic(): SQLite has no ${option} transactions (a transaction here takes the turn ` +
+        'to write); leave the option out. Every SQLite transaction is serializable.',
+    );
   }
 
   transactionTurn(waiter: Waiter): Promise<() => void> {
