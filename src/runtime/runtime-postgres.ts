@@ -72,10 +72,13 @@ function refusedUnderPgBouncer(sql: string, change: SessionChange): DbHooksError
  * an error). pg 8.21 and later report it; with an earlier pg this is never true.
  */
 function inTransaction(client: pg.PoolClient): boolean {
-  const status = (
-    client as { getTransactionStatus?: () => string | null }
-  ).getTransactionStatus?.();
+  const status = transactionStatus(client);
   return status === 'T' || status === 'E';
+}
+
+/** 'I' idle, 'T' in a transaction, 'E' in a failed one; undefined before pg 8.21. */
+function transactionStatus(client: pg.PoolClient): string | null | undefined {
+  return (client as { getTransactionStatus?: () => string | null }).getTransactionStatus?.();
 }
 
 /** BEGIN with db.atomic()'s options (checked against their lists before they get here). */
@@ -250,7 +253,18 @@ class PostgresDriver implements Driver<pg.PoolClient> {
   }
 
   async commit(client: pg.PoolClient): Promise<void> {
-    await this.execute(client, 'run', 'COMMIT', undefined);
+    // PostgreSQL answers COMMIT of a failed transaction by rolling it back, without an error:
+    // say so, or the block (and its onCommit callbacks) would count as committed.
+    const failed = transactionStatus(client) === 'E';
+    await this.execute(client, 'run', failed ? 'ROLLBACK' : 'COMMIT', undefined);
+    if (failed) {
+      throw new DbHooksError(
+        'TRANSACTION_FAILED',
+        'A statement inside db.atomic() failed and its error was caught, so PostgreSQL rolled ' +
+          'the whole transaction back instead of committing it. Wrap the statement in a nested ' +
+          'db.atomic() (a savepoint) to carry on after its failure.',
+      );
+    }
   }
 
   async rollback(client: pg.PoolClient): Promise<void> {

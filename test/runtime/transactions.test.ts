@@ -95,6 +95,27 @@ describe('postgres: db.atomic() options', () => {
     }
   });
 
+  test('a block that caught a failed statement does not count as committed', async () => {
+    const { db, cleanup } = await openPostgres();
+    try {
+      await db.run('CREATE TABLE t (v integer)');
+      const ran: string[] = [];
+      await assert.rejects(
+        db.atomic(async () => {
+          await db.run('INSERT INTO t VALUES (1)');
+          db.onCommit(() => ran.push('hook'));
+          await db.run('SELECT * FROM no_such_table').catch(() => {});
+        }),
+        (error: { code?: string }) => error.code === 'TRANSACTION_FAILED',
+      );
+      await tick();
+      assert.deepEqual(ran, []);
+      assert.equal(Number((await db.get<{ n: string }>('SELECT count(*) AS n FROM t'))!.n), 0);
+    } finally {
+      await cleanup();
+    }
+  });
+
   test('without retries the conflict fails with 40001; other errors are never retried', async () => {
     const { db, cleanup } = await openPostgres({ max: 4 });
     try {
