@@ -15,6 +15,7 @@ import type {
   StatementResults,
 } from './runtime-driver.js';
 import { ConnectionStateError, ScopeReleasedError } from './runtime-errors.js';
+import type { Checkout } from './runtime-options.js';
 import { type Logger, Pool, type PoolOptions, type PoolStats } from './runtime-pool.js';
 import { type Frame, type RequestScope, Scope, type ScopeContext } from './runtime-scope.js';
 import {
@@ -40,23 +41,6 @@ export interface ConnectOptions {
   /** When the request already has its connection, return false instead of throwing. */
   reuseIfOpen?: boolean;
 }
-
-/**
- * When a request's connection is checked out: `'lazy'` at its first statement (a request that
- * never queries never takes one), `'eager'` as soon as the request arrives.
- */
-export type Checkout = 'lazy' | 'eager';
-
-/** What every adapter takes as its last argument. */
-export interface AdapterOptions<D extends Database = Database> {
-  /** The database whose connections the requests use. Default: `db` from ./index. */
-  database?: D;
-  /** Default 'lazy'. */
-  checkout?: Checkout;
-}
-
-/** What an adapter was set up with, its defaults applied. */
-export type RequestSettings = { database: Database; checkout?: Checkout | undefined };
 
 let scopeOf: <Conn>(database: Database<Conn>, label: string) => Scope<Conn>;
 let frameOf: <Conn>(database: Database<Conn>) => Frame<Conn> | undefined;
@@ -188,10 +172,9 @@ export class Database<Conn = unknown> {
   }
 
   /**
-   * Runs fn once the transaction the caller is in commits (the outermost one, when blocks
-   * nest), never if the part it was registered in rolls back; outside any transaction, at once.
-   * It runs as db.detached() work: in a scope of its own, outside the request. A failure is
-   * logged, never the request's.
+   * Runs fn after the transaction the caller is in commits (the outermost one), never if the
+   * part it was registered in rolls back; outside a transaction, at once. It runs as detached
+   * work, outside the request; a failure is logged, never the request's.
    */
   onCommit(fn: CommitHook): void {
     const frame = this.#frames.getStore();
@@ -201,6 +184,21 @@ export class Database<Conn = unknown> {
     } else {
       this.#context.afterCommit([fn]);
     }
+  }
+
+  /**
+   * Decides how the request's own transaction (the adapter's `atomic` option) ends, whatever
+   * the response status: true rolls it back, false commits it. A thrown error still rolls back.
+   */
+  setRollback(rollback: boolean): void {
+    const transaction = this.#frames.getStore()?.scope.requestTransaction;
+    if (transaction === undefined) {
+      throw new ConnectionStateError(
+        "db.setRollback() decides how a request's own transaction ends, and this code runs " +
+          "in none: turn it on with the adapter's atomic option. In db.atomic(), throw instead.",
+      );
+    }
+    transaction.rollback = rollback;
   }
 
   stats(): PoolStats {

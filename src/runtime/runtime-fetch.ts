@@ -3,7 +3,8 @@
  * when the response body has been read or cancelled, at once for a response with no body or a
  * handler that threw, or when the request's signal aborts (the client went away).
  */
-import { createScope, type Database, type RequestSettings } from './runtime-database.js';
+import { createScope, type Database } from './runtime-database.js';
+import type { RequestSettings } from './runtime-options.js';
 import type { RequestScope } from './runtime-scope.js';
 
 const kScopes = Symbol('db-hooks scopes');

@@ -48,6 +48,7 @@ export async function atomic<Conn, T>(
 ): Promise<T> {
   const { scope } = frame;
   if (scope.releaseReason) throw new ScopeReleasedError(scope.releaseReason);
+  await scope.beginRequestTransaction?.();
   if (frame.depth !== scope.depth) {
     throw new ConnectionStateError(
       'db.atomic() was called while another db.atomic() of the same request is running ' +
@@ -57,7 +58,7 @@ export async function atomic<Conn, T>(
   }
   const retries = checkOptions(options);
   const begins = options.isolationLevel !== undefined || options.readOnly !== undefined;
-  if (scope.depth > 0 || scope.beginRequestTransaction !== undefined) {
+  if (scope.depth > 0) {
     if (begins || options.deferrable !== undefined || retries > 0) {
       throw new ConnectionStateError(
         "db.atomic()'s isolationLevel, readOnly, deferrable and retries apply to a whole " +
@@ -67,7 +68,6 @@ export async function atomic<Conn, T>(
           'this route.',
       );
     }
-    await scope.beginRequestTransaction?.();
     return savepoint(context, scope, () => fn(1));
   }
   context.driver.checkTransactionOptions?.(options);
@@ -133,7 +133,9 @@ export async function begin<Conn>(
       // another's transaction holds no connection meanwhile.
       const turn = scope.conn === undefined ? await driver.transactionTurn?.(scope) : undefined;
       try {
-        await scope.use((conn) => driver.begin(conn, turn, options));
+        // Not through use(), which would wait for this very BEGIN in a request's transaction.
+        const conn = scope.conn ?? (await scope.connection());
+        await driver.begin(conn, turn, options);
       } catch (error) {
         turn?.(); // never reached begin(), or begin() failed and gave it up already
         throw error;
@@ -143,7 +145,7 @@ export async function begin<Conn>(
     scope.depth = 0;
     throw error;
   }
-  scope.commitHooks = [[]];
+  scope.commitHooks ??= [[]];
 }
 
 /** Ends the outermost transaction; on a commit, hands its db.onCommit() callbacks over. */
