@@ -140,6 +140,24 @@ async function scenarios(c: Case, app: RunningApp, env: Record<string, string>):
   const goneEvent = await settled('gone', 'client gone');
   assert.equal(goneEvent.hooked, undefined, 'the hook ran after the client left');
 
+  if (c.target === 'hono') {
+    // Without @hono/node-server (Bun, Deno): committed before the Response is handed over.
+    for (const [fail, status, rows] of [
+      ['', 200, 2],
+      ['throw', 500, 0],
+      ['throw-422', 422, 0],
+      ['500', 500, 0],
+    ] as const) {
+      const tag = `bare-${fail || 'ok'}`;
+      const reply = await getJson<{ status: number }>(
+        `${url}/__without-node-tx?tag=${tag}&fail=${fail}`,
+      );
+      assert.equal(reply.status, status, `without node, fail=${fail}`);
+      assert.equal(await marks(c, env, tag), rows, `without node, fail=${fail}`);
+    }
+    await assertReleased(app, 'hono without @hono/node-server');
+  }
+
   if (c.target === 'fastify') {
     // A body that fails validation on a transactional route: 400, and the release goes on.
     const invalid = await fetchReply(`${url}/tx/validated`, { method: 'POST', json: { nom: 1 } });
