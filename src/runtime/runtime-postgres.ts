@@ -18,7 +18,11 @@ import type {
   StatementResults,
   TransactionOptions,
 } from './runtime-driver.js';
-import { DatabaseUnavailableError, DbHooksError } from './runtime-errors.js';
+import {
+  DatabaseUnavailableError,
+  DbHooksError,
+  TransactionFailedError,
+} from './runtime-errors.js';
 import type { Logger } from './runtime-pool.js';
 import { postgresSessionChange, type SessionChange } from './runtime-session.js';
 
@@ -68,17 +72,16 @@ function refusedUnderPgBouncer(sql: string, change: SessionChange): DbHooksError
 }
 
 /**
- * True while the client is inside a transaction a BEGIN run by hand left open ('T', or 'E' after
- * an error). pg 8.21 and later report it; with an earlier pg this is never true.
+ * 'I' idle, 'T' in a transaction (one a BEGIN run by hand may have left open), 'E' in a failed
+ * one. pg 8.21 and later report it; with an earlier pg it is undefined.
  */
+function transactionStatus(client: pg.PoolClient): string | null | undefined {
+  return (client as { getTransactionStatus?: () => string | null }).getTransactionStatus?.();
+}
+
 function inTransaction(client: pg.PoolClient): boolean {
   const status = transactionStatus(client);
   return status === 'T' || status === 'E';
-}
-
-/** 'I' idle, 'T' in a transaction, 'E' in a failed one; undefined before pg 8.21. */
-function transactionStatus(client: pg.PoolClient): string | null | undefined {
-  return (client as { getTransactionStatus?: () => string | null }).getTransactionStatus?.();
 }
 
 /** BEGIN with db.atomic()'s options (checked against their lists before they get here). */
@@ -253,18 +256,11 @@ class PostgresDriver implements Driver<pg.PoolClient> {
   }
 
   async commit(client: pg.PoolClient): Promise<void> {
-    // PostgreSQL answers COMMIT of a failed transaction by rolling it back, without an error:
-    // say so, or the block (and its onCommit callbacks) would count as committed.
+    // COMMIT of a failed transaction rolls it back without an error: say so, or the block (and
+    // its onCommit callbacks) would count as committed.
     const failed = transactionStatus(client) === 'E';
     await this.execute(client, 'run', failed ? 'ROLLBACK' : 'COMMIT', undefined);
-    if (failed) {
-      throw new DbHooksError(
-        'TRANSACTION_FAILED',
-        'A statement inside db.atomic() failed and its error was caught, so PostgreSQL rolled ' +
-          'the whole transaction back instead of committing it. Wrap the statement in a nested ' +
-          'db.atomic() (a savepoint) to carry on after its failure.',
-      );
-    }
+    if (failed) throw new TransactionFailedError();
   }
 
   async rollback(client: pg.PoolClient): Promise<void> {

@@ -177,15 +177,11 @@ class SqliteDriver implements Driver<SqliteConnection> {
     return this.#writeTurn.whenFree(run);
   }
 
-  // Every SQLite transaction is serializable (BEGIN IMMEDIATE, one writer at a time), which
-  // satisfies any isolationLevel asked for; it has no read-only or deferrable transactions.
-  checkTransactionOptions(options: TransactionOptions): void {
-    const option = options.readOnly !== undefined ? 'readOnly' : 'deferrable';
-    if (options[option] === undefined) return;
-    throw new TypeError(
-      `db.atomic(): SQLite has no ${option} transactions (a transaction here takes the turn ` +
-        'to write); leave the option out. Every SQLite transaction is serializable.',
-    );
+  // Every SQLite transaction is serializable (one writer at a time): any isolationLevel is met.
+  checkTransactionOptions({ readOnly, deferrable }: TransactionOptions): void {
+    if (readOnly === undefined && deferrable === undefined) return;
+    const option = readOnly === undefined ? 'deferrable' : 'readOnly';
+    throw new TypeError(`db.atomic(): SQLite has no ${option} transactions; leave the option out.`);
   }
 
   transactionTurn(waiter: Waiter): Promise<() => void> {
