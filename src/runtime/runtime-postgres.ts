@@ -72,15 +72,13 @@ function refusedUnderPgBouncer(sql: string, change: SessionChange): DbHooksError
 }
 
 /**
- * 'I' idle, 'T' in a transaction (one a BEGIN run by hand may have left open), 'E' in a failed
- * one. pg 8.21 and later report it; with an earlier pg it is undefined.
+ * True while the client is inside a transaction a BEGIN run by hand left open ('T', or 'E' after
+ * an error). pg 8.21 and later report it; with an earlier pg this is never true.
  */
-function transactionStatus(client: pg.PoolClient): string | null | undefined {
-  return (client as { getTransactionStatus?: () => string | null }).getTransactionStatus?.();
-}
-
 function inTransaction(client: pg.PoolClient): boolean {
-  const status = transactionStatus(client);
+  const status = (
+    client as { getTransactionStatus?: () => string | null }
+  ).getTransactionStatus?.();
   return status === 'T' || status === 'E';
 }
 
@@ -215,6 +213,19 @@ class PostgresDriver implements Driver<pg.PoolClient> {
     }
     // No values means pg's simple query protocol, as for an undefined `params`.
     const config = queryConfig(sql, params as unknown[] | undefined, options);
+    const result = await this.#query(client, config);
+    const changes = result.rowCount ?? undefined;
+    const results: StatementResults = {
+      all: result.rows,
+      get: result.rows[0],
+      run: { changes: changes ?? 0 },
+      raw: { rows: result.rows, changes } satisfies RawResult,
+    };
+    return results[mode];
+  }
+
+  /** Sends a statement once those before it on this client are done; the last result. */
+  async #query(client: pg.PoolClient, config: pg.QueryConfig): Promise<pg.QueryResult> {
     const send = () => client.query(config);
     const previous = this.#running.get(client);
     const query = previous === undefined ? send() : previous.then(send, send);
@@ -235,15 +246,7 @@ class PostgresDriver implements Driver<pg.PoolClient> {
       if (this.#running.get(client) === query) this.#running.delete(client);
     }
     // Several statements in one simple query give one result each: the last one answers.
-    if (Array.isArray(result)) result = (result as pg.QueryResult[]).at(-1)!;
-    const changes = result.rowCount ?? undefined;
-    const results: StatementResults = {
-      all: result.rows,
-      get: result.rows[0],
-      run: { changes: changes ?? 0 },
-      raw: { rows: result.rows, changes } satisfies RawResult,
-    };
-    return results[mode];
+    return Array.isArray(result) ? (result as pg.QueryResult[]).at(-1)! : result;
   }
 
   async begin(client: pg.PoolClient, _turn?: () => void, options?: TransactionOptions) {
@@ -256,11 +259,10 @@ class PostgresDriver implements Driver<pg.PoolClient> {
   }
 
   async commit(client: pg.PoolClient): Promise<void> {
-    // COMMIT of a failed transaction rolls it back without an error: say so, or the block (and
-    // its onCommit callbacks) would count as committed.
-    const failed = transactionStatus(client) === 'E';
-    await this.execute(client, 'run', failed ? 'ROLLBACK' : 'COMMIT', undefined);
-    if (failed) throw new TransactionFailedError();
+    // COMMIT of a failed transaction rolls it back, answering ROLLBACK without an error: say
+    // so, or the block (and its onCommit callbacks) would count as committed.
+    const result = await this.#query(client, { text: 'COMMIT' });
+    if (result.command === 'ROLLBACK') throw new TransactionFailedError();
   }
 
   async rollback(client: pg.PoolClient): Promise<void> {

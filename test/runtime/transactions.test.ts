@@ -9,7 +9,16 @@ import {
   currentScope,
   ScopeReleasedError,
 } from '../../src/runtime/runtime.ts';
-import { capturingLogger, kinds, openPostgres, tick, waitFor, withDatabase } from './databases.ts';
+import {
+  capturingLogger,
+  kinds,
+  openPostgres,
+  recordAcquires,
+  recordStatements,
+  tick,
+  waitFor,
+  withDatabase,
+} from './databases.ts';
 
 /** Resolves once `count` callers have arrived. */
 function barrier(count: number): () => Promise<void> {
@@ -302,6 +311,82 @@ for (const kind of kinds) {
         await tick();
         assert.deepEqual(ran, []);
         assert.equal(Number((await db.get<{ n: number }>('SELECT count(*) AS n FROM t'))!.n), 0);
+        assert.equal(db.stats().inUse, 0);
+      });
+    });
+  });
+}
+
+for (const kind of kinds) {
+  describe(`${kind.name}: a request's own transaction (the adapters' atomic)`, () => {
+    test('lazy: a request that never queries checks nothing out and begins nothing', async () => {
+      await withDatabase(kind, {}, async ({ db }) => {
+        const acquired = recordAcquires(db);
+        const ran = recordStatements(db);
+        const scope = createScope(db);
+        scope.transact(true);
+        const hooks: string[] = [];
+        await scope.run(async () => {
+          db.onCommit(() => hooks.push('no query'));
+        });
+        assert.deepEqual(hooks, [], 'waits for the end of the request');
+        await scope.endTransaction(200);
+        await scope.release();
+        assert.deepEqual(hooks, ['no query']);
+        assert.equal(acquired.length, 0);
+        assert.deepEqual(ran, []);
+      });
+    });
+
+    test('concurrent first statements share one BEGIN; atomic() is a savepoint; the status decides', async () => {
+      await withDatabase(kind, {}, async ({ db, sql }) => {
+        await db.run('CREATE TABLE t (v integer)');
+        const insert = sql('INSERT INTO t (v) VALUES (?)');
+        const count = async () =>
+          Number((await db.get<{ n: unknown }>('SELECT count(*) AS n FROM t'))!.n);
+        const ran = recordStatements(db);
+        const request = async (status: number, body: () => Promise<void>) => {
+          const scope = createScope(db);
+          scope.transact(true);
+          await scope.run(body);
+          await scope.endTransaction(status);
+          await scope.release();
+        };
+        await request(200, async () => {
+          await Promise.all([db.run(insert, [1]), db.run(insert, [2])]);
+          await assert.rejects(
+            db.atomic(async () => {
+              await db.run(insert, [3]);
+              throw new Error('inner');
+            }),
+            /inner/,
+          );
+          await assert.rejects(
+            db.atomic(async () => {}, { isolationLevel: 'serializable' }),
+            ConnectionStateError,
+          );
+        });
+        const sqls = ran.map((statement) => statement.sql);
+        assert.equal(
+          sqls.filter((text) => /^BEGIN/.test(text)).length,
+          kind.name === 'postgres' ? 1 : 0,
+        );
+        assert.ok(sqls.includes('SAVEPOINT db_hooks_1'), sqls.join('; '));
+        assert.equal(await count(), 2, 'committed, without the rolled-back savepoint');
+
+        await request(500, () => db.run(insert, [4]).then(() => {}));
+        assert.equal(await count(), 2, 'a 500 rolls back');
+        await request(500, async () => {
+          await db.run(insert, [5]);
+          db.setRollback(false);
+        });
+        assert.equal(await count(), 3, 'setRollback(false) commits a 500');
+        await request(200, async () => {
+          await db.run(insert, [6]);
+          db.setRollback(true);
+        });
+        assert.equal(await count(), 3, 'setRollback(true) rolls back a 200');
+        assert.throws(() => db.setRollback(true), ConnectionStateError);
         assert.equal(db.stats().inUse, 0);
       });
     });
