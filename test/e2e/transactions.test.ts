@@ -1,4 +1,4 @@
-// End to end, transactions through Express, Fastify and Hono on SQLite and PostgreSQL (the test
+// End to end, transactions through Express, Fastify, Hono and Koa on SQLite and PostgreSQL (the test
 // apps in apps/, TypeScript, type-checked): a route in the request's own transaction (the
 // adapter's `atomic`, turned on per route) that writes twice, then succeeds, throws, answers a
 // 5xx itself, opts out of the status rule, or loses its client; the onCommit hook it registers
@@ -25,9 +25,10 @@ import {
 } from './support/project.ts';
 
 const cases: Case[] = [];
-for (const target of ['express', 'fastify', 'hono'] as const) {
+const majors: Record<string, number | undefined> = { express: 5, koa: 3 };
+for (const target of ['express', 'fastify', 'hono', 'koa'] as const) {
   for (const database of ['sqlite', 'postgres'] as const) {
-    cases.push({ target, database, variant: 'ts', major: target === 'express' ? 5 : undefined });
+    cases.push({ target, database, variant: 'ts', major: majors[target] });
   }
 }
 const filter = process.env.E2E_FILTER;
