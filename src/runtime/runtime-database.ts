@@ -162,8 +162,7 @@ export class Database<Conn = unknown> {
 
   /**
    * Runs fn in a transaction: commits when it returns, rolls back when it throws. Nested calls
-   * use savepoints, so an inner failure rolls back only the inner part. Options (isolation
-   * level, access mode, retries) apply to the outermost block; see AtomicOptions.
+   * use savepoints, so an inner failure rolls back only the inner part. See AtomicOptions.
    */
   atomic<T>(fn: AtomicBlock<T>, options: AtomicOptions = {}): Promise<T> {
     const frame = this.#frames.getStore();
