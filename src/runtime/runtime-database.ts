@@ -179,7 +179,7 @@ export class Database<Conn = unknown> {
     const frame = this.#frames.getStore();
     const levels = frame?.scope.commitHooks;
     if (frame !== undefined && frame.depth > 0 && levels !== undefined) {
-      levels[Math.min(frame.depth, levels.length) - 1]!.push(fn);
+      levels.at(Math.min(frame.depth, levels.length) - 1)?.push(fn);
     } else {
       this.#context.afterCommit([fn]);
     }

@@ -71,14 +71,16 @@ function transact(scope: RequestScope, res: ServerResponse, settings: RequestSet
   scope.transact(settings.atomic === true);
   if (!settings.atomic || ending.has(res)) return;
   ending.add(res);
-  const end = res.end;
+  const end = res.end.bind(res) as (...args: unknown[]) => ServerResponse;
   let endWith: Promise<unknown[] | undefined> | undefined;
   res.end = function (this: ServerResponse, ...args: unknown[]) {
     endWith ??= scope.endTransaction(res.statusCode).then(
       () => args,
       (error: unknown) => failedCommit(res, error, settings.database.logger),
     );
-    void endWith.then((endArgs) => endArgs && Reflect.apply(end, res, endArgs));
+    void endWith.then((endArgs) => {
+      if (endArgs) end(...endArgs);
+    });
     return this;
   } as ServerResponse['end'];
 }
