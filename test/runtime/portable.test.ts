@@ -41,7 +41,7 @@ test('runtime sources use only the module forms the JavaScript conversion unders
           `${name}.ts: import form: ${line}`,
         );
         const specifier = /'([^']+)'/.exec(line)![1]!;
-        if (specifier.startsWith('.')) assert.match(specifier, /^\.\/runtime(-\w+)?\.js$/);
+        if (specifier.startsWith('.')) assert.match(specifier, /^\.\/runtime(-[\w-]+)?\.js$/);
       }
       if (line.startsWith('export ')) assert.match(line, ALLOWED_EXPORT, `${name}.ts: ${line}`);
     }
