@@ -48,6 +48,7 @@ export async function atomic<Conn, T>(
 ): Promise<T> {
   const { scope } = frame;
   if (scope.releaseReason) throw new ScopeReleasedError(scope.releaseReason);
+  const retries = checkOptions(options);
   await scope.beginRequestTransaction?.();
   if (frame.depth !== scope.depth) {
     throw new ConnectionStateError(
@@ -56,10 +57,10 @@ export async function atomic<Conn, T>(
         'must run one after another: await each one before starting the next.',
     );
   }
-  const retries = checkOptions(options);
-  const begins = options.isolationLevel !== undefined || options.readOnly !== undefined;
   if (scope.depth > 0) {
-    if (begins || options.deferrable !== undefined || retries > 0) {
+    const { isolationLevel, readOnly, deferrable } = options;
+    const given = [isolationLevel, readOnly, deferrable].some((option) => option !== undefined);
+    if (given || retries > 0) {
       throw new ConnectionStateError(
         "db.atomic()'s isolationLevel, readOnly, deferrable and retries apply to a whole " +
           'transaction, and this block runs inside one (an outer db.atomic(), an ORM ' +
@@ -116,7 +117,7 @@ export async function transaction<Conn, T>(
   options?: TransactionOptions,
 ): Promise<T> {
   await begin(context, scope, options);
-  return runThenEnd(context, scope, 1, fn, context.driver);
+  return runThenEnd(context, scope, 1, fn);
 }
 
 /** BEGIN on the scope's connection; depth 1 from the start, so a concurrent atomic() sees it. */
@@ -195,13 +196,16 @@ export async function savepoint<Conn, T>(
   });
 }
 
-/** Runs a block at `depth`, then commits it, or rolls it back when fn throws. */
+/**
+ * Runs a block at `depth`, then commits it, or rolls it back when fn throws: with end() at
+ * depth 1, with a savepoint's `ending` below.
+ */
 async function runThenEnd<Conn, T>(
   context: ScopeContext<Conn>,
   scope: Scope<Conn>,
   depth: number,
   fn: () => Promise<T>,
-  ending: Ending<Conn>,
+  ending?: Ending<Conn>,
 ): Promise<T> {
   let result: T;
   try {
@@ -209,12 +213,12 @@ async function runThenEnd<Conn, T>(
   } catch (error) {
     // Refused if the scope was released meanwhile: release() has rolled back already. A
     // connection that cannot roll back is discarded on release; fn's error is the one to report.
-    if (depth === 1) await end(context, scope, 'rollback').catch(() => {});
+    if (ending === undefined) await end(context, scope, 'rollback').catch(() => {});
     else await onHeldConnection(scope, (conn) => ending.rollback(conn)).catch(() => {});
     scope.depth = depth - 1;
     throw error;
   }
-  if (depth === 1) {
+  if (ending === undefined) {
     await end(context, scope, 'commit');
     return result;
   }
