@@ -74,7 +74,8 @@ function transact(scope: RequestScope, res: ServerResponse, settings: RequestSet
   const end = res.end.bind(res) as (...args: unknown[]) => ServerResponse;
   let endWith: Promise<unknown[] | undefined> | undefined;
   res.end = function (this: ServerResponse, ...args: unknown[]) {
-    endWith ??= scope.endTransaction(res.statusCode).then(
+    if (endWith !== undefined) return this; // ending already, as a second end() would be
+    endWith = scope.endTransaction(res.statusCode).then(
       () => args,
       (error: unknown) => failedCommit(res, error, settings.database.logger),
     );
