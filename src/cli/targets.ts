@@ -50,6 +50,8 @@ export const runtimeFiles = [
   'runtime-session',
   'runtime-scope',
   'runtime-transaction',
+  'runtime-request-transaction',
+  'runtime-options',
   'runtime-driver',
   'runtime-database',
 ] as const;

@@ -15,9 +15,16 @@ import type {
   StatementResults,
 } from './runtime-driver.js';
 import { ConnectionStateError, ScopeReleasedError } from './runtime-errors.js';
+import type { Checkout } from './runtime-options.js';
 import { type Logger, Pool, type PoolOptions, type PoolStats } from './runtime-pool.js';
 import { type Frame, type RequestScope, Scope, type ScopeContext } from './runtime-scope.js';
-import { savepoint, transaction } from './runtime-transaction.js';
+import {
+  type AtomicBlock,
+  type AtomicOptions,
+  atomic,
+  type CommitHook,
+  runCommitHooks,
+} from './runtime-transaction.js';
 import type { Waiter } from './runtime-wait.js';
 
 export interface DatabaseOptions extends PoolOptions {
@@ -34,23 +41,6 @@ export interface ConnectOptions {
   /** When the request already has its connection, return false instead of throwing. */
   reuseIfOpen?: boolean;
 }
-
-/**
- * When a request's connection is checked out: `'lazy'` at its first statement (a request that
- * never queries never takes one), `'eager'` as soon as the request arrives.
- */
-export type Checkout = 'lazy' | 'eager';
-
-/** What every adapter takes as its last argument. */
-export interface AdapterOptions<D extends Database = Database> {
-  /** The database whose connections the requests use. Default: `db` from ./index. */
-  database?: D;
-  /** Default 'lazy'. */
-  checkout?: Checkout;
-}
-
-/** What an adapter was set up with, its defaults applied. */
-export type RequestSettings = { database: Database; checkout?: Checkout | undefined };
 
 let scopeOf: <Conn>(database: Database<Conn>, label: string) => Scope<Conn>;
 let frameOf: <Conn>(database: Database<Conn>) => Frame<Conn> | undefined;
@@ -78,6 +68,7 @@ export class Database<Conn = unknown> {
       driver,
       leakDetectionThresholdMillis: options.leakDetectionThresholdMillis ?? 0,
       logger: this.logger,
+      afterCommit: (hooks) => runCommitHooks(hooks, (fn) => this.detached(fn), this.logger),
     };
   }
 
@@ -171,26 +162,42 @@ export class Database<Conn = unknown> {
 
   /**
    * Runs fn in a transaction: commits when it returns, rolls back when it throws. Nested calls
-   * use savepoints, so an inner failure rolls back only the inner part.
+   * use savepoints, so an inner failure rolls back only the inner part. See AtomicOptions.
    */
-  atomic<T>(fn: () => Promise<T>): Promise<T> {
+  atomic<T>(fn: AtomicBlock<T>, options: AtomicOptions = {}): Promise<T> {
     const frame = this.#frames.getStore();
-    if (frame === undefined) return this.connectionContext(() => this.atomic(fn));
-    const { scope } = frame;
-    if (scope.releaseReason) return Promise.reject(new ScopeReleasedError(scope.releaseReason));
-    if (frame.depth !== scope.depth) {
-      return Promise.reject(
-        new ConnectionStateError(
-          'db.atomic() was called while another db.atomic() of the same request is running ' +
-            '(for example in Promise.all). A request has one connection, so its transactions ' +
-            'must run one after another: await each one before starting the next.',
-        ),
+    if (frame === undefined) return this.connectionContext(() => this.atomic(fn, options));
+    return atomic(this.#context, frame, fn, options);
+  }
+
+  /**
+   * Runs fn after the transaction the caller is in commits (the outermost one), never if the
+   * part it was registered in rolls back; outside a transaction, at once. It runs as detached
+   * work, outside the request; a failure is logged, never the request's.
+   */
+  onCommit(fn: CommitHook): void {
+    const frame = this.#frames.getStore();
+    const levels = frame?.scope.commitHooks;
+    if (frame !== undefined && frame.depth > 0 && levels !== undefined) {
+      levels.at(Math.min(frame.depth, levels.length) - 1)?.push(fn);
+    } else {
+      this.#context.afterCommit([fn]);
+    }
+  }
+
+  /**
+   * Decides how the request's own transaction (the adapter's `atomic` option) ends, whatever
+   * the response status: true rolls it back, false commits it. A thrown error still rolls back.
+   */
+  setRollback(rollback: boolean): void {
+    const transaction = this.#frames.getStore()?.scope.requestTransaction;
+    if (transaction === undefined) {
+      throw new ConnectionStateError(
+        "db.setRollback() decides how a request's own transaction ends, and this code runs " +
+          "in none: turn it on with the adapter's atomic option. In db.atomic(), throw instead.",
       );
     }
-    scope.holdsConnection = true; // a transaction needs one connection from BEGIN to COMMIT
-    return scope.depth === 0
-      ? transaction(this.#context, scope, fn)
-      : savepoint(this.#context, scope, fn);
+    transaction.rollback = rollback;
   }
 
   stats(): PoolStats {

@@ -41,6 +41,23 @@ export interface StatementResults<Row = unknown> {
 }
 export type StatementMode = keyof StatementResults;
 
+/** SQL's isolation levels, as PostgreSQL and MySQL spell them (lower case, as Kysely does). */
+export type IsolationLevel =
+  | 'read uncommitted'
+  | 'read committed'
+  | 'repeatable read'
+  | 'serializable';
+
+/** How a transaction begins: db.atomic()'s options for the outermost block. */
+export interface TransactionOptions {
+  /** Default: the server's (PostgreSQL: read committed). SQLite is always serializable. */
+  isolationLevel?: IsolationLevel;
+  /** PostgreSQL: READ ONLY (true) or READ WRITE (false). */
+  readOnly?: boolean;
+  /** PostgreSQL: DEFERRABLE; with serializable and readOnly it waits for a safe snapshot. */
+  deferrable?: boolean;
+}
+
 /** What a driver does besides keeping connections (ConnectionSource). */
 export interface Driver<Conn> extends ConnectionSource<Conn> {
   execute<M extends StatementMode>(
@@ -50,8 +67,11 @@ export interface Driver<Conn> extends ConnectionSource<Conn> {
     params: Params | undefined,
     options?: RawOptions,
   ): StatementResults[M] | Promise<StatementResults[M]>;
-  /** BEGIN. `turn` is what transactionTurn() gave, if the driver has one: begin() owns it. */
-  begin(conn: Conn, turn?: () => void): void | Promise<void>;
+  /**
+   * BEGIN, with `options` when db.atomic() got some. `turn` is what transactionTurn() gave, if
+   * the driver has one: begin() owns it.
+   */
+  begin(conn: Conn, turn?: () => void, options?: TransactionOptions): void | Promise<void>;
   commit(conn: Conn): void | Promise<void>;
   rollback(conn: Conn): void | Promise<void>;
   /**
@@ -60,4 +80,11 @@ export interface Driver<Conn> extends ConnectionSource<Conn> {
    * with the function that gives the turn up; the waiter may end the wait early.
    */
   transactionTurn?(waiter: Waiter): Promise<() => void>;
+  /** Throws for options the database does not have, before anything waits or checks out. */
+  checkTransactionOptions?(options: TransactionOptions): void;
+  /**
+   * True when a transaction failed in a way that running it again may not (PostgreSQL: a
+   * serialization failure or deadlock): db.atomic()'s `retries` run the block again then.
+   */
+  isRetryable?(error: unknown): boolean;
 }

@@ -76,6 +76,22 @@ export class ConnectionStateError extends DbHooksError {
 }
 
 /**
+ * A transaction in which a statement failed (its error caught inside db.atomic()) was asked to
+ * commit: the database rolled it back instead, as PostgreSQL does without an error.
+ */
+export class TransactionFailedError extends DbHooksError {
+  constructor() {
+    super(
+      'TRANSACTION_FAILED',
+      'A statement inside db.atomic() failed and its error was caught, so the database rolled ' +
+        'the whole transaction back instead of committing it. Run the statement in a nested ' +
+        'db.atomic() (a savepoint) to carry on after its failure.',
+    );
+    this.name = 'TransactionFailedError';
+  }
+}
+
+/**
  * A database call from a request whose connection was already released. When the client went
  * away, it carries status 499 (client closed request) and `expose`, so frameworks do not log it
  * as a server error: there is no one left to answer.

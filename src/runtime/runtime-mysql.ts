@@ -18,8 +18,9 @@ import type {
   RawResult,
   StatementMode,
   StatementResults,
+  TransactionOptions,
 } from './runtime-driver.js';
-import { DatabaseUnavailableError } from './runtime-errors.js';
+import { DatabaseUnavailableError, TransactionFailedError } from './runtime-errors.js';
 import type { Logger } from './runtime-pool.js';
 import { mysqlChangesSession } from './runtime-session.js';
 
@@ -48,6 +49,10 @@ export class MysqlDatabase extends Database<MysqlConnection> {
 // Server errors sent just before it closes the connection: KILL (MariaDB's 1927), shutdown
 // (1053), MySQL 8's wait_timeout (4031).
 const CONNECTION_ENDED = new Set([1927, 1053, 4031]);
+
+// A deadlock (also how InnoDB answers a serialization conflict) rolls back the whole transaction.
+const DEADLOCK = 1213;
+const errnoOf = (error: unknown) => (error as { errno?: number } | undefined)?.errno;
 
 /** True when a statement failed because its connection did; mysql2 marks those `fatal`. */
 function isConnectionFailure(error: unknown): boolean {
@@ -85,6 +90,8 @@ class MysqlDriver implements Driver<MysqlConnection> {
   readonly #idleTimers = new Map<MysqlConnection, ReturnType<typeof setTimeout>>();
   /** Connections a statement changed the session state of: reset on check-in. */
   readonly #sessionChanged = new WeakSet<MysqlConnection>();
+  /** Connections whose transaction a deadlock rolled back: their COMMIT must fail. */
+  readonly #rolledBack = new WeakSet<MysqlConnection>();
   /**
    * Each connection's sql_mode as it opened: the server adds IGNORE_SPACE for mysql2's client
    * flag, which COM_RESET_CONNECTION drops (the charset it keeps).
@@ -230,6 +237,7 @@ class MysqlDriver implements Driver<MysqlConnection> {
         ),
       );
     } catch (error) {
+      if (errnoOf(error) === DEADLOCK) this.#rolledBack.add(conn);
       if (!isConnectionFailure(error) && !this.isBroken(conn)) throw error;
       if (!this.isBroken(conn)) conn.destroy(); // the server ends it; don't wait for the socket
       this.#logger.error(
@@ -252,11 +260,31 @@ class MysqlDriver implements Driver<MysqlConnection> {
     return results[mode];
   }
 
-  async begin(conn: MysqlConnection): Promise<void> {
-    await this.execute(conn, 'run', 'BEGIN', undefined);
+  async begin(conn: MysqlConnection, _turn?: () => void, options: TransactionOptions = {}) {
+    this.#rolledBack.delete(conn);
+    const { isolationLevel, readOnly } = options;
+    if (isolationLevel !== undefined) {
+      // For the next transaction only: no session state is left behind.
+      const level = isolationLevel.toUpperCase();
+      await this.execute(conn, 'run', `SET TRANSACTION ISOLATION LEVEL ${level}`, undefined);
+    }
+    const mode = readOnly === undefined ? '' : readOnly ? ' READ ONLY' : ' READ WRITE';
+    await this.execute(conn, 'run', `START TRANSACTION${mode}`, undefined);
+  }
+
+  checkTransactionOptions({ deferrable }: TransactionOptions): void {
+    if (deferrable === undefined) return;
+    throw new TypeError('db.atomic(): MySQL has no deferrable transactions; leave the option out.');
+  }
+
+  isRetryable(error: unknown): boolean {
+    return errnoOf(error) === DEADLOCK;
   }
 
   async commit(conn: MysqlConnection): Promise<void> {
+    // After a deadlock the statements of a block that caught it ran outside any transaction:
+    // the block must not count as committed.
+    if (this.#rolledBack.delete(conn)) throw new TransactionFailedError();
     await this.execute(conn, 'run', 'COMMIT', undefined);
   }
 

@@ -7,7 +7,10 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { createScope, type Database, type RequestSettings } from './runtime-database.js';
+import { createScope, type Database } from './runtime-database.js';
+import { isGoneClient } from './runtime-errors.js';
+import type { RequestSettings } from './runtime-options.js';
+import type { Logger } from './runtime-pool.js';
 import type { RequestScope } from './runtime-scope.js';
 
 const kScopes = Symbol('db-hooks scopes');
@@ -30,12 +33,71 @@ export async function enterRequest(
 ): Promise<RequestScope | undefined> {
   const scope = scopeForRequest(settings.database, req, res);
   if (scope === undefined) {
+    // A second registration, on a route or router, may turn the request's transaction on or off.
+    const first = findRequestScope(settings.database, req);
+    if (first !== undefined && settings.atomic !== undefined) transact(first, res, settings);
     await next();
     return undefined;
   }
+  if (settings.atomic) transact(scope, res, settings);
   if (settings.checkout === 'eager') await scope.connect();
-  await scope.run(next);
+  try {
+    await scope.run(next);
+  } catch (error) {
+    failRequest(req);
+    throw error;
+  }
   return scope;
+}
+
+/**
+ * Marks the request as failed, for adapters that see its error another way (Fastify's onError,
+ * Express's error handlers): its own transaction, if any, rolls back whatever the status.
+ */
+export function failRequest(req: IncomingMessage): void {
+  for (const scope of (req as ScopedRequest)[kScopes]?.values() ?? []) {
+    if (scope.requestTransaction) scope.requestTransaction.failed = true;
+  }
+}
+
+const ending = new WeakSet<ServerResponse>();
+
+/**
+ * Turns the request's own transaction on or off, and makes the response wait for its end: the
+ * commit happens before the last bytes go out (all of them, for a body sent at once), so a
+ * client never sees a complete success for a failed commit.
+ */
+function transact(scope: RequestScope, res: ServerResponse, settings: RequestSettings): void {
+  scope.transact(settings.atomic === true);
+  if (!settings.atomic || ending.has(res)) return;
+  ending.add(res);
+  const end = res.end.bind(res) as (...args: unknown[]) => ServerResponse;
+  let endWith: Promise<unknown[] | undefined> | undefined;
+  res.end = function (this: ServerResponse, ...args: unknown[]) {
+    if (endWith !== undefined) return this; // ending already, as a second end() would be
+    endWith = scope.endTransaction(res.statusCode).then(
+      () => args,
+      (error: unknown) => failedCommit(res, error, settings.database.logger),
+    );
+    void endWith.then((endArgs) => {
+      if (endArgs) end(...endArgs);
+    });
+    return this;
+  } as ServerResponse['end'];
+}
+
+/** What to end the response with after a failed commit: a 500, or nothing if it is cut off. */
+function failedCommit(res: ServerResponse, error: unknown, logger: Logger): unknown[] | undefined {
+  if (isGoneClient(error)) return undefined; // the release rolled back: nobody to answer
+  logger.error("db-hooks: the request's transaction could not commit:", error);
+  if (res.headersSent || res.destroyed) {
+    res.destroy();
+    return undefined;
+  }
+  for (const name of res.getHeaderNames()) res.removeHeader(name);
+  res.statusCode = 500;
+  res.setHeader('content-type', 'text/plain; charset=utf-8');
+  return ['Internal Server Error'];
 }
 
 /**

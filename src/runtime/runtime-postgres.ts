@@ -16,8 +16,13 @@ import type {
   RawResult,
   StatementMode,
   StatementResults,
+  TransactionOptions,
 } from './runtime-driver.js';
-import { DatabaseUnavailableError, DbHooksError } from './runtime-errors.js';
+import {
+  DatabaseUnavailableError,
+  DbHooksError,
+  TransactionFailedError,
+} from './runtime-errors.js';
 import type { Logger } from './runtime-pool.js';
 import { postgresSessionChange, type SessionChange } from './runtime-session.js';
 
@@ -75,6 +80,16 @@ function inTransaction(client: pg.PoolClient): boolean {
     client as { getTransactionStatus?: () => string | null }
   ).getTransactionStatus?.();
   return status === 'T' || status === 'E';
+}
+
+/** BEGIN with db.atomic()'s options (checked against their lists before they get here). */
+function beginStatement(options: TransactionOptions = {}): string {
+  const { isolationLevel, readOnly, deferrable } = options;
+  const modes: string[] = [];
+  if (isolationLevel !== undefined) modes.push(`ISOLATION LEVEL ${isolationLevel.toUpperCase()}`);
+  if (readOnly !== undefined) modes.push(readOnly ? 'READ ONLY' : 'READ WRITE');
+  if (deferrable !== undefined) modes.push(deferrable ? 'DEFERRABLE' : 'NOT DEFERRABLE');
+  return modes.length === 0 ? 'BEGIN' : `BEGIN ${modes.join(', ')}`;
 }
 
 /** A statement as pg takes it; raw() passes the ORM's row mode and type parsers. */
@@ -198,6 +213,19 @@ class PostgresDriver implements Driver<pg.PoolClient> {
     }
     // No values means pg's simple query protocol, as for an undefined `params`.
     const config = queryConfig(sql, params as unknown[] | undefined, options);
+    const result = await this.#query(client, config);
+    const changes = result.rowCount ?? undefined;
+    const results: StatementResults = {
+      all: result.rows,
+      get: result.rows[0],
+      run: { changes: changes ?? 0 },
+      raw: { rows: result.rows, changes } satisfies RawResult,
+    };
+    return results[mode];
+  }
+
+  /** Sends a statement once those before it on this client are done; the last result. */
+  async #query(client: pg.PoolClient, config: pg.QueryConfig): Promise<pg.QueryResult> {
     const send = () => client.query(config);
     const previous = this.#running.get(client);
     const query = previous === undefined ? send() : previous.then(send, send);
@@ -218,23 +246,23 @@ class PostgresDriver implements Driver<pg.PoolClient> {
       if (this.#running.get(client) === query) this.#running.delete(client);
     }
     // Several statements in one simple query give one result each: the last one answers.
-    if (Array.isArray(result)) result = (result as pg.QueryResult[]).at(-1)!;
-    const changes = result.rowCount ?? undefined;
-    const results: StatementResults = {
-      all: result.rows,
-      get: result.rows[0],
-      run: { changes: changes ?? 0 },
-      raw: { rows: result.rows, changes } satisfies RawResult,
-    };
-    return results[mode];
+    return Array.isArray(result) ? (result as pg.QueryResult[]).at(-1)! : result;
   }
 
-  async begin(client: pg.PoolClient): Promise<void> {
-    await this.execute(client, 'run', 'BEGIN', undefined);
+  async begin(client: pg.PoolClient, _turn?: () => void, options?: TransactionOptions) {
+    await this.execute(client, 'run', beginStatement(options), undefined);
+  }
+
+  isRetryable(error: unknown): boolean {
+    // serialization_failure, deadlock_detected: the transaction was rolled back whole.
+    return error instanceof pg.DatabaseError && (error.code === '40001' || error.code === '40P01');
   }
 
   async commit(client: pg.PoolClient): Promise<void> {
-    await this.execute(client, 'run', 'COMMIT', undefined);
+    // COMMIT of a failed transaction rolls it back, answering ROLLBACK without an error: say
+    // so, or the block (and its onCommit callbacks) would count as committed.
+    const result = await this.#query(client, { text: 'COMMIT' });
+    if (result.command === 'ROLLBACK') throw new TransactionFailedError();
   }
 
   async rollback(client: pg.PoolClient): Promise<void> {

@@ -9,9 +9,18 @@ import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { Driver } from './runtime-driver.js';
 import { type ReleaseReason, ScopeReleasedError } from './runtime-errors.js';
 import type { Logger, Pool } from './runtime-pool.js';
+import {
+  endRequestTransaction,
+  type RequestTransaction,
+  setRequestTransaction,
+} from './runtime-request-transaction.js';
+import type { CommitHook } from './runtime-transaction.js';
 
 /** One request's scope, as adapters hold it. */
-export type RequestScope = Pick<Scope<unknown>, 'released' | 'run' | 'connect' | 'release'>;
+export type RequestScope = Pick<
+  Scope<unknown>,
+  'released' | 'run' | 'connect' | 'release' | 'requestTransaction' | 'transact' | 'endTransaction'
+>;
 
 /**
  * What code sees through AsyncLocalStorage: its scope, and the atomic() depth it runs at. A
@@ -30,6 +39,8 @@ export interface ScopeContext<Conn> {
   driver: Driver<Conn>;
   leakDetectionThresholdMillis: number;
   logger: Logger;
+  /** Runs a committed transaction's db.onCommit() callbacks, outside its scope. */
+  afterCommit(hooks: CommitHook[]): void;
 }
 
 export class Scope<Conn> {
@@ -39,6 +50,12 @@ export class Scope<Conn> {
   holdsConnection = true;
   /** atomic() nesting on `conn`: 0 = no transaction, 1 = transaction, 2+ = savepoints. */
   depth = 0;
+  /** db.onCommit() callbacks of the open transaction, a list per atomic() level. */
+  commitHooks: CommitHook[][] | undefined = undefined;
+  /** The request's own transaction (runtime-request-transaction), while it is on. */
+  requestTransaction: RequestTransaction | undefined = undefined;
+  /** Set until the request's own transaction has begun: its first statement begins it. */
+  beginRequestTransaction: (() => Promise<void>) | undefined = undefined;
   releaseReason: ReleaseReason | undefined = undefined;
   /** What a leak warning names, e.g. 'GET /users/1?page=2' (see nameInWarnings()). */
   readonly label: string;
@@ -90,6 +107,16 @@ export class Scope<Conn> {
     return frames.getStore() === this.#frame ? fn() : frames.run(this.#frame, fn);
   }
 
+  /** Turns the request's own transaction on or off, until it has begun. */
+  transact(on: boolean): void {
+    setRequestTransaction(this.#context, this, this.#frame, on);
+  }
+
+  /** Ends the request's own transaction, if on, for a response of `status`. */
+  endTransaction(status: number): Promise<void> {
+    return endRequestTransaction(this.#context, this, this.#frame, status);
+  }
+
   /** Checks the connection out now (eager checkout). PoolTimeoutError when none is free in time. */
   async connect(): Promise<void> {
     await this.track(() => this.connection());
@@ -108,6 +135,7 @@ export class Scope<Conn> {
    */
   async use<R>(use: (conn: Conn) => R | Promise<R>): Promise<R> {
     if (this.releaseReason) throw new ScopeReleasedError(this.releaseReason);
+    if (this.beginRequestTransaction !== undefined) await this.beginRequestTransaction();
     this.#active++;
     let conn: Conn | undefined;
     try {
@@ -171,6 +199,7 @@ export class Scope<Conn> {
     const inTransaction = this.depth > 0;
     this.conn = undefined;
     this.depth = 0;
+    this.commitHooks = undefined; // rolled back below: they never run
     this.#reportReturn();
     const { driver, pool } = this.#context;
     let discard = false;

@@ -20,6 +20,7 @@ import type {
   RawOptions,
   StatementMode,
   StatementResults,
+  TransactionOptions,
 } from './runtime-driver.js';
 import { DatabaseUnavailableError, PoolClosedError, PoolTimeoutError } from './runtime-errors.js';
 import type { Logger } from './runtime-pool.js';
@@ -170,6 +171,13 @@ export class SqliteDriver<Handle, Statement>
     // A write while nobody holds the lock runs now: nothing else can run until it returns.
     const now = prepared.readonly || !this.#writeTurn.held;
     return now || this.#engine.inTransaction(conn.handle) ? run() : this.#writeTurn.whenFree(run);
+  }
+
+  // Every SQLite transaction is serializable (one writer at a time): any isolationLevel is met.
+  checkTransactionOptions({ readOnly, deferrable }: TransactionOptions): void {
+    if (readOnly === undefined && deferrable === undefined) return;
+    const option = readOnly === undefined ? 'deferrable' : 'readOnly';
+    throw new TypeError(`db.atomic(): SQLite has no ${option} transactions; leave the option out.`);
   }
 
   transactionTurn(waiter: Waiter): Promise<() => void> {

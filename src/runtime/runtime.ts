@@ -5,7 +5,9 @@
  *
  *   runtime-database     the `db` API handlers call
  *   runtime-scope        one request's scope: the release rules, leak detection
- *   runtime-transaction  db.atomic(): transactions and savepoints
+ *   runtime-options      what adapters take: database, checkout, atomic
+ *   runtime-transaction  db.atomic(): transactions and savepoints, retries, db.onCommit()
+ *   runtime-request-transaction  a request's own transaction (the adapters' `atomic`)
  *   runtime-pool         slots, the wait for a free connection, the reset on return, drain
  *   runtime-wait         waiting in line with a deadline: for a connection, for SQLite's write turn
  *   runtime-session      which statements change a connection's session state
@@ -17,5 +19,7 @@
 export * from './runtime-database.js';
 export type * from './runtime-driver.js';
 export * from './runtime-errors.js';
+export type * from './runtime-options.js';
 export type { Logger, PoolOptions, PoolStats } from './runtime-pool.js';
 export type { RequestScope } from './runtime-scope.js';
+export type { AtomicBlock, AtomicOptions, CommitHook } from './runtime-transaction.js';

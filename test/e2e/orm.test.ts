@@ -165,6 +165,9 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
           assert.deepEqual(await get('/nested-in-tx/a'), { inner: 'Error' });
           assert.equal(await count(), n + 1, 'only the nested transaction was rolled back');
           n += 1;
+          assert.deepEqual(await get('/on-commit/a'), { ran: ['before the commit', 'committed'] });
+          assert.equal(await count(), n + 1);
+          n += 1;
           await released('after the transactions');
 
           const extras = await get<Record<string, unknown>>('/extras/a');
