@@ -270,7 +270,7 @@ export const orms = [
     name: 'Kysely',
     title: 'Kysely 0.29 (exports orm, a Kysely on the request connection)',
     dependencies: [{ name: 'kysely', version: '^0.29.9' }],
-    databases: ['sqlite', 'postgres'],
+    databases: ['sqlite', 'postgres', 'mysql'],
   },
   {
     id: 'drizzle',

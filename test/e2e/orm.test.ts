@@ -1,12 +1,14 @@
-// End to end, --orm: for Kysely and Drizzle (the real packages from npm) on both databases, the
-// generated <dir>/<orm> file in a fresh project with Express (TypeScript, JavaScript ESM and
-// CommonJS), Fastify, Koa or Hono (TypeScript), type-checked under strict, run over real HTTP. Checks: an ORM query runs on the request's
-// connection (the same backend pid on PostgreSQL, the same connection's temp table on SQLite)
-// and checks it out when it comes first; it commits and rolls back with db.atomic(); the ORM's
-// own transaction is the request's transaction (db.atomic() nests inside it) or a savepoint
-// inside db.atomic() or inside another; outside a request it borrows one connection per
-// statement and per transaction; a pool timeout in its query answers 503; a client that leaves mid ORM query gets its connection rolled
-// back and returned, and the request's later ORM queries are refused.
+// End to end, --orm: for Kysely and Drizzle (the real packages from npm) on each database their
+// templates bind (Kysely on MySQL too, where the run has a server), the generated <dir>/<orm>
+// file in a fresh project with Express (TypeScript, JavaScript ESM and CommonJS), Fastify, Koa or
+// Hono (TypeScript), type-checked under strict, run over real HTTP. Checks: an ORM query runs on
+// the request's connection (the same backend pid or connection id, the same connection's temp
+// table on SQLite) and checks it out when it comes first; it commits and rolls back with
+// db.atomic(); the ORM's own transaction is the request's transaction (db.atomic() nests inside
+// it) or a savepoint inside db.atomic() or inside another, and its isolation level and access
+// mode reach the BEGIN; outside a request it borrows one connection per statement and per
+// transaction; a pool timeout in its query answers 503; a client that leaves mid ORM query gets
+// its connection rolled back and returned, and the request's later ORM queries are refused.
 //
 // E2E_FILTER=kysely (a substring of the case names) runs some of the cases only.
 import assert from 'node:assert/strict';
@@ -22,6 +24,8 @@ import {
   type OrmId,
   ormIds,
 } from '../../src/cli/targets.ts';
+import { mysqlOff } from '../runtime/databases.ts';
+import { createMysqlTestDatabase } from '../support/mariadb.ts';
 import { createTestDatabase, idleInTransaction } from '../support/postgres.ts';
 import { installDependencies, linkDependencies, repoRoot } from './support/deps.ts';
 import { getJson, send } from './support/http.ts';
@@ -45,8 +49,10 @@ interface OrmCase {
 const cases: OrmCase[] = [];
 for (const orm of ormIds) {
   // The databases its template has a binding for (not mysql yet).
-  for (const database of databaseIds.filter((id) =>
-    (findOrm(orm)!.databases as readonly string[]).includes(id),
+  // The databases its template has a binding for; MySQL only where the run has a server.
+  for (const database of databaseIds.filter(
+    (id) =>
+      (findOrm(orm)!.databases as readonly string[]).includes(id) && (id !== 'mysql' || !mysqlOff),
   )) {
     for (const variant of ['ts', 'js-esm', 'js-cjs'] as const) {
       cases.push({ orm, database, target: 'express', variant });
@@ -110,14 +116,16 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
     test(caseName(c), async () => {
       const project = await createOrmProject(c);
       const postgres = c.database === 'postgres' ? await createTestDatabase() : undefined;
+      const mysql = c.database === 'mysql' ? await createMysqlTestDatabase() : undefined;
       try {
         if (project.ext === '.ts') {
           const errors = await typeCheck(project);
           assert.equal(errors, undefined, `tsc --strict:\n${errors}`);
         }
+        const server = postgres ?? mysql;
         const env =
-          postgres !== undefined
-            ? { DATABASE_URL: postgres.url }
+          server !== undefined
+            ? { DATABASE_URL: server.url }
             : { SQLITE_PATH: join(project.dir, 'app.db') };
         const app = await startApp(project, 'app', env);
         const get = <T>(path: string) => getJson<T>(`${app.url}${path}`);
@@ -183,6 +191,7 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
                 ? { join: true, relational: true, timestamp: true }
                 : { join: true, relational: true, batch: true, get: true };
           if (c.database === 'postgres') expected.isolation = 'serializable';
+          if (c.database === 'mysql') expected.readOnly = 1792; // a write in a read only transaction
           assert.deepEqual(extras, expected);
           n = await count();
           await released('after the extras');
@@ -213,7 +222,7 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
           }
           assert.equal(event.error, 'ScopeReleasedError', JSON.stringify(event));
           assert.equal(event.after, 'ScopeReleasedError', 'a later ORM query is refused');
-          if (postgres) assert.equal(event.slowDone, true, 'the query in flight was waited for');
+          if (server) assert.equal(event.slowDone, true, 'the query in flight was waited for');
           await released('after the client left');
           assert.equal(await count(), n, 'the abandoned transaction was rolled back');
 
@@ -226,6 +235,7 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
       } finally {
         project.remove();
         await postgres?.drop();
+        await mysql?.drop();
       }
     });
   }
