@@ -11,8 +11,9 @@
  *   runtime-pool         slots, the wait for a free connection, the reset on return, drain
  *   runtime-wait         waiting in line with a deadline: for a connection, for SQLite's write turn
  *   runtime-session      which statements change a connection's session state
- *   runtime-driver       what a driver does (runtime-postgres; for SQLite runtime-sqlite-core,
- *                        on better-sqlite3 in runtime-sqlite or node:sqlite in runtime-node-sqlite)
+ *   runtime-driver       what a driver does (runtime-postgres, runtime-mysql; for SQLite
+ *                        runtime-sqlite-core, on better-sqlite3 in runtime-sqlite or node:sqlite
+ *                        in runtime-node-sqlite)
  *   runtime-errors       the errors, with codes and client-safe messages
  *   runtime-node, runtime-fetch  the lifecycle of a node:http or a Web request
  */
