@@ -5,50 +5,12 @@
 // settings and mysql2's own (charset) included, on the same server connection (reset in place by
 // COM_RESET_CONNECTION). A request that changed nothing is not reset. Plus what counts as a change.
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
-import type { Database } from '../../src/runtime/runtime.ts';
 import type { MysqlDatabase } from '../../src/runtime/runtime-mysql.ts';
-import { enterRequest } from '../../src/runtime/runtime-node.ts';
 import { mysqlChangesSession } from '../../src/runtime/runtime-session.ts';
 import { mysqlAdmin } from '../support/mariadb.ts';
 import { mysqlSkipReason, type Opened, openMysql } from './databases.ts';
-
-/** Runs fn as the handler of one real HTTP request, inside the request's scope. */
-async function serve(database: Database<any>) {
-  const work = new Map<string, () => Promise<unknown>>();
-  let next = 0;
-  const server = http.createServer((req, res) => {
-    const fn = work.get(req.url!.slice(1))!;
-    enterRequest(req, res, { database }, async () => {
-      res.end(JSON.stringify((await fn()) ?? null));
-    }).catch((error: unknown) => {
-      if (!res.headersSent) res.writeHead(500);
-      res.end(JSON.stringify({ error: String(error) }));
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  return {
-    async inRequest<T>(fn: () => Promise<T>): Promise<T> {
-      const id = String(next++);
-      work.set(id, fn);
-      try {
-        const reply = await fetch(`http://127.0.0.1:${port}/${id}`);
-        const body = (await reply.json()) as T & { error?: string };
-        if (reply.status !== 200) throw new Error(`request failed: ${body.error}`);
-        return body;
-      } finally {
-        work.delete(id);
-      }
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
+import { serve } from './request-server.ts';
 
 /** Everything a request can leave on a MySQL session, as this session sees it. */
 const STATE = `SELECT

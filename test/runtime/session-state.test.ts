@@ -10,11 +10,9 @@
 // `pgbouncer: true` session state is refused, saying what lasts one transaction instead.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Database, DbHooksError } from '../../src/runtime/runtime.ts';
-import { enterRequest } from '../../src/runtime/runtime-node.ts';
 import type { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
 import type { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
 import { idleInTransaction, postgresUrl } from '../support/postgres.ts';
@@ -29,50 +27,7 @@ import {
   sqliteDrivers,
   waitFor,
 } from './databases.ts';
-
-interface Server {
-  /** Runs fn as the handler of one real HTTP request, inside the request's scope. */
-  inRequest<T>(fn: () => Promise<T>): Promise<T>;
-  close(): Promise<void>;
-}
-
-/** A node:http server whose requests run, through enterRequest(), the work registered for them. */
-async function serve(database: Database<any>): Promise<Server> {
-  const work = new Map<string, () => Promise<unknown>>();
-  let next = 0;
-  const server = http.createServer((req, res) => {
-    const fn = work.get(req.url!.slice(1))!;
-    enterRequest(req, res, { database }, async () => {
-      const result = await fn();
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(result ?? null));
-    }).catch((error: unknown) => {
-      if (!res.headersSent) res.writeHead(500);
-      res.end(JSON.stringify({ error: String(error) }));
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  return {
-    async inRequest<T>(fn: () => Promise<T>): Promise<T> {
-      const id = String(next++);
-      work.set(id, fn);
-      try {
-        const reply = await fetch(`http://127.0.0.1:${port}/${id}`);
-        const body = (await reply.json()) as T & { error?: string };
-        if (reply.status !== 200) throw new Error(`request failed: ${body.error}`);
-        return body;
-      } finally {
-        work.delete(id);
-      }
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
+import { type Server, serve } from './request-server.ts';
 
 /** Counts the driver's resets (PostgreSQL's resetSession), to show when none happens. */
 function countResets(db: Database<any>): { count: number } {
