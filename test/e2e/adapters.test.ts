@@ -13,6 +13,7 @@
 //
 // E2E_FILTER=hono (a substring of the case names) runs some of the cases only.
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
@@ -551,6 +552,32 @@ async function unreachable(c: Case, project: Project, env: Record<string, string
   }
 }
 
+/**
+ * A SQLite file that cannot be opened (its directory missing, or a file where the directory
+ * should be): as for a server that is down, a 503 that shows nothing of the file, the detail in
+ * the log.
+ */
+async function unopenable(project: Project): Promise<void> {
+  writeFileSync(join(project.dir, 'not-a-dir'), '');
+  for (const path of [
+    join(project.dir, 'missing', 'app.db'),
+    join(project.dir, 'not-a-dir', 'app.db'),
+  ]) {
+    const failing = { SQLITE_PATH: path, E2E_SKIP_SETUP: '1', NODE_ENV: 'production' };
+    const app = await startApp(project, 'test-app', failing);
+    try {
+      const reply = await fetchReply(`${app.url}/users/1`);
+      assert.equal(reply.status, 503, reply.body);
+      for (const internal of ['SQLITE', 'unable to open', 'directory', 'app.db', project.dir]) {
+        assert.ok(!reply.body.includes(internal), `the client saw ${internal}: ${reply.body}`);
+      }
+      assert.ok(app.output().includes(path), `the log does not name the file:\n${app.output()}`);
+    } finally {
+      await stopApp(app);
+    }
+  }
+}
+
 async function exhaustion(project: Project, env: Record<string, string>): Promise<void> {
   const app = await startApp(project, 'test-app', {
     ...env,
@@ -713,6 +740,7 @@ async function runCase(c: Case): Promise<void> {
       }
       if (c.target === 'nestjs') await nestCatchAll(project, env);
       if (c.database !== 'sqlite') await unreachable(c, project, env);
+      else await unopenable(project);
       phase('long-lived, registered twice, unreachable');
     }
     passed = true;
