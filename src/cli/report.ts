@@ -6,7 +6,7 @@ import type { Draft } from './answers.js';
 import { dependencyMajor, type PackageManager, type ProjectFacts } from './detect.js';
 import { oneOf } from './errors.js';
 import { formatCommand, type InstallCommand, installCommands } from './install.js';
-import type { ModuleFormat } from './language.js';
+import { importExtension, type ModuleFormat } from './language.js';
 import {
   type FileStatus,
   type MissingFramework,
@@ -132,7 +132,7 @@ function importLine(
 ): string {
   const { dir, language, moduleFormat } = plan.answers;
   const fromSrc = dir.startsWith('src/') ? dir.slice('src/'.length) : dir;
-  const specifier = `./${fromSrc}/${target}.js`;
+  const specifier = `./${fromSrc}/${target}${importExtension(plan.answers)}`;
   return language === 'js' && moduleFormat === 'cjs'
     ? `const { ${names} } = require('${specifier}');`
     : `import { ${names} } from '${specifier}';`;
@@ -244,7 +244,7 @@ export function finalReport({
       const fromSrc = answers.dir.startsWith('src/')
         ? answers.dir.slice('src/'.length)
         : answers.dir;
-      const specifier = `./${fromSrc}/${orm.id}.js`;
+      const specifier = `./${fromSrc}/${orm.id}${importExtension(answers)}`;
       steps.push(
         `${orm.name}: its queries run on the request's connection (README: ${orm.name}):`,
         answers.language === 'js' && answers.moduleFormat === 'cjs'

@@ -761,7 +761,7 @@ describe('an existing NestJS app', () => {
     assert.equal(result.code, 0, result.stderr);
     assert.ok(existsSync(join(root, 'src/db/nestjs.ts')));
     assert.ok(!existsSync(join(root, 'src/db/fastify.ts')), 'fastify is only the platform here');
-    assert.match(result.stdout, /import \{ DbHooksModule \} from '\.\/db\/nestjs\.js';/);
+    assert.match(result.stdout, /import \{ DbHooksModule \} from '\.\/db\/nestjs';/);
     assert.match(result.stdout, /imports: \[DbHooksModule\] {3}\/\/ in the root module/);
   });
 });
