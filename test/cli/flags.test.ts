@@ -284,6 +284,54 @@ describe('bad input: one line, exit 2, nothing written', () => {
     assert.equal(readJson(join(root, 'db-hooks.json')).database, 'postgres');
     assert.match(forced.stdout.replace(/\n +/g, ' '), /runtime-sqlite\.\* are no longer used/);
   });
+
+  test('a database switch names every file it overwrites, and keeps edits it does not need to change', async () => {
+    const root = makeProject(
+      { 'src/.keep': '', 'tsconfig.json': '{}' },
+      { name: 'x', type: 'module' },
+    );
+    const setup = await runCli([
+      '-C',
+      root,
+      '-f',
+      'express',
+      '--orm',
+      'kysely',
+      '-y',
+      '--no-install',
+    ]);
+    assert.equal(setup.code, 0, setup.stderr);
+    const edit = (path: string) => {
+      const text = `${readFileSync(join(root, path), 'utf8')}// mine\n`;
+      writeFileSync(join(root, path), text);
+      return text;
+    };
+    const pool = edit('src/db/runtime-pool.ts');
+    const adapter = edit('src/db/express.ts');
+    edit('src/db/index.ts');
+    // Without --force: refused, naming the files the switch rewrites (edited or not), no others.
+    const refused = await runCli(['-C', root, '-d', 'postgres', '-y', '--no-install']);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(
+      refused.stderr,
+      /pass --force to switch \(it overwrites src\/db\/index\.ts, src\/db\/kysely\.ts; other edited files are kept\)/,
+    );
+    assert.doesNotMatch(refused.stderr, /runtime-pool|express\.ts/);
+    const forced = await runCli(['-C', root, '-d', 'postgres', '-y', '--no-install', '--force']);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.match(readFileSync(join(root, 'src/db/index.ts'), 'utf8'), /PostgresDatabase/);
+    assert.doesNotMatch(readFileSync(join(root, 'src/db/index.ts'), 'utf8'), /\/\/ mine/);
+    assert.match(readFileSync(join(root, 'src/db/kysely.ts'), 'utf8'), /PostgresDialect|Postgres/);
+    // Edits the switch does not need to change are kept, and said to be.
+    assert.equal(readFileSync(join(root, 'src/db/runtime-pool.ts'), 'utf8'), pool);
+    assert.equal(readFileSync(join(root, 'src/db/express.ts'), 'utf8'), adapter);
+    assert.match(
+      forced.stdout,
+      /Skipped \(edited; --force overwrites\)\n(?: {2}\S+\n)*? {2}src\/db\/runtime-pool\.ts/,
+    );
+    assert.ok(existsSync(join(root, 'src/db/runtime-postgres.ts')));
+    assert.equal(readJson(join(root, 'db-hooks.json')).database, 'postgres');
+  });
 });
 
 describe('no terminal', () => {
