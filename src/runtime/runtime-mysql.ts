@@ -21,7 +21,7 @@ import type {
   TransactionOptions,
 } from './runtime-driver.js';
 import { DatabaseUnavailableError, TransactionFailedError } from './runtime-errors.js';
-import type { Logger } from './runtime-pool.js';
+import { defaultLogger, type Logger } from './runtime-pool.js';
 import { mysqlChangesSession } from './runtime-session.js';
 
 export type MysqlConnection = mysql.Connection;
@@ -105,7 +105,7 @@ class MysqlDriver implements Driver<MysqlConnection> {
     this.#config = config;
     this.#onConnect = options.onConnect;
     this.#idleTimeoutMillis = options.idleTimeoutMillis ?? 10000;
-    this.#logger = options.logger ?? console;
+    this.#logger = options.logger ?? defaultLogger;
   }
 
   async checkOut(): Promise<MysqlConnection> {

@@ -23,7 +23,7 @@ import {
   DbHooksError,
   TransactionFailedError,
 } from './runtime-errors.js';
-import type { Logger } from './runtime-pool.js';
+import { defaultLogger, type Logger } from './runtime-pool.js';
 import { postgresSessionChange, type SessionChange } from './runtime-session.js';
 
 /**
@@ -129,7 +129,7 @@ class PostgresDriver implements Driver<pg.PoolClient> {
       ...options,
     };
     this.#pgbouncer = options.pgbouncer ?? false;
-    this.#logger = options.logger ?? console;
+    this.#logger = options.logger ?? defaultLogger;
   }
 
   /** pg's pool, made again after closeAll(). */

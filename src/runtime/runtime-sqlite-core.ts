@@ -23,7 +23,7 @@ import type {
   TransactionOptions,
 } from './runtime-driver.js';
 import { DatabaseUnavailableError, PoolClosedError, PoolTimeoutError } from './runtime-errors.js';
-import type { Logger } from './runtime-pool.js';
+import { defaultLogger, type Logger } from './runtime-pool.js';
 import { newConnectionPragmas, type Pragmas, sqliteChangesSession } from './runtime-session.js';
 import { TurnLock, type Waiter } from './runtime-wait.js';
 
@@ -114,7 +114,7 @@ export class SqliteDriver<Handle, Statement>
     this.#engine = engine;
     this.#options = options;
     this.#pragmas = newConnectionPragmas(options);
-    this.#logger = options.logger ?? console;
+    this.#logger = options.logger ?? defaultLogger;
     const timeout = options.writeTimeoutMillis ?? 5000;
     this.#writeTurn = new TurnLock(timeout, () => {
       this.#logger.error(

@@ -22,5 +22,6 @@ export type * from './runtime-driver.js';
 export * from './runtime-errors.js';
 export type * from './runtime-options.js';
 export type { Logger, PoolOptions, PoolStats } from './runtime-pool.js';
+export { useFrameworkLogger } from './runtime-pool.js';
 export type { RequestScope } from './runtime-scope.js';
 export type { AtomicBlock, AtomicOptions, CommitHook } from './runtime-transaction.js';

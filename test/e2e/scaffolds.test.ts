@@ -526,4 +526,50 @@ describe('apps made by real scaffolders, with create-db-hooks added as README sa
       }
     }
   });
+
+  test("Fastify with its logger on: db-hooks' lines are JSON in the app's log, the error as err; logger off: the console", async () => {
+    const dir = newDir('fastify-log-');
+    try {
+      writeTree(dir, {
+        'package.json': { name: 'app', type: 'module', dependencies: { fastify: '^5.0.0' } },
+      });
+      const made = await runCli(['-C', dir, '-f', 'fastify', '--yes', '--no-install']);
+      assert.equal(made.code, 0, made.stderr);
+      writeTree(dir, {
+        'server.js': `import Fastify from 'fastify'
+import { dbHooks } from './db/fastify.js'
+import { db } from './db/index.js'
+
+const app = Fastify({ logger: process.env.LOG === '1' })
+await app.register(dbHooks)
+app.get('/', () => db.get('SELECT 1 AS one'))
+const reply = await app.inject({ url: '/' })
+await app.close()
+await db.closePool()
+process.stderr.write(\`status \${reply.statusCode}\\n\`)
+`,
+      });
+      linkDependencies(dir);
+      const missing = { SQLITE_PATH: join(dir, 'missing', 'app.db') };
+      const logged = await run(dir, ['server.js'], { ...missing, LOG: '1' });
+      assert.match(logged.stderr, /^status 503$/m);
+      const lines = logged.stdout.trim().split('\n');
+      // Every line is the app's JSON, db-hooks' among them, its error as err.
+      const entries = lines.map(
+        (line) => JSON.parse(line) as { msg?: string; err?: { message?: string } },
+      );
+      const ours = entries.find((entry) =>
+        entry.msg?.startsWith('db-hooks: could not open a SQLite connection'),
+      );
+      assert.ok(ours, logged.stdout);
+      assert.match(ours.err?.message ?? '', /directory does not exist|unable to open/);
+      assert.doesNotMatch(logged.stderr, /db-hooks:/);
+
+      const quiet = await run(dir, ['server.js'], missing);
+      assert.match(quiet.stderr, /^status 503$/m);
+      assert.match(quiet.stderr, /db-hooks: could not open a SQLite connection/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
