@@ -112,7 +112,7 @@ class MysqlDriver implements Driver<MysqlConnection> {
     for (let conn = this.#idle.pop(); conn !== undefined; conn = this.#idle.pop()) {
       clearTimeout(this.#idleTimers.get(conn));
       // An idle connection the server closed meanwhile (a restart, wait_timeout) is dropped.
-      if (this.isBroken(conn)) void this.#close(conn);
+      if (this.isBroken(conn)) this.#drop(conn);
       else {
         internals(conn).stream?.ref();
         return conn;
@@ -136,7 +136,7 @@ class MysqlDriver implements Driver<MysqlConnection> {
       await this.#onConnect?.(opening.promise());
       return opening;
     } catch (error) {
-      if (conn !== undefined) void this.#close(conn);
+      if (conn !== undefined) this.#drop(conn);
       this.#logger.error(
         `db-hooks: could not open a MySQL connection (${(error as Error).message}). Check that ` +
           'the server is up, that DATABASE_URL points to it, and the onConnect hook if any.',
@@ -148,7 +148,7 @@ class MysqlDriver implements Driver<MysqlConnection> {
   checkIn(conn: MysqlConnection, discard: boolean): void {
     if (discard || this.isBroken(conn)) {
       // At once, a statement in flight too (closePool() past its timeout): not after it ends.
-      void this.#close(conn, true);
+      this.#drop(conn, true);
       return;
     }
     // Idle connections never keep the process alive, e.g. after a late statement reopened the
@@ -156,11 +156,18 @@ class MysqlDriver implements Driver<MysqlConnection> {
     internals(conn).stream?.unref();
     const timer = setTimeout(() => {
       if (this.#idle.includes(conn)) this.#idle.splice(this.#idle.indexOf(conn), 1);
-      void this.#close(conn);
+      this.#drop(conn);
     }, this.#idleTimeoutMillis);
     timer.unref();
     this.#idleTimers.set(conn, timer);
     this.#idle.push(conn);
+  }
+
+  /** Closes `conn` without waiting for it; a failure to close is only logged. */
+  #drop(conn: MysqlConnection, now = false): void {
+    this.#close(conn, now).catch((error: unknown) => {
+      this.#logger.warn('db-hooks: could not close a MySQL connection:', error);
+    });
   }
 
   async #close(conn: MysqlConnection, now = false): Promise<void> {
