@@ -129,18 +129,8 @@ describe("the project's own style", () => {
     );
     mkdirSync(join(root, 'node_modules'));
     symlinkSync(eslintDir, join(root, 'node_modules', 'eslint'), 'dir');
-    const args = [
-      '-C',
-      root,
-      '-f',
-      'express',
-      '-f',
-      'fastify',
-      '-f',
-      'fetch',
-      '-y',
-      '--no-install',
-    ];
+    const targets = ['express', 'fastify', 'koa', 'hono', 'node-http', 'fetch', 'hooks'];
+    const args = ['-C', root, ...targets.flatMap((t) => ['-f', t]), '-y', '--no-install'];
     assert.equal((await runCli(args)).code, 0);
     const adapter = readFileSync(join(root, 'db/express.js'), 'utf8');
     assert.deepEqual(semicolonLines(adapter), []);
