@@ -205,6 +205,11 @@ export function finalReport({
     }
     steps.push(`${packageManager === 'npm' ? 'npm' : packageManager} start`);
     steps.push('curl http://127.0.0.1:3000/users/1   (the app reads PORT, 3000 by default)');
+    if (answers.orms?.includes('prisma')) {
+      const specifier = `./${answers.dir.replace(/^src\//, '')}/prisma.js`;
+      const cjs = answers.language === 'js' && answers.moduleFormat === 'cjs';
+      steps.push(...prismaSteps(specifier, answers.language, cjs));
+    }
   } else {
     for (const command of pendingInstall) steps.push(formatCommand(command));
     steps.push(...fixes);
