@@ -2,13 +2,14 @@
 // (offline: PRISMA_SCHEMA_ENGINE_BINARY stands in for the schema engine it does not use) once
 // per database for the whole file, bound by the generated <dir>/prisma file in a fresh
 // TypeScript project with Express or Fastify, type-checked under strict, run over real HTTP on
-// real PostgreSQL and SQLite. Checks: Prisma's model and raw queries run on the request's
-// connection (the same backend pid, the same SQLite connection's id); interactive and batch
-// $transaction commit and roll back as one, with db's statements, inside db.atomic() (savepoints)
-// and outside it, and outside a request; P2002 is Prisma's own error; an isolation level reaches
-// the BEGIN and is refused inside an open transaction; 20 requests that call findUnique in the
-// same tick each see only what their own connection sees (Prisma's batching is off); a client
-// that leaves mid transaction gets it rolled back and its connection returned.
+// real PostgreSQL and SQLite (better-sqlite3; node:sqlite with Express). Checks: Prisma's model
+// and raw queries run on the request's connection (the same backend pid, the same SQLite
+// connection's id); interactive and batch $transaction commit and roll back as one, with db's
+// statements, inside db.atomic() (savepoints) and outside it, and outside a request; P2002 is
+// Prisma's own error; an isolation level reaches the BEGIN and is refused inside an open
+// transaction; 20 requests that call findUnique in the same tick each see only what their own
+// connection sees (Prisma's per-tick queue never mixes them); a client that leaves mid
+// transaction gets it rolled back and its connection returned.
 //
 // E2E_FILTER=sqlite (a substring of the case names) runs some of the cases only.
 import assert from 'node:assert/strict';
@@ -25,6 +26,8 @@ import { generatedProject, type Project, startApp, typeCheck } from './support/p
 
 interface PrismaCase {
   database: 'sqlite' | 'postgres';
+  /** SQLite on Node's built-in driver instead of better-sqlite3. */
+  driver?: 'node:sqlite';
   target: 'express' | 'fastify';
 }
 
@@ -32,7 +35,8 @@ const cases: PrismaCase[] = [];
 for (const database of ['sqlite', 'postgres'] as const) {
   for (const target of ['express', 'fastify'] as const) cases.push({ database, target });
 }
-const caseName = (c: PrismaCase) => `prisma × ${c.database} × ${c.target}`;
+cases.push({ database: 'sqlite', driver: 'node:sqlite', target: 'express' });
+const caseName = (c: PrismaCase) => `prisma × ${c.driver ?? c.database} × ${c.target}`;
 const filter = process.env.E2E_FILTER;
 const selected = filter ? cases.filter((c) => caseName(c).includes(filter)) : cases;
 
@@ -103,6 +107,7 @@ async function createPrismaProject(c: PrismaCase): Promise<Project> {
     targets: [c.target],
     orms: ['prisma'],
     database: c.database,
+    driver: c.driver,
   });
   const template = join(repoRoot, 'test', 'e2e', 'apps', 'prisma', 'app.ts.ejs');
   write('src/app.ts', ejs.render(readFileSync(template, 'utf8'), c, { filename: template }));
