@@ -21,7 +21,7 @@ export interface RawOptions {
   rowMode?: 'object' | 'array';
   /** PostgreSQL: pg's type parsers for this statement (QueryConfig `types`). SQLite ignores it. */
   types?: unknown;
-  /** Also return the result's columns (RawResult.columns), for ORMs that convert values by type. */
+  /** PostgreSQL and SQLite: also the result's columns (RawResult.columns), for ORMs that convert by type. */
   columns?: boolean;
 }
 
