@@ -21,7 +21,10 @@ export interface RawOptions {
   rowMode?: 'object' | 'array';
   /** PostgreSQL: pg's type parsers for this statement (QueryConfig `types`). SQLite ignores it. */
   types?: unknown;
-  /** PostgreSQL and SQLite: also the result's columns (RawResult.columns), for ORMs that convert by type. */
+  /**
+   * PostgreSQL and SQLite: also the result's columns (RawResult.columns), for ORMs that convert
+   * values by type (Prisma). MySQL returns none yet.
+   */
   columns?: boolean;
 }
 
