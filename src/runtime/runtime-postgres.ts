@@ -221,6 +221,12 @@ class PostgresDriver implements Driver<pg.PoolClient> {
       run: { changes: changes ?? 0 },
       raw: { rows: result.rows, changes } satisfies RawResult,
     };
+    if (options?.columns) {
+      results.raw.columns = result.fields.map(({ name, dataTypeID }) => ({
+        name,
+        type: dataTypeID,
+      }));
+    }
     return results[mode];
   }
 

@@ -17,6 +17,7 @@ import type { DatabaseOptions } from './runtime-database.js';
 import type {
   Driver,
   Params,
+  RawColumn,
   RawOptions,
   StatementMode,
   StatementResults,
@@ -63,6 +64,8 @@ export interface SqliteEngine<Handle, Statement> {
   all(statement: Statement, args: unknown[]): unknown[];
   /** Rows as arrays of values, for this call only: the statement is cached and shared. */
   allArrays(statement: Statement, args: unknown[]): unknown[];
+  /** The columns a statement that returns rows gives, with their declared types. */
+  columns(statement: Statement): RawColumn[];
 }
 
 export interface SqliteConnection<Handle = unknown, Statement = unknown> {
@@ -258,12 +261,14 @@ export class SqliteDriver<Handle, Statement>
       const result = engine.run(statement, args);
       const changes = { changes: result.changes, lastInsertId: result.lastInsertRowid };
       if (mode === 'run') return changes;
-      return mode === 'raw' ? { rows: [], ...changes } : mode === 'all' ? [] : undefined;
+      if (mode !== 'raw') return mode === 'all' ? [] : undefined;
+      return options?.columns ? { rows: [], ...changes, columns: [] } : { rows: [], ...changes };
     }
     if (mode === 'get') return engine.get(statement, args);
     if (mode === 'all') return engine.all(statement, args);
-    if (options?.rowMode !== 'array') return { rows: engine.all(statement, args) };
-    return { rows: engine.allArrays(statement, args) };
+    const arrays = options?.rowMode === 'array';
+    const rows = arrays ? engine.allArrays(statement, args) : engine.all(statement, args);
+    return options?.columns ? { rows, columns: engine.columns(statement) } : { rows };
   }
 
   #releaseWriteLock(conn: SqliteConnection<Handle, Statement>): void {

@@ -126,7 +126,7 @@ describe('bad input: one line, exit 2, nothing written', () => {
     await assertRejected(
       ['-C', root, '-f', 'express', '--orm', 'kysely,nope', '-y'],
       root,
-      /unknown ORM 'nope' \(valid: kysely, drizzle\)/,
+      /unknown ORM 'nope' \(valid: kysely, drizzle, prisma\)/,
     );
   });
 
@@ -632,6 +632,36 @@ describe('--orm', () => {
     assert.equal(result.code, 0, result.stderr);
     assert.equal(readJson(join(root, 'package.json')).dependencies.kysely, '^0.29.9');
     assert.ok(existsSync(join(root, 'src/db/kysely.js')));
+  });
+
+  test("prisma: its packages (the CLI as a dev dependency, pg's adapter on postgres) and what to generate", async () => {
+    const root = join(tempDir(), 'app');
+    const args = ['-C', root, 'express', '-d', 'postgres', '--orm', 'prisma', '--lang', 'ts'];
+    const result = await runCli([...args, '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    const pkg = readJson(join(root, 'package.json'));
+    assert.equal(pkg.dependencies['@prisma/client'], '^7.10.1');
+    assert.equal(pkg.dependencies['@prisma/adapter-pg'], '^7.10.1');
+    assert.equal(pkg.dependencies['@prisma/driver-adapter-utils'], '^7.10.1');
+    assert.equal(pkg.devDependencies.prisma, '^7.10.1');
+    assert.equal(pkg.dependencies.prisma, undefined);
+    assert.match(
+      readFileSync(join(root, 'src/db/prisma.ts'), 'utf8'),
+      /from '@prisma\/adapter-pg';/,
+    );
+    const steps = result.stdout.replace(/\s+/g, ' ');
+    assert.match(steps, /provider = "prisma-client", output = "\.\.\/src\/generated\/prisma"/);
+    assert.match(steps, /npx prisma generate/);
+    assert.match(steps, /prismaFor\(new PrismaClient\(\{ adapter: prismaAdapter\(\) \}\)\)/);
+
+    // SQLite: no pg adapter.
+    const sqlite = join(tempDir(), 'app');
+    const other = await runCli(['-C', sqlite, 'express', '--orm', 'prisma', '-y', '--no-install']);
+    assert.equal(other.code, 0, other.stderr);
+    assert.equal(
+      readJson(join(sqlite, 'package.json')).dependencies['@prisma/adapter-pg'],
+      undefined,
+    );
   });
 
   test('--dry-run lists the ORM among the dependencies to install', async () => {
