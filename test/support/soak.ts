@@ -5,7 +5,7 @@
 // max, no request hung, and the heap is flat.
 //
 // test/load/soak.test.ts runs a few seconds of it per target; the long soak, by hand:
-//   npm run soak -- [--seconds 60] [--targets express,koa] [--databases sqlite]
+//   npm run soak -- [--seconds 60] [--targets express,koa] [--databases sqlite,postgres,mysql]
 //     [--concurrency 32] [--pool-max 10]
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
