@@ -281,7 +281,7 @@ export const orms = [
     name: 'Drizzle',
     title: 'Drizzle ORM 0.45 (exports orm, a Drizzle database on the request connection)',
     dependencies: [{ name: 'drizzle-orm', version: '^0.45.4' }],
-    databases: ['sqlite', 'postgres'],
+    databases: ['sqlite', 'postgres', 'mysql'],
   },
   {
     id: 'prisma',

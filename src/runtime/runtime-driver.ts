@@ -19,7 +19,10 @@ export interface RunResult {
 export interface RawOptions {
   /** 'array': each row as an array of values in column order (no name clashes in joins). */
   rowMode?: 'object' | 'array';
-  /** PostgreSQL: pg's type parsers for this statement (QueryConfig `types`). SQLite ignores it. */
+  /**
+   * The driver's type parsing for this statement: pg's QueryConfig `types`, mysql2's `typeCast`.
+   * SQLite ignores it.
+   */
   types?: unknown;
   /**
    * PostgreSQL and SQLite: also the result's columns (RawResult.columns), for ORMs that convert

@@ -239,7 +239,12 @@ class MysqlDriver implements Driver<MysqlConnection> {
     try {
       result = await call<unknown>((done) =>
         conn.query(
-          { sql, values: params as mysql.QueryValues, rowsAsArray: options?.rowMode === 'array' },
+          {
+            sql,
+            values: params as mysql.QueryValues,
+            rowsAsArray: options?.rowMode === 'array',
+            ...(options?.types !== undefined && { typeCast: options.types as mysql.TypeCast }),
+          },
           (error: Error | null, value: unknown) => done(error, value),
         ),
       );

@@ -24,7 +24,7 @@ import type { OutputStyle } from '../../src/cli/language.ts';
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from '../../src/cli/render.ts';
 import { type DatabaseId, databaseIds, type TargetId, targetIds } from '../../src/cli/targets.ts';
 import { mysqlOff, mysqlSkipReason } from '../runtime/databases.ts';
-import { createMysqlTestDatabase, mysqlAdmin } from '../support/mariadb.ts';
+import { createMysqlTestDatabase, mysqlAdmin, openTransactions } from '../support/mariadb.ts';
 import { createTestDatabase, idleInTransaction, passwordRole } from '../support/postgres.ts';
 import { installDependencies } from './support/deps.ts';
 import { fetchReply, getJson, pipelineThenHangUp, send } from './support/http.ts';
@@ -154,32 +154,6 @@ async function marks(c: Case, env: Record<string, string>, tag: string): Promise
   } finally {
     file.close();
   }
-}
-
-let innodbReads: Promise<unknown> = Promise.resolve();
-let lastInnodbRead = 0;
-
-/**
- * The other sessions of the database at `url` with a transaction open (InnoDB's view). InnoDB
- * refreshes INNODB_TRX only when nobody read it for 100 ms, so the reads of this process (two
- * cases run at once) take turns 120 ms apart: read faster, the first answer would stick.
- */
-function openTransactions(url: string): Promise<unknown[]> {
-  const read = innodbReads.then(async () => {
-    await sleep(lastInnodbRead + 120 - Date.now());
-    try {
-      return await mysqlAdmin(url, async (conn) => {
-        const [rows] = await conn.query(
-          'SELECT p.ID, p.USER, p.COMMAND, p.TIME, p.INFO, t.trx_state, t.trx_started, t.trx_rows_modified FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()',
-        );
-        return rows as unknown[];
-      });
-    } finally {
-      lastInnodbRead = Date.now();
-    }
-  });
-  innodbReads = read.catch(() => {});
-  return read;
 }
 
 async function checkDatabase(c: Case, env: Record<string, string>, what: string): Promise<void> {
