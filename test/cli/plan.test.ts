@@ -123,7 +123,10 @@ describe('answers: flags, then manifest, then detection, then defaults', () => {
     assert.deepEqual(parseManifest(text).orms, ['kysely', 'drizzle']);
     assert.ok(!serializeManifest(manifest({ orms: [] })).includes('orms'));
     assert.deepEqual(parseManifest(serializeManifest(manifest())).orms, []);
-    const bad = serializeManifest(manifest()).replace('"targets"', '"orms": ["typeorm"], "targets"');
+    const bad = serializeManifest(manifest()).replace(
+      '"targets"',
+      '"orms": ["typeorm"], "targets"',
+    );
     assert.throws(() => parseManifest(bad), usage(/unknown ORM 'typeorm' in "orms"/));
   });
 
