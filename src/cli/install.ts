@@ -103,6 +103,25 @@ export function howToGet(packageManager: PackageManager): string {
 export type InstallResult = 'ok' | 'failed' | 'missing';
 
 /**
+ * What the install is about to do, before the package manager's own spinner takes over: each
+ * command, and for a driver with a build script (better-sqlite3) that it may compile for minutes
+ * (no prebuilt binary for this platform, or none reachable), so a quiet terminal is not taken for
+ * a hang.
+ */
+export function installNotice(
+  commands: readonly InstallCommand[],
+  driver: Dependency | undefined,
+): string {
+  const lines = commands.map((command) => `  ${formatCommand(command)}\n`);
+  if (driver?.installScript) {
+    lines.push(
+      `create-db-hooks: ${driver.name} is a native module: the install fetches a prebuilt binary for this platform, or else compiles it from source (a C++ compiler, make and Python), which can take a few minutes with no output.\n`,
+    );
+  }
+  return lines.join('');
+}
+
+/**
  * Runs the commands in `cwd` with the terminal attached (its output on stderr, so stdout keeps
  * the report). `missing`: the package manager is not installed.
  */
@@ -197,6 +216,7 @@ export async function installAndCheck(input: {
   stderr: (text: string) => void;
 }): Promise<InstallOutcome> {
   const { root, packageManager: pm, commands, driver, stderr } = input;
+  stderr(installNotice(commands, driver));
   const result = await runInstall(root, commands);
   if (result === 'missing') {
     stderr(

@@ -93,6 +93,12 @@ describe('real package managers: better-sqlite3 loads after the install', {
         timeoutMs: 900_000,
       });
       assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
+      // Before the package manager's quiet minutes: what it installs, and why it may take long.
+      const verb = pm === 'npm' ? 'install' : 'add';
+      const said = result.stderr.indexOf(`${pm} ${verb} `);
+      assert.ok(said >= 0, `the command is not shown:\n${result.stderr}`);
+      assert.match(result.stderr.slice(said).split('\n')[0]!, /better-sqlite3@\^12/);
+      assert.match(result.stderr, /better-sqlite3 is a native module.*can take a few minutes/);
       assert.ok(readJson(join(root, 'package.json')).dependencies['better-sqlite3']);
       assert.equal(driverLoads(root), 'loads');
     });
@@ -106,6 +112,8 @@ describe('real package managers: better-sqlite3 loads after the install', {
       timeoutMs: 900_000,
     });
     assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
+    assert.match(result.stderr, /^ {2}pnpm install$/m);
+    assert.match(result.stderr, /better-sqlite3 is a native module.*can take a few minutes/);
     assert.ok(existsSync(join(root, 'node_modules')));
     assert.equal(driverLoads(root), 'loads');
   });

@@ -1,15 +1,13 @@
-// The apps real scaffolders make, as a new user would wire them: the files fastify-cli's
-// `generate --lang=ts` and express-generator's `--no-view` produce (the parts that decide how
-// generated code loads: package.json, tsconfig, module format, the test helper), create-db-hooks
-// run on them as README says, a DB route added, and then the app's own checks: tsc for its build
-// and its tests, and its tests under its own runner (`node --test -r ts-node/register` for
-// fastify-cli), on a working database and on one that is down (503, nothing internal shown).
-// The scaffolders' own plugins (@fastify/autoload, morgan, cookie-parser) are left out: they
-// change nothing of the above, and the routes are registered by hand instead.
+// Apps made by the real scaffolders from npm (test/e2e/deps: fastify-cli's `generate --lang=ts`,
+// express-generator's `--no-view`), offline, their node_modules symlinks to the workspace's
+// packages; create-db-hooks run on them as README says, a DB route and a test added in the
+// app's own style, then the app's own `npm test` (fastify-cli's: tsc, the tests' type check, c8
+// and node --test under ts-node), on a working database and on one that is down (503, nothing
+// internal shown).
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { runCli, writeTree } from '../cli/helpers.ts';
@@ -31,6 +29,37 @@ async function run(dir: string, args: string[], env: Record<string, string> = {}
     const { stdout, stderr } = error as { stdout?: string; stderr?: string };
     assert.fail(`${args.join(' ')} failed:\n${stdout}\n${stderr}`);
   }
+}
+
+/**
+ * The app's own `npm test`, under the Node.js that runs this file (its tools start `node`
+ * from PATH). Its tools' binaries (tsc, c8) are the repository's, which npm puts on PATH too.
+ */
+async function npmTest(dir: string, env: Record<string, string>) {
+  const path = [dirname(process.execPath), process.env.PATH].join(delimiter);
+  try {
+    const { stdout, stderr } = await execFileAsync('npm', ['test'], {
+      cwd: dir,
+      env: { ...process.env, NODE_TEST_CONTEXT: undefined, PATH: path, ...env },
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    return `${stdout}\n${stderr}`;
+  } catch (error) {
+    const { stdout, stderr } = error as { stdout?: string; stderr?: string };
+    assert.fail(`npm test failed in ${dir}:\n${stdout}\n${stderr}`);
+  }
+}
+
+/** node --test's summary (tap or spec reporter): every test passed, and how many ran. */
+function assertAllPassed(output: string, count: number): void {
+  assert.match(output, /^(?:#|ℹ) fail 0$/m, output);
+  assert.equal(/^(?:#|ℹ) pass (\d+)$/m.exec(output)?.[1], String(count), output);
+}
+
+/** Runs a scaffolder from test/e2e/deps in `parent`, making `parent/app`; returns that path. */
+async function scaffold(parent: string, bin: string, args: string[]): Promise<string> {
+  await run(parent, [bin, ...args, 'app']);
+  return join(parent, 'app');
 }
 
 function newDir(prefix: string): string {
@@ -81,120 +110,15 @@ async function databaseEnv(
 /** What a client must never see in a 503 from a database that is down. */
 const internals = ['SQLITE', 'unable to open', 'directory', 'ECONNREFUSED', '127.0.0.1', 's3cret'];
 
-// fastify-cli generate --lang=ts: CommonJS TypeScript, fastify-tsconfig's settings (module
-// commonjs, moduleResolution node), tests run by ts-node/register, an app built per test and
-// closed after it by the helper.
-const fastifyTsApp = {
-  'package.json': {
-    name: 'fastify-ts-app',
-    version: '1.0.0',
-    main: 'app.ts',
-    scripts: {
-      test: 'npm run build:ts && tsc -p test/tsconfig.json && node --test -r ts-node/register "test/**/*.ts"',
-      'build:ts': 'tsc',
-    },
-    dependencies: { fastify: '^5.0.0', 'fastify-plugin': '^5.0.0' },
-    devDependencies: { '@types/node': '^22.1.0', 'ts-node': '^10.4.0', typescript: '~5.9.3' },
-  },
-  'tsconfig.json': {
-    compilerOptions: {
-      target: 'es2018',
-      module: 'commonjs',
-      moduleResolution: 'node',
-      declaration: true,
-      pretty: true,
-      noEmitOnError: true,
-      strict: true,
-      resolveJsonModule: true,
-      removeComments: true,
-      newLine: 'lf',
-      noUnusedLocals: true,
-      noFallthroughCasesInSwitch: true,
-      useDefineForClassFields: true,
-      forceConsistentCasingInFileNames: true,
-      skipLibCheck: true,
-      lib: ['esnext'],
-      esModuleInterop: true,
-      outDir: 'dist',
-    },
-    include: ['src/**/*.ts'],
-  },
-  'test/tsconfig.json': {
-    extends: '../tsconfig.json',
-    compilerOptions: { noEmit: true },
-    include: ['**/*.ts'],
-  },
-  'src/app.ts': `import { FastifyPluginAsync } from 'fastify'
-import root from './routes/root'
-
-const app: FastifyPluginAsync = async (fastify, opts): Promise<void> => {
-  // Place here your custom code!
-
-  // eslint-disable-next-line no-void
-  void fastify.register(root, opts)
-}
-
-export default app
-export { app }
-`,
-  'src/routes/root.ts': `import { FastifyPluginAsync } from 'fastify'
-
-const root: FastifyPluginAsync = async (fastify, opts): Promise<void> => {
-  fastify.get('/', async function (request, reply) {
-    return { root: true }
-  })
-}
-
-export default root
-`,
-  'test/helper.ts': `// This file contains code that we reuse between our tests.
-import Fastify from 'fastify'
-import fp from 'fastify-plugin'
-import * as test from 'node:test'
-import App from '../src/app'
-
-export type TestContext = {
-  after: typeof test.after
-}
-
-// Automatically build and tear down our instance
-async function build (t: TestContext) {
-  const app = Fastify()
-  void app.register(fp(App))
-  await app.ready()
-
-  // Tear down our app after we are done
-  t.after(() => void app.close())
-
-  return app
-}
-
-export { build }
-`,
-  'test/routes/root.test.ts': `import { test } from 'node:test'
-import * as assert from 'node:assert'
-import { build } from '../helper'
-
-test('default root route', async (t) => {
-  const app = await build(t)
-
-  const res = await app.inject({
-    url: '/'
-  })
-  assert.deepStrictEqual(JSON.parse(res.payload), { root: true })
-})
-`,
-};
-
 /** The DB route and its tests, in fastify-cli's style: one app per test, closed after it. */
 function fastifyUsers(database: Database): Record<string, string> {
   const p = database === 'sqlite' ? '?' : '$1';
   return {
-    'src/routes/users.ts': `import { FastifyPluginAsync } from 'fastify'
-import { db } from '../db/index'
+    'src/routes/users/index.ts': `import { type FastifyPluginAsync } from 'fastify'
+import { db } from '../../db/index'
 
-const users: FastifyPluginAsync = async (fastify): Promise<void> => {
-  fastify.get<{ Params: { id: string } }>('/users/:id', async (request, reply) => {
+const users: FastifyPluginAsync = async (fastify, opts): Promise<void> => {
+  fastify.get<{ Params: { id: string } }>('/:id', async function (request, reply) {
     const user = await db.get('SELECT id, name FROM users WHERE id = ${p}', [Number(request.params.id)])
     if (user === undefined) return await reply.code(404).send({ error: 'no such user' })
     return user
@@ -251,63 +175,6 @@ test('no such user', async (t) => {
 `,
   };
 }
-
-// express-generator --no-view: CommonJS JavaScript on Express 4, app.js exporting the app, no
-// error handler of its own (Express's final handler answers errors), no test suite: the test
-// added is node:test's.
-const expressApp = {
-  'package.json': {
-    name: 'express-app',
-    version: '0.0.0',
-    private: true,
-    scripts: { start: 'node ./bin/www', test: 'node --test' },
-    dependencies: { express: '~4.16.1' },
-  },
-  'bin/www': `#!/usr/bin/env node
-var app = require('../app');
-var http = require('http');
-var port = process.env.PORT || '3000';
-app.set('port', port);
-var server = http.createServer(app);
-server.listen(port);
-`,
-  'app.js': `var express = require('express');
-var path = require('path');
-
-var indexRouter = require('./routes/index');
-var usersRouter = require('./routes/users');
-
-var app = express();
-
-app.use(express.json());
-app.use(express.urlencoded({ extended: false }));
-app.use(express.static(path.join(__dirname, 'public')));
-
-app.use('/', indexRouter);
-app.use('/users', usersRouter);
-
-module.exports = app;
-`,
-  'routes/index.js': `var express = require('express');
-var router = express.Router();
-
-router.get('/', function(req, res, next) {
-  res.json({ title: 'Express' });
-});
-
-module.exports = router;
-`,
-  'routes/users.js': `var express = require('express');
-var router = express.Router();
-
-/* GET users listing. */
-router.get('/', function(req, res, next) {
-  res.send('respond with a resource');
-});
-
-module.exports = router;
-`,
-};
 
 function expressUsers(database: Database): Record<string, string> {
   const p = database === 'sqlite' ? '?' : '$1';
@@ -366,10 +233,13 @@ describe('apps made by real scaffolders, with create-db-hooks added as README sa
 
   for (const database of databases) {
     test(`fastify-cli --lang=ts (CommonJS, ts-node) on ${database}: tsc and the app's tests pass; database down → 503`, async () => {
-      const dir = newDir('fastify-cli-');
-      const env = await databaseEnv(database, dir);
+      const parent = newDir('fastify-cli-');
+      const env = await databaseEnv(database, parent);
       try {
-        writeTree(dir, fastifyTsApp);
+        const dir = await scaffold(parent, binary('fastify-cli', 'cli.js'), [
+          'generate',
+          '--lang=ts',
+        ]);
         const made = await runCli([
           '-C',
           dir,
@@ -388,41 +258,40 @@ describe('apps made by real scaffolders, with create-db-hooks added as README sa
         assert.match(adapter, /^\/\/ {3}import \{ dbHooks \} from '\.\/db\/fastify';$/m);
         assert.doesNotMatch(adapter, /require\(|from '\.\/[\w-]+\.js'/);
 
+        // The route as fastify-cli's autoload finds it (src/routes/users/index.ts → /users), the
+        // hooks registered where the scaffold says custom code goes, ahead of the autoloads.
         writeTree(dir, fastifyUsers(database));
         const app = join(dir, 'src/app.ts');
-        insertAfter(
-          app,
-          /^import root from '\.\/routes\/root'$/m,
-          `${importLine}\nimport users from './routes/users'`,
-        );
+        insertAfter(app, /^import \{ FastifyPluginAsync.*$/m, importLine);
         insertAfter(
           app,
           /^ {2}\/\/ Place here your custom code!$/m,
-          '  await fastify.register(dbHooks)\n  void fastify.register(users)',
+          '  await fastify.register(dbHooks)',
         );
         linkDependencies(dir);
-        const tsc = binary('typescript', 'bin/tsc');
-        // `npm test`: build:ts, the tests' type check, then the tests under ts-node.
-        await run(dir, [tsc]);
-        await run(dir, [tsc, '-p', 'test/tsconfig.json']);
-        const tests = ['--test', '--test-reporter=tap', '-r', 'ts-node/register', 'test/**/*.ts'];
-        const passed = await run(dir, tests, env.up);
-        assert.match(passed.stdout, /# pass 5\n# fail 0/, passed.stdout);
-        const down = await run(dir, tests, { ...env.down, DB_DOWN: '1' });
-        assert.match(down.stdout, /# pass 5\n# fail 0/, down.stdout);
+        // `npm test`: build:ts, the tests' type check (tsc -p test/tsconfig.json), then c8 and
+        // node --test under ts-node: test/helper.ts (the glob takes it as a test file), the
+        // scaffold's three tests and the three added. ts-node only transpiles: the script's tsc
+        // has checked the same files, and ts-node's own check in each test process took a
+        // minute and a half of the run.
+        const transpile = { TS_NODE_TRANSPILE_ONLY: 'true' };
+        assertAllPassed(await npmTest(dir, { ...env.up, ...transpile }), 7);
+        assertAllPassed(await npmTest(dir, { ...env.down, ...transpile, DB_DOWN: '1' }), 7);
       } finally {
         await env.drop();
-        rmSync(dir, { recursive: true, force: true });
+        rmSync(parent, { recursive: true, force: true });
       }
     });
   }
 
   for (const database of databases) {
     test(`express-generator --no-view (CommonJS JavaScript, Express 4) on ${database}: its tests pass; database down → 503`, async () => {
-      const dir = newDir('express-generator-');
-      const env = await databaseEnv(database, dir);
+      const parent = newDir('express-generator-');
+      const env = await databaseEnv(database, parent);
       try {
-        writeTree(dir, expressApp);
+        const dir = await scaffold(parent, binary('express-generator', 'bin/express-cli.js'), [
+          '--no-view',
+        ]);
         const made = await runCli([
           '-C',
           dir,
@@ -451,17 +320,16 @@ describe('apps made by real scaffolders, with create-db-hooks added as README sa
           "var { db } = require('../db/index.js');",
         );
         insertAfter(users, /^}\);$/m, `\n${route}`);
+        // The scaffold has no tests: node:test's, as its own `npm test`.
+        const manifest = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
+        manifest.scripts.test = 'node --test';
+        writeFileSync(join(dir, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
         linkDependencies(dir, { express: 'express4' });
-        const passed = await run(dir, ['--test', '--test-reporter=tap'], env.up);
-        assert.match(passed.stdout, /# pass 1\n# fail 0/, passed.stdout);
-        const down = await run(dir, ['--test', '--test-reporter=tap'], {
-          ...env.down,
-          DB_DOWN: '1',
-        });
-        assert.match(down.stdout, /# pass 1\n# fail 0/, down.stdout);
+        assertAllPassed(await npmTest(dir, env.up), 1);
+        assertAllPassed(await npmTest(dir, { ...env.down, DB_DOWN: '1' }), 1);
       } finally {
         await env.drop();
-        rmSync(dir, { recursive: true, force: true });
+        rmSync(parent, { recursive: true, force: true });
       }
     });
   }
