@@ -51,6 +51,7 @@ export const runtimeFiles = [
   'runtime-scope',
   'runtime-transaction',
   'runtime-request-transaction',
+  'runtime-stream',
   'runtime-options',
   'runtime-driver',
   'runtime-database',
@@ -244,6 +245,7 @@ export const databases = [
     id: 'mysql',
     title: 'MySQL 8 or MariaDB 10.11+ via mysql2',
     runtimeFile: 'runtime-mysql',
+    driverRuntimeFiles: ['runtime-mysql-stream'],
     // mysql2 ships its own types.
     dependencies: [{ name: 'mysql2', version: '^3.26.1' }],
     envVar: 'DATABASE_URL',

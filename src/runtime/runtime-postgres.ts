@@ -8,12 +8,14 @@
  * (runtime-session) is reset when it goes back: DISCARD ALL, then onConnect again.
  */
 import pg from 'pg';
+import Cursor from 'pg-cursor';
 import { Database, type DatabaseOptions } from './runtime-database.js';
 import type {
   Driver,
   Params,
   RawOptions,
   RawResult,
+  RowCursor,
   StatementMode,
   StatementResults,
   TransactionOptions,
@@ -234,19 +236,41 @@ class PostgresDriver implements Driver<pg.PoolClient> {
     try {
       result = await query;
     } catch (error) {
-      // The 'error' listener may have marked the client already: pg then refuses the query
-      // with "not queryable" before it reaches the server.
-      if (!isConnectionFailure(error) && !this.#broken.has(client)) throw error;
-      this.#broken.add(client);
-      this.#logger.error(
-        `db-hooks: lost the PostgreSQL connection during a statement (${(error as Error).message}).`,
-      );
-      throw new DatabaseUnavailableError({ cause: error });
+      throw this.#failure(client, error);
     } finally {
       if (this.#running.get(client) === query) this.#running.delete(client);
     }
     // Several statements in one simple query give one result each: the last one answers.
     return Array.isArray(result) ? (result as pg.QueryResult[]).at(-1)! : result;
+  }
+
+  /** What a statement's failure becomes: a lost connection is marked broken, and a 503. */
+  #failure(client: pg.PoolClient, error: unknown): unknown {
+    // The 'error' listener may have marked the client already: pg then refuses the query
+    // with "not queryable" before it reaches the server.
+    if (!isConnectionFailure(error) && !this.#broken.has(client)) return error;
+    this.#broken.add(client);
+    this.#logger.error(
+      `db-hooks: lost the PostgreSQL connection during a statement (${(error as Error).message}).`,
+    );
+    return new DatabaseUnavailableError({ cause: error });
+  }
+
+  /** db.stream(): a cursor (pg-cursor), a portal on the server read batchSize rows at a time. */
+  async stream(client: pg.PoolClient, sql: string, params: Params | undefined, batchSize: number) {
+    if (params !== undefined && !Array.isArray(params)) {
+      throw new TypeError('PostgreSQL takes positional parameters: an array for $1, $2...');
+    }
+    await this.#running.get(client)?.catch(() => {}); // the statements sent before it
+    const cursor = client.query(new Cursor(sql, params as unknown[] | undefined));
+    const fail = (error: unknown): never => {
+      throw this.#failure(client, error);
+    };
+    return {
+      read: () => cursor.read(batchSize).catch(fail),
+      // A lost connection has no portal left, and would never answer the close.
+      close: () => (this.#broken.has(client) ? undefined : cursor.close().catch(fail)),
+    } satisfies RowCursor;
   }
 
   async begin(client: pg.PoolClient, _turn?: () => void, options?: TransactionOptions) {

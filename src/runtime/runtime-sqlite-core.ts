@@ -18,6 +18,7 @@ import type {
   Driver,
   Params,
   RawOptions,
+  RowCursor,
   StatementMode,
   StatementResults,
   TransactionOptions,
@@ -25,6 +26,7 @@ import type {
 import { DatabaseUnavailableError, PoolClosedError, PoolTimeoutError } from './runtime-errors.js';
 import type { Logger } from './runtime-pool.js';
 import { newConnectionPragmas, type Pragmas, sqliteChangesSession } from './runtime-session.js';
+import { iteratorCursor } from './runtime-stream.js';
 import { TurnLock, type Waiter } from './runtime-wait.js';
 
 /** What both SQLite drivers take, besides their library's own options. */
@@ -63,6 +65,8 @@ export interface SqliteEngine<Handle, Statement> {
   all(statement: Statement, args: unknown[]): unknown[];
   /** Rows as arrays of values, for this call only: the statement is cached and shared. */
   allArrays(statement: Statement, args: unknown[]): unknown[];
+  /** Rows one at a time (db.stream()); return() ends the statement. */
+  iterate(statement: Statement, args: unknown[]): Iterator<unknown>;
 }
 
 export interface SqliteConnection<Handle = unknown, Statement = unknown> {
@@ -171,6 +175,21 @@ export class SqliteDriver<Handle, Statement>
     // A write while nobody holds the lock runs now: nothing else can run until it returns.
     const now = prepared.readonly || !this.#writeTurn.held;
     return now || this.#engine.inTransaction(conn.handle) ? run() : this.#writeTurn.whenFree(run);
+  }
+
+  stream(
+    conn: SqliteConnection<Handle, Statement>,
+    sql: string,
+    params: Params | undefined,
+    batchSize: number,
+  ): RowCursor {
+    const prepared = this.#prepare(conn, sql);
+    // A write would hold SQLite's write lock across the loop's awaits, outside the write turns.
+    if (!prepared.readonly && !this.#engine.inTransaction(conn.handle)) {
+      throw new TypeError('db.stream(): on SQLite, stream a statement that writes in db.atomic().');
+    }
+    const args = params === undefined ? [] : Array.isArray(params) ? params : [params];
+    return iteratorCursor(this.#engine.iterate(prepared.statement, args), batchSize);
   }
 
   // Every SQLite transaction is serializable (one writer at a time): any isolationLevel is met.
