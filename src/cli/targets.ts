@@ -237,7 +237,10 @@ export const databases = [
     runtimeFile: 'runtime-postgres',
     dependencies: [
       { name: 'pg', version: '^8.16.0' },
+      // db.stream()'s cursors, by pg's author.
+      { name: 'pg-cursor', version: '^2.22.1' },
       { name: '@types/pg', version: '^8.15.0', typesOnly: true },
+      { name: '@types/pg-cursor', version: '^2.7.2', typesOnly: true },
     ],
     envVar: 'DATABASE_URL',
   },
