@@ -108,7 +108,7 @@ export class Database<Conn = unknown> {
   ): RowStream<T> {
     const scope = this.#frames.getStore()?.scope as Scope<unknown> | undefined;
     const own = () => scopeOf(this, 'db.stream()') as Scope<unknown>;
-    return new RowStream(this.driver as Driver<unknown>, scope, own, sql, params, options);
+    return new RowStream(this.driver, scope, own, sql, params, options);
   }
 
   /** Checks the current request's connection out now. False if it was already (reuseIfOpen). */

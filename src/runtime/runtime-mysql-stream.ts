@@ -50,7 +50,7 @@ export function mysqlCursor(
       }
       if (failure !== undefined) {
         const fatal = (failure as { fatal?: boolean }).fatal === true;
-        throw fatal ? new DatabaseUnavailableError({ cause: failure }) : failure;
+        throw fatal ? new DatabaseUnavailableError({ cause: failure }) : (failure as Error);
       }
       const batch = rows.splice(0, batchSize);
       conn.resume();

@@ -169,7 +169,7 @@ export class RowStream<Row> implements AsyncIterableIterator<Row, undefined> {
     scope.stream = this;
     return scope.track(async () => {
       const conn = scope.conn ?? (await scope.connection());
-      return this.#driver.stream!(conn, this.#sql, this.#params, this.#batchSize);
+      return this.#driver.stream(conn, this.#sql, this.#params, this.#batchSize);
     });
   }
 
