@@ -5,10 +5,12 @@
 // one-row warm-up: what answering cost at worst. Rows are a series the database makes, 100
 // characters of padding each; the client reads the whole body and drops it.
 //
-//   node --import tsx bench/http/stream-memory.ts [--rows 100000,1000000] [--only sqlite]
+//   node --import tsx bench/http/stream-memory.ts [--rows 100000,1000000,3000000] [--all-max 1000000] [--only postgres]
+//   BENCH_NODE=/path/to/node24 node --import tsx bench/http/stream-memory.ts   servers on Node 24
 //
-// PostgreSQL: DATABASE_URL, or a throwaway server (test/support/postgres.ts). Results:
-// bench/results/http-stream-memory.json.
+// SQLite on better-sqlite3 when the servers run on this script's Node.js (its build), on
+// node:sqlite when they run on 22.16 or later. PostgreSQL: DATABASE_URL, or a throwaway server
+// (test/support/postgres.ts). Results: bench/results/http-stream-memory[-nodeNN].json.
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, get } from 'node:http';
@@ -20,24 +22,31 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createScope, type Database } from '../../src/runtime/runtime.ts';
 import { PostgresDatabase } from '../../src/runtime/runtime-postgres.ts';
-import { SqliteDatabase } from '../../src/runtime/runtime-sqlite.ts';
 import { createTestDatabase } from '../../test/support/postgres.ts';
-import { benchDir, machineInfo } from './harness.ts';
+import { benchDir, machineInfo, resultsSuffix, serverNode, serverNodeVersion } from './harness.ts';
 
+const SQLITE_SERIES =
+  'WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ?) ' +
+  "SELECT n, printf('%.100c', 'x') AS pad FROM s";
 const SERIES = {
   postgres: "SELECT n, repeat('x', 100) AS pad FROM generate_series(1, $1::int) AS n",
-  sqlite:
-    'WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ?) ' +
-    "SELECT n, printf('%.100c', 'x') AS pad FROM s",
+  sqlite: SQLITE_SERIES,
+  'node:sqlite': SQLITE_SERIES,
 };
 type Kind = keyof typeof SERIES;
 
 /** The server: GET /stream?count= and /all?count=, and /peak (maxRSS in bytes). */
 async function serve(kind: Kind): Promise<void> {
-  const db: Database =
-    kind === 'postgres'
-      ? new PostgresDatabase({ connectionString: process.env.DATABASE_URL })
-      : new SqliteDatabase({ path: process.env.SQLITE_PATH });
+  const path = process.env.SQLITE_PATH;
+  let db: Database;
+  if (kind === 'postgres')
+    db = new PostgresDatabase({ connectionString: process.env.DATABASE_URL });
+  // Loaded only here: the driving script may run on a Node.js without node:sqlite, or another
+  // than the one better-sqlite3 was built for.
+  else if (kind === 'node:sqlite') {
+    const { NodeSqliteDatabase } = await import('../../src/runtime/runtime-node-sqlite.ts');
+    db = new NodeSqliteDatabase({ path });
+  } else db = new (await import('../../src/runtime/runtime-sqlite.ts')).SqliteDatabase({ path });
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
     if (url.pathname === '/peak') {
@@ -104,8 +113,15 @@ async function measure(
   env: Record<string, string>,
 ): Promise<Measure> {
   const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve', kind],
+    serverNode,
+    [
+      ...(process.env.BENCH_NODE_OPTIONS?.split(' ').filter(Boolean) ?? []),
+      '--import',
+      'tsx',
+      fileURLToPath(import.meta.url),
+      '--serve',
+      kind,
+    ],
     { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] },
   );
   try {
@@ -136,14 +152,22 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       serve: { type: 'string' },
-      rows: { type: 'string', default: '100000,1000000' },
       only: { type: 'string' },
+      rows: { type: 'string', default: '100000,1000000,3000000' },
+      // Loading every row at once is measured up to this many: past it, it takes gigabytes.
+      'all-max': { type: 'string', default: '1000000' },
     },
   });
   if (values.serve) return serve(values.serve as Kind);
   const load = loadavg();
   const counts = values.rows.split(',').map(Number);
-  const kinds = (['sqlite', 'postgres'] as const).filter((k) => !values.only || values.only === k);
+  const [major, minor] = serverNodeVersion.slice(1).split('.').map(Number) as [number, number];
+  const kinds = (['sqlite', 'node:sqlite', 'postgres'] as const).filter(
+    (k) =>
+      (!values.only || values.only === k) &&
+      (k !== 'sqlite' || resultsSuffix === '') &&
+      (k !== 'node:sqlite' || major > 22 || (major === 22 && minor >= 16)),
+  );
   const dir = mkdtempSync(join(tmpdir(), 'cdh-stream-bench-'));
   const results: Measure[] = [];
   try {
@@ -155,6 +179,7 @@ async function main(): Promise<void> {
       try {
         for (const rows of counts) {
           for (const way of ['stream', 'all'] as const) {
+            if (way === 'all' && rows > Number(values['all-max'])) continue;
             const result = await measure(kind, way, rows, env);
             results.push(result);
             console.log(
@@ -170,7 +195,7 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   mkdirSync(join(benchDir, '..', 'results'), { recursive: true });
-  const file = join(benchDir, '..', 'results', 'http-stream-memory.json');
+  const file = join(benchDir, '..', 'results', `http-stream-memory${resultsSuffix}.json`);
   writeFileSync(file, `${JSON.stringify({ machine: machineInfo(load), results }, null, 2)}\n`);
   console.log(`\nwrote ${file}`);
   // The throwaway PostgreSQL stops when this process exits.
