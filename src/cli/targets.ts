@@ -243,6 +243,7 @@ export const databases = [
       { name: '@types/pg-cursor', version: '^2.7.2', typesOnly: true },
     ],
     envVar: 'DATABASE_URL',
+    driverRuntimeFiles: ['runtime-postgres-stream'],
   },
   {
     id: 'mysql',

@@ -7,7 +7,7 @@
  * rows meet the closed socket; the pool opens a new connection for the next checkout. Inside a
  * transaction, which a cut would lose, the rest of the rows are read and dropped instead.
  */
-import type mysql from 'mysql2';
+import type { Connection, QueryValues } from 'mysql2';
 import type { Params, RowCursor } from './runtime-driver.js';
 import { DatabaseUnavailableError } from './runtime-errors.js';
 
@@ -15,7 +15,7 @@ import { DatabaseUnavailableError } from './runtime-errors.js';
 type Internals = { serverStatus?: number; stream?: { destroy(): void } };
 
 export function mysqlCursor(
-  conn: mysql.Connection,
+  conn: Connection,
   sql: string,
   params: Params | undefined,
   batchSize: number,
@@ -24,7 +24,7 @@ export function mysqlCursor(
   let ended = false;
   let failure: unknown;
   let wake: (() => void) | undefined;
-  const query = conn.query({ sql, values: params as mysql.QueryValues });
+  const query = conn.query({ sql, values: params as QueryValues });
   query.on('result', (row: unknown) => {
     if (!Array.isArray(row) && typeof row === 'object' && row !== null && 'affectedRows' in row) {
       return; // a statement's OK packet, not a row

@@ -8,14 +8,12 @@
  * (runtime-session) is reset when it goes back: DISCARD ALL, then onConnect again.
  */
 import pg from 'pg';
-import Cursor from 'pg-cursor';
 import { Database, type DatabaseOptions } from './runtime-database.js';
 import type {
   Driver,
   Params,
   RawOptions,
   RawResult,
-  RowCursor,
   StatementMode,
   StatementResults,
   TransactionOptions,
@@ -26,6 +24,7 @@ import {
   TransactionFailedError,
 } from './runtime-errors.js';
 import type { Logger } from './runtime-pool.js';
+import { pgCursor } from './runtime-postgres-stream.js';
 import { postgresSessionChange, type SessionChange } from './runtime-session.js';
 
 /**
@@ -92,6 +91,11 @@ function beginStatement(options: TransactionOptions = {}): string {
   if (readOnly !== undefined) modes.push(readOnly ? 'READ ONLY' : 'READ WRITE');
   if (deferrable !== undefined) modes.push(deferrable ? 'DEFERRABLE' : 'NOT DEFERRABLE');
   return modes.length === 0 ? 'BEGIN' : `BEGIN ${modes.join(', ')}`;
+}
+
+function positional(params: Params | undefined): unknown[] | undefined {
+  if (params === undefined || Array.isArray(params)) return params as unknown[] | undefined;
+  throw new TypeError('PostgreSQL takes positional parameters: an array for $1, $2...');
 }
 
 /** A statement as pg takes it; raw() passes the ORM's row mode and type parsers. */
@@ -210,11 +214,8 @@ class PostgresDriver implements Driver<pg.PoolClient> {
       if (this.#pgbouncer) throw refusedUnderPgBouncer(sql, change);
       this.#sessionChanged.add(client);
     }
-    if (params !== undefined && !Array.isArray(params)) {
-      throw new TypeError('PostgreSQL takes positional parameters: an array for $1, $2...');
-    }
     // No values means pg's simple query protocol, as for an undefined `params`.
-    const config = queryConfig(sql, params as unknown[] | undefined, options);
+    const config = queryConfig(sql, positional(params), options);
     const result = await this.#query(client, config);
     const changes = result.rowCount ?? undefined;
     const results: StatementResults = {
@@ -245,10 +246,10 @@ class PostgresDriver implements Driver<pg.PoolClient> {
   }
 
   /** What a statement's failure becomes: a lost connection is marked broken, and a 503. */
-  #failure(client: pg.PoolClient, error: unknown): unknown {
+  #failure(client: pg.PoolClient, error: unknown): Error {
     // The 'error' listener may have marked the client already: pg then refuses the query
     // with "not queryable" before it reaches the server.
-    if (!isConnectionFailure(error) && !this.#broken.has(client)) return error;
+    if (!isConnectionFailure(error) && !this.#broken.has(client)) return error as Error;
     this.#broken.add(client);
     this.#logger.error(
       `db-hooks: lost the PostgreSQL connection during a statement (${(error as Error).message}).`,
@@ -256,21 +257,11 @@ class PostgresDriver implements Driver<pg.PoolClient> {
     return new DatabaseUnavailableError({ cause: error });
   }
 
-  /** db.stream(): a cursor (pg-cursor), a portal on the server read batchSize rows at a time. */
+  /** db.stream(): a cursor on the server (runtime-postgres-stream). */
   async stream(client: pg.PoolClient, sql: string, params: Params | undefined, batchSize: number) {
-    if (params !== undefined && !Array.isArray(params)) {
-      throw new TypeError('PostgreSQL takes positional parameters: an array for $1, $2...');
-    }
-    await this.#running.get(client)?.catch(() => {}); // the statements sent before it
-    const cursor = client.query(new Cursor(sql, params as unknown[] | undefined));
-    const fail = (error: unknown): never => {
-      throw this.#failure(client, error);
-    };
-    return {
-      read: () => cursor.read(batchSize).catch(fail),
-      // A lost connection has no portal left, and would never answer the close.
-      close: () => (this.#broken.has(client) ? undefined : cursor.close().catch(fail)),
-    } satisfies RowCursor;
+    await this.#running.get(client)?.catch(() => {}); // after the statements sent before it
+    const fail = (error: unknown) => this.#failure(client, error);
+    return pgCursor(client, sql, positional(params), batchSize, fail, this.#broken);
   }
 
   async begin(client: pg.PoolClient, _turn?: () => void, options?: TransactionOptions) {

@@ -152,6 +152,29 @@ for (const kind of kinds) {
         }, ScopeReleasedError);
       }));
 
+    test('inside db.atomic(): a stream left early keeps the transaction, which commits', () =>
+      withDatabase(kind, {}, async (opened) => {
+        const { db, sql: q } = opened;
+        const [sql, params] = series(opened, 100_000);
+        await db.run('CREATE TABLE kept (n INTEGER)');
+        const scope = createScope(db);
+        await scope.run(() =>
+          db.atomic(async () => {
+            await db.run(q('INSERT INTO kept (n) VALUES (?)'), [1]);
+            for await (const _ of db.stream(sql, params)) break;
+            await db.run(q('INSERT INTO kept (n) VALUES (?)'), [2]);
+          }),
+        );
+        await scope.release();
+        const rows = await db.query<{ n: number }>('SELECT n FROM kept ORDER BY n');
+        assert.deepEqual(
+          rows.map((row) => Number(row.n)),
+          [1, 2],
+        );
+        assert.deepEqual(await activeQueries(opened), []);
+        assert.equal(db.stats().inUse, 0);
+      }));
+
     test('outside a request: a connection for the stream’s length', () =>
       withDatabase(kind, {}, async (opened) => {
         const { db } = opened;
