@@ -97,10 +97,7 @@ export class Database<Conn = unknown> {
     return this.#statement('raw', sql, params, options) as Promise<RawResult<Row>>;
   }
 
-  /**
-   * A query's rows, read as the loop asks for them: `for await (const row of db.stream(sql))`.
-   * See runtime-stream for when it closes, and what the request's other statements get meanwhile.
-   */
+  /** A query's rows as the loop asks for them, `for await (const row of db.stream(sql))`. */
   stream<T = Record<string, unknown>>(
     sql: string,
     params?: Params,
