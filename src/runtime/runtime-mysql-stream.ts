@@ -36,10 +36,13 @@ export function mysqlCursor(
   const finish = (error?: unknown) => {
     failure ??= error;
     ended = true;
+    conn.off('error', finish);
     wake?.();
   };
   query.on('error', finish);
   query.on('end', () => finish());
+  // A lost connection tells the connection, not a query without a callback.
+  conn.on('error', finish);
   return {
     async read() {
       while (rows.length < batchSize && !ended) {

@@ -75,6 +75,7 @@ export interface SqliteConnection<Handle = unknown, Statement = unknown> {
   statements: Map<string, CachedStatement<Statement>>;
   unlock: (() => void) | undefined; // gives up the write lock its transaction holds
   sessionChanged: boolean; // a statement changed its state: it is closed when it goes back
+  cursor: RowCursor | undefined; // db.stream()'s last statement on it, closed before the connection
 }
 
 interface CachedStatement<Statement> extends Prepared<Statement> {
@@ -129,10 +130,16 @@ export class SqliteDriver<Handle, Statement>
     this.#releaseWriteLock(conn);
     if (discard) {
       this.#all.delete(conn);
-      if (this.#engine.isOpen(conn.handle)) this.#engine.close(conn.handle);
+      this.#close(conn);
     } else {
       this.#idle.push(conn);
     }
+  }
+
+  /** A statement still being iterated (closePool() past its timeout) keeps better-sqlite3 open. */
+  #close(conn: SqliteConnection<Handle, Statement>): void {
+    conn.cursor?.close();
+    if (this.#engine.isOpen(conn.handle)) this.#engine.close(conn.handle);
   }
 
   isBroken(conn: SqliteConnection<Handle, Statement>): boolean {
@@ -149,7 +156,7 @@ export class SqliteDriver<Handle, Statement>
     this.#writeTurn.rejectWaiting(new PoolClosedError());
     for (const conn of this.#all) {
       this.#releaseWriteLock(conn);
-      if (this.#engine.isOpen(conn.handle)) this.#engine.close(conn.handle); // rolls back
+      this.#close(conn); // rolls back
     }
     this.#all.clear();
     this.#idle.length = 0;
@@ -189,7 +196,8 @@ export class SqliteDriver<Handle, Statement>
       throw new TypeError('db.stream(): on SQLite, stream a statement that writes in db.atomic().');
     }
     const args = params === undefined ? [] : Array.isArray(params) ? params : [params];
-    return iteratorCursor(this.#engine.iterate(prepared.statement, args), batchSize);
+    conn.cursor = iteratorCursor(this.#engine.iterate(prepared.statement, args), batchSize);
+    return conn.cursor;
   }
 
   // Every SQLite transaction is serializable (one writer at a time): any isolationLevel is met.
@@ -292,6 +300,7 @@ export class SqliteDriver<Handle, Statement>
       statements: new Map(),
       unlock: undefined,
       sessionChanged: false,
+      cursor: undefined,
     };
     this.#all.add(conn);
     return conn;

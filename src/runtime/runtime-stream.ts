@@ -10,7 +10,7 @@
  * at once (ConnectionStateError) rather than wait, since the loop may be what they wait in.
  */
 import type { Driver, Params, RowCursor } from './runtime-driver.js';
-import { ConnectionStateError, ScopeReleasedError } from './runtime-errors.js';
+import { ConnectionStateError, PoolClosedError, ScopeReleasedError } from './runtime-errors.js';
 import type { Scope } from './runtime-scope.js';
 
 export interface StreamOptions {
@@ -34,8 +34,11 @@ export function streamOpenError(): ConnectionStateError {
 /** A cursor over rows a synchronous iterator yields (SQLite's iterate()). */
 export function iteratorCursor(rows: Iterator<unknown>, batchSize: number): RowCursor {
   let done = false;
+  let closed = false;
   return {
     read() {
+      // Closed under the loop: only closePool() does that, past its timeout, with the connection.
+      if (closed) throw new PoolClosedError();
       const batch: unknown[] = [];
       while (!done && batch.length < batchSize) {
         const next = rows.next();
@@ -47,7 +50,7 @@ export function iteratorCursor(rows: Iterator<unknown>, batchSize: number): RowC
     close() {
       // An open statement keeps its read snapshot, and so the WAL, until it ends.
       if (!done) rows.return?.();
-      done = true;
+      done = closed = true;
     },
   };
 }

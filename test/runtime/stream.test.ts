@@ -175,6 +175,19 @@ for (const kind of kinds) {
         assert.equal(db.stats().inUse, 0);
       }));
 
+    test('closePool() past its timeout closes a stream left open outside a request', () =>
+      withDatabase(kind, { closeTimeoutMillis: 50 }, async (opened) => {
+        const { db } = opened;
+        const [sql, params] = series(opened, 100_000);
+        const rows = db.stream(sql, params, { batchSize: 10 });
+        assert.equal((await rows.next()).done, false);
+        await db.closePool();
+        assert.equal(db.stats().inUse, 0);
+        await assert.rejects(async () => {
+          for (;;) if ((await rows.next()).done) break;
+        });
+      }));
+
     test('outside a request: a connection for the stream’s length', () =>
       withDatabase(kind, {}, async (opened) => {
         const { db } = opened;
