@@ -138,7 +138,7 @@ export class SqliteDriver<Handle, Statement>
 
   /** A statement still being iterated (closePool() past its timeout) keeps better-sqlite3 open. */
   #close(conn: SqliteConnection<Handle, Statement>): void {
-    conn.cursor?.close();
+    void conn.cursor?.close(); // synchronous on SQLite
     if (this.#engine.isOpen(conn.handle)) this.#engine.close(conn.handle);
   }
 
