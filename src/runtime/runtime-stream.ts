@@ -167,9 +167,9 @@ export class RowStream<Row> implements AsyncIterableIterator<Row, undefined> {
     this.#scope = scope;
     if (scope.releaseReason) throw new ScopeReleasedError(scope.releaseReason);
     if (scope.stream !== undefined) throw streamOpenError();
+    scope.stream = this; // from now on: a second stream started meanwhile is refused
     await scope.beginRequestTransaction?.();
     scope.holdsConnection = true; // after a db.close() too, as a transaction does
-    scope.stream = this;
     return scope.track(async () => {
       const conn = scope.conn ?? (await scope.connection());
       return this.#driver.stream(conn, this.#sql, this.#params, this.#batchSize);
@@ -187,15 +187,10 @@ export class RowStream<Row> implements AsyncIterableIterator<Row, undefined> {
       if (scope?.stream === this) scope.stream = undefined;
       // A connection the close had to cut (MySQL) goes back; the next statement gets another.
       const conn = scope?.conn;
-      if (
-        scope !== undefined &&
-        scope === this.#requestScope &&
-        conn !== undefined &&
-        !scope.released
-      ) {
-        if (scope.depth === 0 && this.#driver.isBroken(conn)) await scope.checkIn();
-      }
       if (scope !== undefined && scope !== this.#requestScope) await scope.release();
+      else if (conn !== undefined && scope?.released === false && scope.depth === 0) {
+        if (this.#driver.isBroken(conn)) await scope.checkIn();
+      }
     }
   }
 }
