@@ -9,6 +9,7 @@ const benchmarks = [
   { script: 'bench/cli/run.ts', takesArguments: true },
   { script: 'bench/http/run.ts', takesArguments: true },
   { script: 'bench/http/kysely.ts', takesArguments: true },
+  { script: 'bench/http/prisma.ts', takesArguments: true },
   { script: 'bench/http/sqlite-writers.ts', takesArguments: true },
   { script: 'bench/http/async-resources.ts', takesArguments: false },
 ];

@@ -1,6 +1,7 @@
 // HTTP benchmarks: each framework with the generated adapter against the same framework with a
-// hand-written baseline doing the same work correctly, Fastify's adapter against @fastify/postgres,
-// and the SQLite adapter against one shared better-sqlite3 connection. Every comparison runs three
+// hand-written baseline doing the same work correctly (pg's pool.connect()/release(), mysql2's
+// pool.getConnection()/release() per request), Fastify's adapter against @fastify/postgres, and
+// the SQLite adapter against one shared better-sqlite3 connection. Every comparison runs three
 // servers side by side: the generated one, the baseline, and the baseline with AsyncLocalStorage
 // switched on process-wide (ALS=1, see servers/common.mjs), which splits the generated code's cost
 // into Node's AsyncLocalStorage cost (baseline+ALS / baseline) and the adapter's own (generated /
@@ -13,6 +14,9 @@
 //                        arrival (default: lazy, at the first statement)
 //   BENCH_NODE=/path/to/node24 node --import tsx bench/http/run.ts --only postgres
 //                        # the servers on another Node.js; results go to http-node24.json
+//   node --import tsx bench/http/run.ts --only mysql   # the MySQL rows alone (MariaDB from
+//                        MYSQL_URL, else a throwaway one as the tests start); recorded apart
+//                        in http-mysql.json, as any --only subset is
 //
 // Load generator: wrk when on PATH (much lighter than autocannon, so more of the CPU is left for
 // what is measured), else autocannon, one per server. With taskset on PATH and two or more CPUs,
@@ -29,6 +33,7 @@ import { parseArgs, promisify } from 'node:util';
 import pg from 'pg';
 import type { DatabaseId } from '../../src/cli/targets.ts';
 import { generate, prepareDatabase } from '../../test/support/apps.ts';
+import { findMariadbBinaries, mysqlAdmin, startMariadb } from '../../test/support/mariadb.ts';
 import { startPostgres } from '../../test/support/postgres.ts';
 import { ratioChart } from './chart.ts';
 import {
@@ -122,6 +127,16 @@ const comparisons: Comparison[] = [
         driver: 'node:sqlite' as const,
         baseline: 'baseline' as const,
         baselineLabel: 'one shared better-sqlite3 connection',
+      }))
+    : []),
+  // MySQL where a server can be had (MYSQL_URL, or mariadb-server installed).
+  ...(process.env.MYSQL_URL || findMariadbBinaries()
+    ? frameworks.map((framework) => ({
+        name: `${framework} (mysql)`,
+        framework,
+        database: 'mysql' as const,
+        baseline: 'baseline' as const,
+        baselineLabel: 'hand-written getConnection()/release()',
       }))
     : []),
 ].filter((c) => !values.only || c.name.includes(values.only));
@@ -266,6 +281,17 @@ async function pinPostgres(url: string, cpuList: string): Promise<string> {
   return `PostgreSQL (postmaster ${postmaster} and ${children.length} children) → CPU ${cpuList}`;
 }
 
+/** mariadbd, every thread (new ones inherit it), onto the other CPUs. */
+async function pinMariadb(url: string, cpuList: string): Promise<string> {
+  const pidFile = await mysqlAdmin(url, async (conn) => {
+    const [rows] = await conn.query('SELECT @@pid_file AS file');
+    return (rows as { file: string }[])[0]!.file;
+  });
+  const pid = Number(readFileSync(pidFile, 'utf8').trim());
+  pin(pid, cpuList);
+  return `MariaDB (mariadbd ${pid}, all its threads) → CPU ${cpuList}`;
+}
+
 const round = (x: number, digits: number) => Number(x.toFixed(digits));
 const signed = (x: number) => `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(1)}`;
 
@@ -384,6 +410,17 @@ async function measureTogether(servers: RunningServer[], duration: number): Prom
 
 const postgres = process.env.DATABASE_URL ? undefined : await startPostgres();
 const postgresUrl = process.env.DATABASE_URL ?? postgres!.url;
+const needsMysql = comparisons.some((c) => c.database === 'mysql');
+const mariadb = needsMysql && !process.env.MYSQL_URL ? await startMariadb() : undefined;
+/** A database of the benchmark's own on the MySQL server. */
+const mysqlUrl = await (async () => {
+  const server = process.env.MYSQL_URL ?? mariadb?.url;
+  if (!needsMysql || server === undefined) return '';
+  await mysqlAdmin(server, (conn) => conn.query('CREATE DATABASE IF NOT EXISTS cdh_bench'));
+  const url = new URL(server);
+  url.pathname = '/cdh_bench';
+  return url.toString();
+})();
 const rows: Row[] = [];
 const loadAverageBefore = loadavg();
 try {
@@ -393,6 +430,13 @@ try {
         ? await pinPostgres(postgresUrl, plan.others)
         : 'postgres: not pinned (DATABASE_URL given: not ours)',
     );
+    if (needsMysql) {
+      pinned.push(
+        mariadb
+          ? await pinMariadb(mariadb.url, plan.others)
+          : 'MariaDB: not pinned (MYSQL_URL given: not ours)',
+      );
+    }
     pinned.push(`load generator (${loadGenerator}) → CPU ${plan.others}`);
     pinned.push(`each server → CPU ${plan.server}, alone`);
     console.log(`pinning:\n  ${pinned.join('\n  ')}`);
@@ -400,6 +444,7 @@ try {
   const sqlitePath = join(generatedDir, 'bench.db');
   await generate('postgres');
   await generate('sqlite');
+  if (needsMysql) await generate('mysql');
   mkdirSync(generatedDir, { recursive: true });
 
   const estimate =
@@ -410,10 +455,8 @@ try {
   );
 
   for (const comparison of comparisons) {
-    const env = await prepareDatabase(
-      comparison.database,
-      comparison.database === 'postgres' ? postgresUrl : sqlitePath,
-    );
+    const locations = { postgres: postgresUrl, mysql: mysqlUrl, sqlite: sqlitePath };
+    const env = await prepareDatabase(comparison.database, locations[comparison.database]);
     const variants = variantsOf(comparison);
     const servers: RunningServer[] = [];
     try {
@@ -528,6 +571,7 @@ try {
   }
 } finally {
   await postgres?.stop();
+  await mariadb?.stop();
 }
 
 const machine = {
@@ -541,10 +585,19 @@ const machine = {
   connections,
   checkout: values.checkout,
 };
-// The recorded results (bench/README.md, the chart) come from full runs only: a --quick smoke
-// check or an --only subset leaves them as they are.
+// The recorded results (bench/README.md, the chart) come from full runs; an --only subset goes
+// to a file of its own (http-mysql.json for --only mysql), never over the full run's, and a
+// --quick smoke check is not recorded.
+const resultsDir = join(benchDir, '..', 'results');
+if (!values.quick && values.only && values.checkout === 'lazy') {
+  mkdirSync(resultsDir, { recursive: true });
+  const subset = values.only.replace(/[^a-z0-9]+/gi, '-');
+  writeFileSync(
+    join(resultsDir, `http-${subset}${resultsSuffix}.json`),
+    `${JSON.stringify({ machine, only: values.only, rows }, null, 2)}\n`,
+  );
+}
 if (!values.quick && !values.only && values.checkout === 'lazy') {
-  const resultsDir = join(benchDir, '..', 'results');
   mkdirSync(resultsDir, { recursive: true });
   writeFileSync(
     join(resultsDir, `http${resultsSuffix}.json`),

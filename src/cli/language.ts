@@ -26,6 +26,27 @@ export function sourceExtension(style: OutputStyle): '.ts' | '.js' {
   return style.language === 'ts' ? '.ts' : '.js';
 }
 
+/**
+ * The extension of relative import specifiers. A TypeScript file in a CommonJS package (no
+ * "type": "module") is CommonJS under every tsconfig: tsc compiles its imports to require(), and
+ * ts-node (without its experimentalResolver) and jest resolve them as require() does, finding
+ * `./index` but not `./index.js`. Extensionless, it also loads under tsc's output, tsx, vitest
+ * and bundlers, and TypeScript asks for extensions only in ES modules. Everywhere else (ES
+ * modules, and JavaScript, which Node runs as written) it is `.js`.
+ */
+export function importExtension(style: OutputStyle): '' | '.js' {
+  return style.language === 'ts' && style.moduleFormat === 'cjs' ? '' : '.js';
+}
+
+/** Quoted relative specifiers ending in .js (imports, and the examples in comments). */
+const relativeJsSpecifier = /(['"])(\.{1,2}\/[^'"\s]*)\.js\1/g;
+
+/** Gives the relative specifiers of TypeScript source the project's extension. */
+export function withImportExtension(source: string, style: OutputStyle): string {
+  if (importExtension(style) === '.js') return source;
+  return source.replace(relativeJsSpecifier, '$1$2$1');
+}
+
 /** Where the build put the JavaScript made from `source`: named by its fingerprint and module format. */
 export function prebuiltFile(source: string, moduleFormat: ModuleFormat): string {
   return join(packageRoot, 'dist', 'javascript', `${fingerprint(source)}.${moduleFormat}.js`);
@@ -42,7 +63,7 @@ export function recordConversions(
 
 /** Converts TypeScript ESM source into the project's language and module format. */
 export async function toProjectLanguage(source: string, style: OutputStyle): Promise<string> {
-  if (style.language === 'ts') return tidy(source);
+  if (style.language === 'ts') return tidy(withImportExtension(source, style));
   // Only the bundle reads dist/javascript/: the same build made both. Run from source (tests),
   // this file may have changed since the last build, so it always converts.
   if (precompiledTemplates !== undefined) {

@@ -19,6 +19,7 @@ import {
   findOrm,
   findTarget,
   newAppDependencies,
+  type OrmDefinition,
   type TargetId,
   typeScriptDependencies,
 } from './targets.js';
@@ -133,7 +134,10 @@ export function requiredDependencies(answers: Answers): Dependency[] {
     wanted.push(...target.dependencies);
     if (answers.newApp) wanted.push(...target.frameworkDependencies);
   }
-  for (const id of answers.orms ?? []) wanted.push(...findOrm(id)!.dependencies);
+  for (const id of answers.orms ?? []) {
+    const orm: OrmDefinition = findOrm(id)!;
+    wanted.push(...orm.dependencies, ...(orm.databaseDependencies?.[answers.database] ?? []));
+  }
   if (answers.newApp) wanted.push(...newAppDependencies[answers.language]);
   else if (answers.language === 'ts') wanted.push(...typeScriptDependencies);
   const seen = new Set<string>();
@@ -273,8 +277,8 @@ export function buildPlan(input: PlanInput): Plan {
 
   const required = requiredDependencies(answers);
   const missing = answers.newApp ? required : required.filter((d) => !facts.installed.has(d.name));
-  const dependencies = missing.filter((d) => !d.typesOnly);
-  const devDependencies = missing.filter((d) => d.typesOnly);
+  const dependencies = missing.filter((d) => !d.typesOnly && !d.dev);
+  const devDependencies = missing.filter((d) => d.typesOnly || d.dev);
   if (answers.newApp) {
     // pnpm allows build scripts in package.json up to 10 and in pnpm-workspace.yaml from 11;
     // when its version is unknown (not installed yet), both.

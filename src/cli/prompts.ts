@@ -46,6 +46,15 @@ export function say(text: string): void {
   terminal().write(text);
 }
 
+/**
+ * How many terminal lines these choices take at most, each wrapped at the terminal's width (a
+ * line broken between words holds less than a full width). More than they take shows no more.
+ */
+function linesOf(choices: readonly string[]): number {
+  const width = Math.max(20, (terminal().columns || 80) - 12);
+  return choices.reduce((sum, text) => sum + Math.ceil(text.length / width), 0);
+}
+
 async function cancellable<T>(question: () => Promise<T>): Promise<T> {
   try {
     return await question();
@@ -65,23 +74,26 @@ export async function askAnswers(draft: Draft): Promise<Answers> {
   if (choosing) {
     const preselected = new Set([...draft.manifestTargets, ...draft.detectedTargets]);
     const { checkbox } = await inquirer();
+    const locked = '(added earlier; stays: delete its file by hand to drop it)';
+    // A target added earlier stays: its adapter may be imported by the app, and taking it out
+    // of the manifest would not delete its file. Shown ticked and locked.
+    const choices = targets.map((target) => ({
+      name: `${target.id.padEnd(10)} ${target.title}`,
+      value: target.id,
+      short: target.id,
+      checked: preselected.has(target.id),
+      ...(draft.manifestTargets.includes(target.id) && { disabled: locked }),
+    }));
     chosen = await cancellable(() =>
       checkbox<TargetId>(
         {
           message: 'Which frameworks should get database hooks?',
-          // A target added earlier stays: its adapter may be imported by the app, and taking
-          // it out of the manifest would not delete its file. Shown ticked and locked.
-          choices: targets.map((target) => ({
-            name: `${target.id.padEnd(10)} ${target.title}`,
-            value: target.id,
-            short: target.id,
-            checked: preselected.has(target.id),
-            ...(draft.manifestTargets.includes(target.id) && {
-              disabled: '(added earlier; stays: delete its file by hand to drop it)',
-            }),
-          })),
+          choices,
           required: draft.manifestTargets.length === 0,
-          pageSize: targets.length,
+          // Every choice on one page, however many lines a narrow terminal wraps them to: a
+          // page that scrolls hides choices, and a wrong one gets ticked.
+          pageSize: linesOf(choices.map((c) => ` ◉ ${c.name} ${c.disabled ?? ''}`)),
+          loop: false,
           instructions: ' (space to select, enter to confirm)',
           theme: { style: { disabledChoice: (text: string) => ` ◉ ${text}` } },
         },
@@ -89,8 +101,10 @@ export async function askAnswers(draft: Draft): Promise<Answers> {
       ),
     );
   }
+  // Asked only when neither a flag nor db-hooks.json answers it: switching is `-d`.
+  const askDatabase = draft.databaseSource === 'detected' || draft.databaseSource === 'default';
   let database: DatabaseId = draft.database;
-  if (draft.databaseSource !== 'flag') {
+  if (askDatabase) {
     const { select } = await inquirer();
     database = await cancellable(() =>
       select<DatabaseId>(
@@ -110,7 +124,7 @@ export async function askAnswers(draft: Draft): Promise<Answers> {
   // Asked along with the database: a run whose flags named it takes --driver or the default.
   let driver = draft.driver;
   const drivers = driversOf(database);
-  if (draft.databaseSource !== 'flag' && draft.driverSource === 'default' && drivers.length > 1) {
+  if (askDatabase && draft.driverSource === 'default' && drivers.length > 1) {
     const { select } = await inquirer();
     driver = await cancellable(() =>
       select<string>(

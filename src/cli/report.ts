@@ -6,7 +6,7 @@ import type { Draft } from './answers.js';
 import { dependencyMajor, type PackageManager, type ProjectFacts } from './detect.js';
 import { oneOf } from './errors.js';
 import { formatCommand, type InstallCommand, installCommands } from './install.js';
-import type { ModuleFormat } from './language.js';
+import { importExtension, type ModuleFormat } from './language.js';
 import {
   type FileStatus,
   type MissingFramework,
@@ -132,7 +132,7 @@ function importLine(
 ): string {
   const { dir, language, moduleFormat } = plan.answers;
   const fromSrc = dir.startsWith('src/') ? dir.slice('src/'.length) : dir;
-  const specifier = `./${fromSrc}/${target}.js`;
+  const specifier = `./${fromSrc}/${target}${importExtension(plan.answers)}`;
   return language === 'js' && moduleFormat === 'cjs'
     ? `const { ${names} } = require('${specifier}');`
     : `import { ${names} } from '${specifier}';`;
@@ -205,6 +205,11 @@ export function finalReport({
     }
     steps.push(`${packageManager === 'npm' ? 'npm' : packageManager} start`);
     steps.push('curl http://127.0.0.1:3000/users/1   (the app reads PORT, 3000 by default)');
+    if (answers.orms?.includes('prisma')) {
+      const specifier = `./${answers.dir.replace(/^src\//, '')}/prisma.js`;
+      const cjs = answers.language === 'js' && answers.moduleFormat === 'cjs';
+      steps.push(...prismaSteps(specifier, answers.language, cjs));
+    }
   } else {
     for (const command of pendingInstall) steps.push(formatCommand(command));
     steps.push(...fixes);
@@ -244,7 +249,12 @@ export function finalReport({
       const fromSrc = answers.dir.startsWith('src/')
         ? answers.dir.slice('src/'.length)
         : answers.dir;
-      const specifier = `./${fromSrc}/${orm.id}.js`;
+      const specifier = `./${fromSrc}/${orm.id}${importExtension(answers)}`;
+      if (orm.id === 'prisma') {
+        const cjs = answers.language === 'js' && answers.moduleFormat === 'cjs';
+        steps.push(...prismaSteps(specifier, answers.language, cjs));
+        continue;
+      }
       steps.push(
         `${orm.name}: its queries run on the request's connection (README: ${orm.name}):`,
         answers.language === 'js' && answers.moduleFormat === 'cjs'
@@ -300,4 +310,27 @@ export function finalReport({
   }
   if (steps.length > 0) out.push('Next steps', ...steps.flatMap((step) => wrapStep(step)), '');
   return `${out.join('\n').trimEnd()}\n`;
+}
+
+/**
+ * Prisma's client is generated in the project: what to generate, and how to bind it. TypeScript
+ * gets the prisma-client generator (TypeScript source in the project), JavaScript the
+ * prisma-client-js one (@prisma/client).
+ */
+function prismaSteps(specifier: string, language: 'ts' | 'js', cjs: boolean): string[] {
+  const generator =
+    language === 'ts'
+      ? 'provider = "prisma-client", output = "../src/generated/prisma"'
+      : 'provider = "prisma-client-js"';
+  const client = language === 'ts' ? './generated/prisma/client.js' : '@prisma/client';
+  return [
+    `Prisma: in prisma/schema.prisma set \`generator client { ${generator} }\`, run \`npx prisma generate\`, and bind the client (README: Prisma):`,
+    cjs
+      ? `    const { PrismaClient } = require('${client}');`
+      : `    import { PrismaClient } from '${client}';`,
+    cjs
+      ? `    const { prismaAdapter, prismaFor } = require('${specifier}');`
+      : `    import { prismaAdapter, prismaFor } from '${specifier}';`,
+    '    const prisma = prismaFor(new PrismaClient({ adapter: prismaAdapter() }));',
+  ];
 }

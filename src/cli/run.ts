@@ -18,7 +18,7 @@ import {
   installCommands,
   packageManagerVersion,
 } from './install.js';
-import { isNewerVersion, MANIFEST_FILE } from './manifest.js';
+import { isNewerVersion, MANIFEST_FILE, sameCode } from './manifest.js';
 import { appEntryPath, buildPlan, filesToWrite, type MissingFramework } from './plan.js';
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from './render.js';
 import { dryRunText, finalReport, planLines, projectSummary } from './report.js';
@@ -81,6 +81,35 @@ export async function planSources(
   return { rendered, current };
 }
 
+/**
+ * The files on disk a database switch would overwrite: those whose content for the new database
+ * differs from what it was for the old one (index, an ORM binding) and from what is there now.
+ * Adapters and the runtime read the same for every database: an edit in them is not the switch's.
+ */
+async function filesTheSwitchChanges(
+  facts: ProjectFacts,
+  answers: Answers,
+  sources: PlanSources,
+  version: string,
+): Promise<string[]> {
+  const { driver: _new, ...rest } = answers;
+  const driver = facts.manifest?.driver;
+  const before = await planSources(
+    facts,
+    { ...rest, database: facts.manifest!.database, ...(driver !== undefined && { driver }) },
+    version,
+  );
+  const old = new Map(before.rendered.map((file) => [file.path, file.content]));
+  return sources.rendered
+    .filter((file) => {
+      const now = sources.current.get(file.path);
+      return (
+        now !== undefined && !sameCode(now, file.content) && old.get(file.path) !== file.content
+      );
+    })
+    .map((file) => file.path);
+}
+
 /** `n thing` or `n things`. */
 export function plural(count: number, noun: string): string {
   return `${count} ${noun}${count === 1 ? '' : 's'}`;
@@ -124,34 +153,41 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
   if (prompts) prompts.say(`${projectSummary(facts, draft)}\n\n`);
   let answers = prompts ? await prompts.askAnswers(draft) : finishAnswers(draft);
 
-  const previous = facts.manifest?.database;
-  if (
-    previous !== undefined &&
-    previous !== answers.database &&
-    !options.force &&
-    !options.dryRun
-  ) {
-    const question = `Switch the database from ${previous} to ${answers.database}? ${answers.dir}/index is rewritten.`;
-    if (!prompts) {
-      throw new UsageError(
-        `db-hooks.json says database '${previous}', --database says '${answers.database}': pass --force to switch (${answers.dir}/index is rewritten)`,
-      );
-    }
-    if (!(await prompts.ask(question, false))) {
-      // The old database, on the driver it had.
-      const { driver: _dropped, ...rest } = answers;
-      const driver = facts.manifest?.driver;
-      answers = { ...rest, database: previous, ...(driver !== undefined && { driver }) };
-    }
-  }
-
   // pnpm's version decides how it is told to build better-sqlite3 (see install.ts).
   const pmVersion =
     facts.packageManager === 'pnpm'
       ? await packageManagerVersion(facts.packageManager, facts.root)
       : undefined;
-  const sources = await planSources(facts, answers, version);
-  const force = options.force === true;
+  let sources = await planSources(facts, answers, version);
+
+  // A database switch overwrites the files it changes (index, an ORM binding), edited or not,
+  // once the user agrees: --force, or yes in a terminal. Edits elsewhere are kept.
+  const previous = facts.manifest?.database;
+  let switchFiles: string[] = [];
+  if (previous !== undefined && previous !== answers.database) {
+    switchFiles = await filesTheSwitchChanges(facts, answers, sources, version);
+    const overwrites = switchFiles.length > 0 ? `it overwrites ${switchFiles.join(', ')}` : '';
+    if (!options.force && !options.dryRun) {
+      if (!prompts) {
+        throw new UsageError(
+          `db-hooks.json says database '${previous}', --database says '${answers.database}': pass --force to switch${overwrites && ` (${overwrites}; other edited files are kept)`}`,
+        );
+      }
+      const question = `Switch the database from ${previous} to ${answers.database}?${overwrites && ` ${overwrites[0]!.toUpperCase()}${overwrites.slice(1)}.`}`;
+      if (!(await prompts.ask(question, false))) {
+        // The old database, on the driver it had.
+        const { driver: _dropped, ...rest } = answers;
+        const driver = facts.manifest?.driver;
+        answers = { ...rest, database: previous, ...(driver !== undefined && { driver }) };
+        sources = await planSources(facts, answers, version);
+        switchFiles = [];
+      }
+    }
+  }
+
+  // In a switch, --force was the consent to it: it overwrites the switch's files, no others.
+  const switching = previous !== undefined && previous !== answers.database;
+  const force = options.force === true && !switching;
   const planInput = {
     facts,
     answers,
@@ -159,11 +195,12 @@ export async function run(options: CliOptions, version: string, io: RunIo): Prom
     version,
     ...sources,
     packageManagerVersion: pmVersion,
+    overwrite: new Set(switchFiles),
   };
   let plan = buildPlan(planInput);
   // Per file, as shadcn asks: replacing one edited file must not cost the edits in another.
   if (prompts && !force && !options.dryRun) {
-    const overwrite = new Set<string>();
+    const overwrite = new Set(switchFiles);
     for (const file of plan.files.filter((f) => f.reason === 'edited')) {
       const question = `${file.path} was edited since it was generated. Replace it with the new version (your edits in it are lost)?`;
       if (await prompts.ask(question, false)) overwrite.add(file.path);

@@ -2,7 +2,8 @@
 // code, so a project without semicolons gets none. In order of preference: the project's own
 // Prettier with its config, the project's own Biome with its biome.json, and, when the tool
 // itself is not installed, our bundled Prettier told the same settings (from .prettierrc,
-// biome.json or .editorconfig). Nothing here loads unless the project has such a config, and
+// biome.json or .editorconfig); a project that formats with ESLint (standard, or an ESLint
+// config with stylistic, prettier or standard rules) gets its own ESLint's fixes. Nothing here loads unless the project has such a config, and
 // a formatter that fails leaves the file as generated.
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -29,6 +30,16 @@ const prettierConfigFiles = [
   'prettier.config.ts',
 ];
 const biomeConfigFiles = ['biome.json', 'biome.jsonc'];
+const eslintConfigFiles = [
+  'eslint.config.js',
+  'eslint.config.mjs',
+  'eslint.config.cjs',
+  'eslint.config.ts',
+  'eslint.config.mts',
+  'eslint.config.cts',
+];
+/** ESLint-based styles with a lintText() of their own (standard-engine). */
+const standardStyles = ['standard', 'semistandard'];
 
 /** Prettier options we understand; anything else in a config is left to the real Prettier. */
 interface PrettierOptions {
@@ -64,6 +75,8 @@ export function projectFormatter(
     const options = biomeToPrettier(readJsonc(join(root, biomeConfig)));
     return options && bundledPrettier(options);
   }
+  const linter = eslintFormatter(root, packageJson, has);
+  if (linter) return linter;
   if (has('.editorconfig')) {
     const options = editorconfigToPrettier(readFileSync(join(root, '.editorconfig'), 'utf8'));
     // The house style already matches the common .editorconfig (2 spaces, LF): format only
@@ -127,6 +140,54 @@ function ownBiome(root: string, bin: string): Formatter {
     });
     if (result.status !== 0 || result.stdout === '') throw new Error(result.stderr);
     return result.stdout;
+  });
+}
+
+type LintResult = { output?: string };
+
+/**
+ * The project's ESLint fixes, where the project formats with ESLint: `standard` (its own
+ * lintText, with its bundled ESLint), or the project's ESLint with a config that has formatting
+ * rules (@stylistic, eslint-plugin-prettier, neostandard...). Other ESLint configs only lint.
+ */
+function eslintFormatter(
+  root: string,
+  packageJson: Record<string, unknown> | undefined,
+  has: (file: string) => boolean,
+): Formatter | undefined {
+  const deps = {
+    ...(packageJson?.dependencies as object | undefined),
+    ...(packageJson?.devDependencies as object | undefined),
+  };
+  const style = standardStyles.find((name) => name in deps);
+  const standard = style && resolveFromProject(root, style);
+  if (standard) {
+    type Standard = {
+      lintText: (text: string, options: object) => Promise<LintResult[]> | LintResult[];
+    };
+    return safely(async (path, content) => {
+      const engine = createRequire(join(root, 'package.json'))(standard) as Standard;
+      const [result] = await engine.lintText(content, { fix: true, filename: join(root, path) });
+      return result?.output ?? content;
+    });
+  }
+  const config = eslintConfigFiles.find(has);
+  if (!config || !/stylistic|prettier|standard/.test(readFileSync(join(root, config), 'utf8'))) {
+    return undefined;
+  }
+  const eslint = resolveFromProject(root, 'eslint');
+  if (!eslint) return undefined;
+  type Linter = { lintText: (text: string, options: object) => Promise<LintResult[]> };
+  type ESLint = new (options: object) => Linter;
+  let linter: Promise<Linter> | undefined;
+  return safely(async (path, content) => {
+    // ESLint is CommonJS: imported, its exports may also arrive as `default`.
+    linter ??= import(pathToFileURL(eslint).href).then(
+      (mod: { ESLint?: ESLint; default?: { ESLint: ESLint } }) =>
+        new (mod.ESLint ?? mod.default!.ESLint)({ cwd: root, fix: true }),
+    );
+    const [result] = await (await linter).lintText(content, { filePath: join(root, path) });
+    return result?.output ?? content;
   });
 }
 

@@ -13,6 +13,8 @@ export interface Dependency {
    * so npm versions that ask for approval of install scripts run it without a prompt.
    */
   installScript?: boolean;
+  /** A tool for development (the prisma CLI): a devDependency in either language. */
+  dev?: boolean;
 }
 
 export interface TargetDefinition {
@@ -267,6 +269,8 @@ export interface OrmDefinition {
   dependencies: Dependency[];
   /** The databases its template has a binding for. */
   databases: readonly DatabaseId[];
+  /** What it needs on one database only (Prisma's adapter for pg). */
+  databaseDependencies?: Partial<Record<DatabaseId, readonly Dependency[]>>;
 }
 
 /** --orm: query builders and ORMs bound to `db`, one template each in templates/orms/. */
@@ -283,6 +287,18 @@ export const orms = [
     name: 'Drizzle',
     title: 'Drizzle ORM 0.45 (exports orm, a Drizzle database on the request connection)',
     dependencies: [{ name: 'drizzle-orm', version: '^0.45.4' }],
+    databases: ['sqlite', 'postgres', 'mysql'],
+  },
+  {
+    id: 'prisma',
+    name: 'Prisma',
+    title: 'Prisma 7 (exports prismaFor and prismaAdapter, for your generated PrismaClient)',
+    dependencies: [
+      { name: '@prisma/client', version: '^7.10.1' },
+      { name: '@prisma/driver-adapter-utils', version: '^7.10.1' },
+      { name: 'prisma', version: '^7.10.1', dev: true },
+    ],
+    databaseDependencies: { postgres: [{ name: '@prisma/adapter-pg', version: '^7.10.1' }] },
     databases: ['sqlite', 'postgres'],
   },
 ] as const satisfies readonly OrmDefinition[];

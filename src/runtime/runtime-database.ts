@@ -16,7 +16,13 @@ import type {
 } from './runtime-driver.js';
 import { ConnectionStateError, ScopeReleasedError } from './runtime-errors.js';
 import type { Checkout } from './runtime-options.js';
-import { type Logger, Pool, type PoolOptions, type PoolStats } from './runtime-pool.js';
+import {
+  defaultLogger,
+  type Logger,
+  Pool,
+  type PoolOptions,
+  type PoolStats,
+} from './runtime-pool.js';
 import { type Frame, type RequestScope, Scope, type ScopeContext } from './runtime-scope.js';
 import { RowStream, type StreamOptions } from './runtime-stream.js';
 import {
@@ -60,7 +66,7 @@ export class Database<Conn = unknown> {
   }
 
   constructor(driver: Driver<Conn>, options: DatabaseOptions = {}) {
-    this.logger = options.logger ?? console;
+    this.logger = options.logger ?? defaultLogger;
     this.driver = driver;
     this.#pool = new Pool(driver, options, this.logger);
     this.#context = {

@@ -19,8 +19,26 @@ export interface RunResult {
 export interface RawOptions {
   /** 'array': each row as an array of values in column order (no name clashes in joins). */
   rowMode?: 'object' | 'array';
-  /** PostgreSQL: pg's type parsers for this statement (QueryConfig `types`). SQLite ignores it. */
+  /**
+   * The driver's type parsing for this statement: pg's QueryConfig `types`, mysql2's `typeCast`.
+   * SQLite ignores it.
+   */
   types?: unknown;
+  /**
+   * PostgreSQL and SQLite: also the result's columns (RawResult.columns), for ORMs that convert
+   * values by type (Prisma). MySQL returns none yet.
+   */
+  columns?: boolean;
+}
+
+/** A result column, as raw() returns it with `columns: true`. */
+export interface RawColumn {
+  name: string;
+  /**
+   * PostgreSQL: the type's OID (pg's `dataTypeID`). SQLite: the declared type of the table column
+   * it reads (`INTEGER`, `DATETIME`), null for an expression.
+   */
+  type: number | string | null;
 }
 
 /** What raw() returns: the rows, and what the statement changed. */
@@ -30,6 +48,8 @@ export interface RawResult<Row = unknown> {
   changes?: number;
   /** SQLite's rowid of the last inserted row. */
   lastInsertId?: number | bigint;
+  /** With `columns: true`: the result's columns, in order; empty for a statement with no rows. */
+  columns?: RawColumn[];
 }
 
 /** What a statement gives, by how it was run: query(), get(), run() or raw(). */

@@ -62,7 +62,7 @@ export function scopeForFetch(database: Database, request: Request): RequestScop
   const scope = createScope(database, `${request.method} ${request.url}`);
   scoped[kScopes] ??= new Map();
   scoped[kScopes].set(database, scope);
-  const gone = () => void scope.release('client-gone');
+  const gone = () => scope.releaseSoon('client-gone');
   if (request.signal.aborted) gone();
   else request.signal.addEventListener('abort', gone, { once: true });
   return scope;

@@ -23,7 +23,7 @@ import type {
 } from './runtime-driver.js';
 import { DatabaseUnavailableError, TransactionFailedError } from './runtime-errors.js';
 import { mysqlCursor } from './runtime-mysql-stream.js';
-import type { Logger } from './runtime-pool.js';
+import { defaultLogger, type Logger } from './runtime-pool.js';
 import { mysqlChangesSession } from './runtime-session.js';
 
 export type MysqlConnection = mysql.Connection;
@@ -107,14 +107,14 @@ class MysqlDriver implements Driver<MysqlConnection> {
     this.#config = config;
     this.#onConnect = options.onConnect;
     this.#idleTimeoutMillis = options.idleTimeoutMillis ?? 10000;
-    this.#logger = options.logger ?? console;
+    this.#logger = options.logger ?? defaultLogger;
   }
 
   async checkOut(): Promise<MysqlConnection> {
     for (let conn = this.#idle.pop(); conn !== undefined; conn = this.#idle.pop()) {
       clearTimeout(this.#idleTimers.get(conn));
       // An idle connection the server closed meanwhile (a restart, wait_timeout) is dropped.
-      if (this.isBroken(conn)) void this.#close(conn);
+      if (this.isBroken(conn)) this.#drop(conn);
       else {
         internals(conn).stream?.ref();
         return conn;
@@ -138,7 +138,7 @@ class MysqlDriver implements Driver<MysqlConnection> {
       await this.#onConnect?.(opening.promise());
       return opening;
     } catch (error) {
-      if (conn !== undefined) void this.#close(conn);
+      if (conn !== undefined) this.#drop(conn);
       this.#logger.error(
         `db-hooks: could not open a MySQL connection (${(error as Error).message}). Check that ` +
           'the server is up, that DATABASE_URL points to it, and the onConnect hook if any.',
@@ -150,7 +150,7 @@ class MysqlDriver implements Driver<MysqlConnection> {
   checkIn(conn: MysqlConnection, discard: boolean): void {
     if (discard || this.isBroken(conn)) {
       // At once, a statement in flight too (closePool() past its timeout): not after it ends.
-      void this.#close(conn, true);
+      this.#drop(conn, true);
       return;
     }
     // Idle connections never keep the process alive, e.g. after a late statement reopened the
@@ -158,11 +158,18 @@ class MysqlDriver implements Driver<MysqlConnection> {
     internals(conn).stream?.unref();
     const timer = setTimeout(() => {
       if (this.#idle.includes(conn)) this.#idle.splice(this.#idle.indexOf(conn), 1);
-      void this.#close(conn);
+      this.#drop(conn);
     }, this.#idleTimeoutMillis);
     timer.unref();
     this.#idleTimers.set(conn, timer);
     this.#idle.push(conn);
+  }
+
+  /** Closes `conn` without waiting for it; a failure to close is only logged. */
+  #drop(conn: MysqlConnection, now = false): void {
+    this.#close(conn, now).catch((error: unknown) => {
+      this.#logger.warn('db-hooks: could not close a MySQL connection:', error);
+    });
   }
 
   async #close(conn: MysqlConnection, now = false): Promise<void> {
@@ -234,7 +241,12 @@ class MysqlDriver implements Driver<MysqlConnection> {
     try {
       result = await call<unknown>((done) =>
         conn.query(
-          { sql, values: params as mysql.QueryValues, rowsAsArray: options?.rowMode === 'array' },
+          {
+            sql,
+            values: params as mysql.QueryValues,
+            rowsAsArray: options?.rowMode === 'array',
+            ...(options?.types !== undefined && { typeCast: options.types as mysql.TypeCast }),
+          },
           (error: Error | null, value: unknown) => done(error, value),
         ),
       );

@@ -165,5 +165,6 @@ function nodeSqlite(
         sync.setReturnArrays(false);
       }
     },
+    columns: ({ sync }) => sync.columns().map(({ name, type }) => ({ name, type })),
   };
 }

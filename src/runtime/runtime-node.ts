@@ -79,8 +79,9 @@ function transact(scope: RequestScope, res: ServerResponse, settings: RequestSet
       () => args,
       (error: unknown) => failedCommit(res, error, settings.database.logger),
     );
-    void endWith.then((endArgs) => {
+    endWith = endWith.then((endArgs) => {
       if (endArgs) end(...endArgs);
+      return endArgs;
     });
     return this;
   } as ServerResponse['end'];
@@ -152,7 +153,7 @@ function releaseWhenOver(req: IncomingMessage, res: ServerResponse, scope: Reque
   const socket = req.socket;
   // The client left before the adapter ran (e.g. while an earlier middleware awaited).
   if (res.closed || socket.destroyed) {
-    void scope.release('client-gone');
+    scope.releaseSoon('client-gone');
     return;
   }
   // Until Node 22's end of life (2027-04-30): a response queued behind earlier pipelined ones
@@ -164,7 +165,7 @@ function releaseWhenOver(req: IncomingMessage, res: ServerResponse, scope: Reque
   // 'close' comes once for every response that got the connection, sent or cut off.
   res.on('close', () => {
     queued?.delete(scope);
-    void scope.release(res.writableFinished ? 'done' : 'client-gone');
+    scope.releaseSoon(res.writableFinished ? 'done' : 'client-gone');
   });
 }
 
@@ -176,7 +177,7 @@ function queuedOn(socket: Socket): Set<RequestScope> {
   if (queued === undefined) {
     const scopes = new Set<RequestScope>();
     socket.on('close', () => {
-      for (const scope of scopes) void scope.release('client-gone');
+      for (const scope of scopes) scope.releaseSoon('client-gone');
     });
     queuedOnSocket.set(socket, scopes);
     queued = scopes;

@@ -11,6 +11,22 @@ import { type Waiter, WaitQueue } from './runtime-wait.js';
 /** Where warnings and the operator's side of errors go (console by default). */
 export type Logger = Pick<Console, 'warn' | 'error'>;
 
+let frameworkLogger: Logger | undefined;
+
+/**
+ * The logger of a database whose options set none: the console, until an adapter whose
+ * framework has a logger of its own (Fastify's) hands it over with useFrameworkLogger().
+ */
+export const defaultLogger: Logger = {
+  warn: (...args) => (frameworkLogger ?? console).warn(...args),
+  error: (...args) => (frameworkLogger ?? console).error(...args),
+};
+
+/** Sends the log lines of every database without a `logger` option to `logger` from now on. */
+export function useFrameworkLogger(logger: Logger): void {
+  frameworkLogger = logger;
+}
+
 export interface PoolOptions {
   /** Most connections checked out at once. Default 10. */
   max?: number;

@@ -23,7 +23,7 @@ import {
   DbHooksError,
   TransactionFailedError,
 } from './runtime-errors.js';
-import type { Logger } from './runtime-pool.js';
+import { defaultLogger, type Logger } from './runtime-pool.js';
 import { pgCursor } from './runtime-postgres-stream.js';
 import { postgresSessionChange, type SessionChange } from './runtime-session.js';
 
@@ -135,7 +135,7 @@ class PostgresDriver implements Driver<pg.PoolClient> {
       ...options,
     };
     this.#pgbouncer = options.pgbouncer ?? false;
-    this.#logger = options.logger ?? console;
+    this.#logger = options.logger ?? defaultLogger;
   }
 
   /** pg's pool, made again after closeAll(). */
@@ -224,6 +224,12 @@ class PostgresDriver implements Driver<pg.PoolClient> {
       run: { changes: changes ?? 0 },
       raw: { rows: result.rows, changes } satisfies RawResult,
     };
+    if (options?.columns) {
+      results.raw.columns = result.fields.map(({ name, dataTypeID }) => ({
+        name,
+        type: dataTypeID,
+      }));
+    }
     return results[mode];
   }
 

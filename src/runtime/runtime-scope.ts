@@ -20,7 +20,14 @@ import type { CommitHook } from './runtime-transaction.js';
 /** One request's scope, as adapters hold it. */
 export type RequestScope = Pick<
   Scope<unknown>,
-  'released' | 'run' | 'connect' | 'release' | 'requestTransaction' | 'transact' | 'endTransaction'
+  | 'released'
+  | 'run'
+  | 'connect'
+  | 'release'
+  | 'releaseSoon'
+  | 'requestTransaction'
+  | 'transact'
+  | 'endTransaction'
 >;
 
 /**
@@ -174,20 +181,27 @@ export class Scope<Conn> {
    * any number of times, at any moment. Never rejects.
    */
   release(reason: ReleaseReason = 'done'): Promise<void> {
-    if (this.#releasing === undefined) {
-      this.releaseReason = reason;
-      if (this.#waits?.size) {
-        const error = new ScopeReleasedError(reason);
-        for (const leave of this.#waits) leave(error);
-      }
-      this.#releasing = this.checkIn().then(
-        () => {},
-        (error: unknown) => {
-          this.#context.logger.error('db-hooks: could not return a connection to the pool:', error);
-        },
-      );
-    }
+    this.#releasing ??= this.#startRelease(reason);
     return this.#releasing;
+  }
+
+  /** release() for a caller that does not wait for it (a 'close' listener). It never fails. */
+  releaseSoon(reason: ReleaseReason): void {
+    this.#releasing ??= this.#startRelease(reason);
+  }
+
+  #startRelease(reason: ReleaseReason): Promise<void> {
+    this.releaseReason = reason;
+    if (this.#waits?.size) {
+      const error = new ScopeReleasedError(reason);
+      for (const leave of this.#waits) leave(error);
+    }
+    return this.checkIn().then(
+      () => {},
+      (error: unknown) => {
+        this.#context.logger.error('db-hooks: could not return a connection to the pool:', error);
+      },
+    );
   }
 
   /**

@@ -17,6 +17,7 @@ import type { DatabaseOptions } from './runtime-database.js';
 import type {
   Driver,
   Params,
+  RawColumn,
   RawOptions,
   RowCursor,
   StatementMode,
@@ -24,7 +25,7 @@ import type {
   TransactionOptions,
 } from './runtime-driver.js';
 import { DatabaseUnavailableError, PoolClosedError, PoolTimeoutError } from './runtime-errors.js';
-import type { Logger } from './runtime-pool.js';
+import { defaultLogger, type Logger } from './runtime-pool.js';
 import { newConnectionPragmas, type Pragmas, sqliteChangesSession } from './runtime-session.js';
 import { iteratorCursor } from './runtime-stream.js';
 import { TurnLock, type Waiter } from './runtime-wait.js';
@@ -65,6 +66,8 @@ export interface SqliteEngine<Handle, Statement> {
   all(statement: Statement, args: unknown[]): unknown[];
   /** Rows as arrays of values, for this call only: the statement is cached and shared. */
   allArrays(statement: Statement, args: unknown[]): unknown[];
+  /** The columns a statement that returns rows gives, with their declared types. */
+  columns(statement: Statement): RawColumn[];
   /** Rows one at a time (db.stream()); return() ends the statement. */
   iterate(statement: Statement, args: unknown[]): Iterator<unknown>;
 }
@@ -84,6 +87,20 @@ interface CachedStatement<Statement> extends Prepared<Statement> {
 
 const STATEMENT_CACHE_SIZE = 200;
 
+/**
+ * True for an error that says the database file cannot be used (a missing or read-only
+ * directory, a file moved away, a full disk), not that the statement was wrong: SQLite's
+ * CANTOPEN, IOERR, FULL, NOTADB and READONLY_* (not plain READONLY, a write to a read-only
+ * connection). better-sqlite3 names the code (`SQLITE_READONLY_DBMOVED`), node:sqlite numbers it.
+ */
+export function isFileFailure(error: unknown): boolean {
+  const { code, errcode } = (error ?? {}) as { code?: unknown; errcode?: unknown };
+  if (typeof errcode === 'number') {
+    return [10, 13, 14, 26].includes(errcode & 0xff) || ((errcode & 0xff) === 8 && errcode !== 8);
+  }
+  return typeof code === 'string' && /^SQLITE_(CANTOPEN|IOERR|FULL|NOTADB|READONLY_)/.test(code);
+}
+
 export class SqliteDriver<Handle, Statement>
   implements Driver<SqliteConnection<Handle, Statement>>
 {
@@ -92,6 +109,8 @@ export class SqliteDriver<Handle, Statement>
   readonly #pragmas: string[];
   readonly #logger: Logger;
   readonly #all = new Set<SqliteConnection<Handle, Statement>>();
+  /** Connections whose file failed under them: closed when they go back, not reused. */
+  readonly #broken = new WeakSet<SqliteConnection<Handle, Statement>>();
   readonly #idle: SqliteConnection<Handle, Statement>[] = [];
   /** Whose turn it is to write: one write transaction or write statement at a time. */
   readonly #writeTurn: TurnLock;
@@ -103,7 +122,7 @@ export class SqliteDriver<Handle, Statement>
     this.#engine = engine;
     this.#options = options;
     this.#pragmas = newConnectionPragmas(options);
-    this.#logger = options.logger ?? console;
+    this.#logger = options.logger ?? defaultLogger;
     const timeout = options.writeTimeoutMillis ?? 5000;
     this.#writeTurn = new TurnLock(timeout, () => {
       this.#logger.error(
@@ -143,7 +162,7 @@ export class SqliteDriver<Handle, Statement>
   }
 
   isBroken(conn: SqliteConnection<Handle, Statement>): boolean {
-    return !this.#engine.isOpen(conn.handle);
+    return this.#broken.has(conn) || !this.#engine.isOpen(conn.handle);
   }
 
   changedSession(conn: SqliteConnection<Handle, Statement>): boolean {
@@ -173,11 +192,12 @@ export class SqliteDriver<Handle, Statement>
     params: Params | undefined,
     options?: RawOptions,
   ): StatementResults[M] | Promise<StatementResults[M]> {
-    const prepared = this.#prepare(conn, sql);
+    const prepared = this.#failing(conn, () => this.#prepare(conn, sql));
     if (prepared.changesSession) conn.sessionChanged = true;
     // Both libraries take positional values as arguments, named ones as one object.
     const args = params === undefined ? [] : Array.isArray(params) ? params : [params];
-    const run = () => this.#run(prepared, mode, args, options) as StatementResults[M];
+    const run = () =>
+      this.#failing(conn, () => this.#run(prepared, mode, args, options) as StatementResults[M]);
     // Reads never wait. Inside a transaction this connection already holds the write lock.
     // A write while nobody holds the lock runs now: nothing else can run until it returns.
     const now = prepared.readonly || !this.#writeTurn.held;
@@ -200,6 +220,21 @@ export class SqliteDriver<Handle, Statement>
     return conn.cursor;
   }
 
+  /**
+   * Runs `step`; when the database file fails under it, the client gets a 503 that says
+   * nothing of the file (the detail goes to the log), and the connection is not reused.
+   */
+  #failing<T>(conn: SqliteConnection<Handle, Statement>, step: () => T): T {
+    try {
+      return step();
+    } catch (error) {
+      if (!isFileFailure(error)) throw error;
+      this.#broken.add(conn);
+      this.#logger.error(`db-hooks: the SQLite file ${this.#options.path} failed:`, error);
+      throw new DatabaseUnavailableError({ cause: error });
+    }
+  }
+
   // Every SQLite transaction is serializable (one writer at a time): any isolationLevel is met.
   checkTransactionOptions({ readOnly, deferrable }: TransactionOptions): void {
     if (readOnly === undefined && deferrable === undefined) return;
@@ -215,7 +250,7 @@ export class SqliteDriver<Handle, Statement>
     conn.unlock = turn ?? (await this.#writeTurn.take());
     try {
       // IMMEDIATE takes SQLite's write lock now, not at the first write, so it cannot fail later.
-      this.#engine.exec(conn.handle, 'BEGIN IMMEDIATE');
+      this.#failing(conn, () => this.#engine.exec(conn.handle, 'BEGIN IMMEDIATE'));
     } catch (error) {
       this.#releaseWriteLock(conn);
       throw error;
@@ -224,7 +259,7 @@ export class SqliteDriver<Handle, Statement>
 
   commit(conn: SqliteConnection<Handle, Statement>): void {
     try {
-      this.#engine.exec(conn.handle, 'COMMIT');
+      this.#failing(conn, () => this.#engine.exec(conn.handle, 'COMMIT'));
     } catch (error) {
       // A failed COMMIT leaves the transaction open in SQLite: end it, all or nothing.
       this.rollback(conn);
@@ -253,12 +288,14 @@ export class SqliteDriver<Handle, Statement>
       const result = engine.run(statement, args);
       const changes = { changes: result.changes, lastInsertId: result.lastInsertRowid };
       if (mode === 'run') return changes;
-      return mode === 'raw' ? { rows: [], ...changes } : mode === 'all' ? [] : undefined;
+      if (mode !== 'raw') return mode === 'all' ? [] : undefined;
+      return options?.columns ? { rows: [], ...changes, columns: [] } : { rows: [], ...changes };
     }
     if (mode === 'get') return engine.get(statement, args);
     if (mode === 'all') return engine.all(statement, args);
-    if (options?.rowMode !== 'array') return { rows: engine.all(statement, args) };
-    return { rows: engine.allArrays(statement, args) };
+    const arrays = options?.rowMode === 'array';
+    const rows = arrays ? engine.allArrays(statement, args) : engine.all(statement, args);
+    return options?.columns ? { rows, columns: engine.columns(statement) } : { rows };
   }
 
   #releaseWriteLock(conn: SqliteConnection<Handle, Statement>): void {

@@ -63,5 +63,6 @@ function betterSqlite3(
         statement.raw(false);
       }
     },
+    columns: (statement) => statement.columns().map(({ name, type }) => ({ name, type })),
   };
 }

@@ -23,6 +23,7 @@ export type * from './runtime-driver.js';
 export * from './runtime-errors.js';
 export type * from './runtime-options.js';
 export type { Logger, PoolOptions, PoolStats } from './runtime-pool.js';
+export { useFrameworkLogger } from './runtime-pool.js';
 export type { RequestScope } from './runtime-scope.js';
 export type { RowStream, StreamOptions } from './runtime-stream.js';
 export type { AtomicBlock, AtomicOptions, CommitHook } from './runtime-transaction.js';

@@ -126,7 +126,7 @@ describe('bad input: one line, exit 2, nothing written', () => {
     await assertRejected(
       ['-C', root, '-f', 'express', '--orm', 'kysely,nope', '-y'],
       root,
-      /unknown ORM 'nope' \(valid: kysely, drizzle\)/,
+      /unknown ORM 'nope' \(valid: kysely, drizzle, prisma\)/,
     );
   });
 
@@ -283,6 +283,54 @@ describe('bad input: one line, exit 2, nothing written', () => {
     assert.ok(existsSync(join(root, 'src/db/runtime-postgres.ts')));
     assert.equal(readJson(join(root, 'db-hooks.json')).database, 'postgres');
     assert.match(forced.stdout.replace(/\n +/g, ' '), /runtime-sqlite\.\* are no longer used/);
+  });
+
+  test('a database switch names every file it overwrites, and keeps edits it does not need to change', async () => {
+    const root = makeProject(
+      { 'src/.keep': '', 'tsconfig.json': '{}' },
+      { name: 'x', type: 'module' },
+    );
+    const setup = await runCli([
+      '-C',
+      root,
+      '-f',
+      'express',
+      '--orm',
+      'kysely',
+      '-y',
+      '--no-install',
+    ]);
+    assert.equal(setup.code, 0, setup.stderr);
+    const edit = (path: string) => {
+      const text = `${readFileSync(join(root, path), 'utf8')}// mine\n`;
+      writeFileSync(join(root, path), text);
+      return text;
+    };
+    const pool = edit('src/db/runtime-pool.ts');
+    const adapter = edit('src/db/express.ts');
+    edit('src/db/index.ts');
+    // Without --force: refused, naming the files the switch rewrites (edited or not), no others.
+    const refused = await runCli(['-C', root, '-d', 'postgres', '-y', '--no-install']);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(
+      refused.stderr,
+      /pass --force to switch \(it overwrites src\/db\/index\.ts, src\/db\/kysely\.ts; other edited files are kept\)/,
+    );
+    assert.doesNotMatch(refused.stderr, /runtime-pool|express\.ts/);
+    const forced = await runCli(['-C', root, '-d', 'postgres', '-y', '--no-install', '--force']);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.match(readFileSync(join(root, 'src/db/index.ts'), 'utf8'), /PostgresDatabase/);
+    assert.doesNotMatch(readFileSync(join(root, 'src/db/index.ts'), 'utf8'), /\/\/ mine/);
+    assert.match(readFileSync(join(root, 'src/db/kysely.ts'), 'utf8'), /PostgresDialect|Postgres/);
+    // Edits the switch does not need to change are kept, and said to be.
+    assert.equal(readFileSync(join(root, 'src/db/runtime-pool.ts'), 'utf8'), pool);
+    assert.equal(readFileSync(join(root, 'src/db/express.ts'), 'utf8'), adapter);
+    assert.match(
+      forced.stdout,
+      /Skipped \(edited; --force overwrites\)\n(?: {2}\S+\n)*? {2}src\/db\/runtime-pool\.ts/,
+    );
+    assert.ok(existsSync(join(root, 'src/db/runtime-postgres.ts')));
+    assert.equal(readJson(join(root, 'db-hooks.json')).database, 'postgres');
   });
 });
 
@@ -587,6 +635,36 @@ describe('--orm', () => {
     assert.ok(existsSync(join(root, 'src/db/kysely.js')));
   });
 
+  test("prisma: its packages (the CLI as a dev dependency, pg's adapter on postgres) and what to generate", async () => {
+    const root = join(tempDir(), 'app');
+    const args = ['-C', root, 'express', '-d', 'postgres', '--orm', 'prisma', '--lang', 'ts'];
+    const result = await runCli([...args, '-y', '--no-install']);
+    assert.equal(result.code, 0, result.stderr);
+    const pkg = readJson(join(root, 'package.json'));
+    assert.equal(pkg.dependencies['@prisma/client'], '^7.10.1');
+    assert.equal(pkg.dependencies['@prisma/adapter-pg'], '^7.10.1');
+    assert.equal(pkg.dependencies['@prisma/driver-adapter-utils'], '^7.10.1');
+    assert.equal(pkg.devDependencies.prisma, '^7.10.1');
+    assert.equal(pkg.dependencies.prisma, undefined);
+    assert.match(
+      readFileSync(join(root, 'src/db/prisma.ts'), 'utf8'),
+      /from '@prisma\/adapter-pg';/,
+    );
+    const steps = result.stdout.replace(/\s+/g, ' ');
+    assert.match(steps, /provider = "prisma-client", output = "\.\.\/src\/generated\/prisma"/);
+    assert.match(steps, /npx prisma generate/);
+    assert.match(steps, /prismaFor\(new PrismaClient\(\{ adapter: prismaAdapter\(\) \}\)\)/);
+
+    // SQLite: no pg adapter.
+    const sqlite = join(tempDir(), 'app');
+    const other = await runCli(['-C', sqlite, 'express', '--orm', 'prisma', '-y', '--no-install']);
+    assert.equal(other.code, 0, other.stderr);
+    assert.equal(
+      readJson(join(sqlite, 'package.json')).dependencies['@prisma/adapter-pg'],
+      undefined,
+    );
+  });
+
   test('--dry-run lists the ORM among the dependencies to install', async () => {
     const root = makeProject({}, { name: 'x', dependencies: { express: '^5' } });
     const result = await runCli(['-C', root, '--orm', 'kysely', '-y', '--dry-run']);
@@ -762,7 +840,7 @@ describe('an existing NestJS app', () => {
     assert.equal(result.code, 0, result.stderr);
     assert.ok(existsSync(join(root, 'src/db/nestjs.ts')));
     assert.ok(!existsSync(join(root, 'src/db/fastify.ts')), 'fastify is only the platform here');
-    assert.match(result.stdout, /import \{ DbHooksModule \} from '\.\/db\/nestjs\.js';/);
+    assert.match(result.stdout, /import \{ DbHooksModule \} from '\.\/db\/nestjs';/);
     assert.match(result.stdout, /imports: \[DbHooksModule\] {3}\/\/ in the root module/);
   });
 });

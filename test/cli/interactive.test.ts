@@ -6,6 +6,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { targets } from '../../src/cli/targets.ts';
 import { binPath, contents, makeProject, readJson, tempDir } from './helpers.ts';
 
 const socket = `cdh-test-${process.pid}`;
@@ -41,13 +42,13 @@ const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 function start(
   name: string,
   args: string[],
-  { stdoutTo, path }: { stdoutTo?: string; path?: string } = {},
+  { stdoutTo, path, width = 120 }: { stdoutTo?: string; path?: string; width?: number } = {},
 ) {
   const codeFile = join(tempDir('cdh-tmux-'), 'code');
   const redirect = stdoutTo ? ` > ${quote(stdoutTo)}` : '';
   const env = path ? `PATH=${quote(path)} ` : '';
   const command = `${env}${[process.execPath, binPath(), ...args].map(quote).join(' ')}${redirect}; echo $? > ${quote(codeFile)}`;
-  tmux('new-session', '-d', '-s', name, '-x', '120', '-y', '40', `sh -c ${quote(command)}`);
+  tmux('new-session', '-d', '-s', name, '-x', String(width), '-y', '40', `sh -c ${quote(command)}`);
   const screen = () => {
     try {
       return tmux('capture-pane', '-p', '-t', name);
@@ -223,12 +224,10 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     assert.equal(readJson(join(root, 'db-hooks.json')).driver, 'node:sqlite');
     assert.ok(existsSync(join(root, 'db/runtime-node-sqlite.js')));
 
-    // The manifest answers it next time: the database is asked, the driver is not.
+    // The manifest answers both next time: neither the database nor the driver is asked.
     const again = start('driver-again', ['-C', root, '-f', 'express', '--no-install']);
-    await again.waitFor('Which database?');
-    again.keys('Enter');
     const next = await again.waitFor(/Already up to date|Unchanged|Write \d+ files?\?/);
-    assert.doesNotMatch(next, /Which SQLite driver/);
+    assert.doesNotMatch(next, /Which database|Which SQLite driver/);
     if (/Write \d+ files?\?/.test(next)) again.keys('Enter');
     assert.equal(await again.exitCode(), 0);
     assert.equal(readJson(join(root, 'db-hooks.json')).driver, 'node:sqlite');
@@ -265,13 +264,30 @@ describe('interactive prompts in a terminal', { skip: !hasTmux && 'tmux is not i
     cli.keys('Space');
     await cli.waitFor(/◉ fastify/);
     cli.keys('Space', 'Enter');
-    await cli.waitFor('Which database?');
-    cli.keys('Enter');
-    await cli.waitFor('Bind a query builder or ORM');
+    // db-hooks.json answers the database: not asked again.
+    const orms = await cli.waitFor('Bind a query builder or ORM');
+    assert.doesNotMatch(orms, /Which database/);
     cli.keys('Enter'); // none
     await cli.waitFor(/Already up to date|Unchanged/);
     assert.equal(await cli.exitCode(), 0);
     assert.deepEqual(readJson(join(root, 'db-hooks.json')).targets, ['express']);
+  });
+
+  test('a narrow terminal: every framework shows at once, the long locked rows wrapped', async () => {
+    const root = makeProject({}, { name: 'x', dependencies: { express: '^5.1.0' } });
+    const setup = start('narrow-setup', ['-C', root, 'express', 'koa', '--yes', '--no-install']);
+    assert.equal(await setup.exitCode(), 0);
+    const cli = start('narrow', ['-C', root, '--no-install'], { width: 60 });
+    const screen = await cli.waitFor('Which frameworks should get database hooks?');
+    for (const target of targets) {
+      assert.match(screen, new RegExp(`[◯◉] ${target.id} `), `${target.id} not shown:\n${screen}`);
+    }
+    // Down past the end does not scroll the first ones away.
+    cli.keys('Down', 'Down', 'Down', 'Down', 'Down', 'Down', 'Down', 'Down');
+    await sleep(200);
+    assert.match(cli.screen(), /◉ express /);
+    cli.keys('C-c');
+    assert.equal(await cli.exitCode(), 130);
   });
 
   test('a framework the project lacks: asks to install it; no → Next steps say what to run', async () => {

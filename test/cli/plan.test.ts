@@ -112,8 +112,8 @@ describe('answers: flags, then manifest, then detection, then defaults', () => {
     const added = finishAnswers(draftAnswers(options({ ...framework, orm: ['drizzle'] }), f));
     assert.deepEqual(added.orms, ['kysely', 'drizzle']);
     assert.throws(
-      () => draftAnswers(options({ orm: ['prisma'] }), facts()),
-      usage(/unknown ORM 'prisma' \(valid: kysely, drizzle\)/),
+      () => draftAnswers(options({ orm: ['typeorm'] }), facts()),
+      usage(/unknown ORM 'typeorm' \(valid: kysely, drizzle, prisma\)/),
     );
   });
 
@@ -123,8 +123,11 @@ describe('answers: flags, then manifest, then detection, then defaults', () => {
     assert.deepEqual(parseManifest(text).orms, ['kysely', 'drizzle']);
     assert.ok(!serializeManifest(manifest({ orms: [] })).includes('orms'));
     assert.deepEqual(parseManifest(serializeManifest(manifest())).orms, []);
-    const bad = serializeManifest(manifest()).replace('"targets"', '"orms": ["prisma"], "targets"');
-    assert.throws(() => parseManifest(bad), usage(/unknown ORM 'prisma' in "orms"/));
+    const bad = serializeManifest(manifest()).replace(
+      '"targets"',
+      '"orms": ["typeorm"], "targets"',
+    );
+    assert.throws(() => parseManifest(bad), usage(/unknown ORM 'typeorm' in "orms"/));
   });
 
   test('one detected framework is the answer; none or several is a missing answer', () => {

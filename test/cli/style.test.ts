@@ -2,7 +2,7 @@
 // settings (with the project's own formatter when installed), a file the user only reformatted
 // counts as unchanged, and an edit in one file never makes another one lose its edits.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
@@ -109,6 +109,75 @@ describe("the project's own style", () => {
       assert.match(adapter, /^\t\S/m, "Biome's default: tabs");
       assert.deepEqual(semicolonLines(adapter), []);
     }
+  });
+
+  // Rules of standard's kind that ESLint itself still has: its layout, and what it rejects.
+  const standardRules = {
+    semi: ['error', 'never'],
+    quotes: ['error', 'single', { avoidEscape: true }],
+    'no-void': 'error',
+    'no-unreachable-loop': 'error',
+  };
+  const eslintDir = join(repoRoot, 'node_modules', 'eslint');
+
+  test("an ESLint config with formatting rules: the project's ESLint fixes the files, a re-run keeps them", async () => {
+    const root = makeProject(
+      {
+        'eslint.config.js': `// standard's style (neostandard)\nmodule.exports = [{ rules: ${JSON.stringify(standardRules)} }]\n`,
+      },
+      { name: 'x', devDependencies: { eslint: '^10.0.0' } },
+    );
+    mkdirSync(join(root, 'node_modules'));
+    symlinkSync(eslintDir, join(root, 'node_modules', 'eslint'), 'dir');
+    const targets = ['express', 'fastify', 'koa', 'hono', 'node-http', 'fetch', 'hooks'];
+    const args = ['-C', root, ...targets.flatMap((t) => ['-f', t]), '-y', '--no-install'];
+    assert.equal((await runCli(args)).code, 0);
+    const adapter = readFileSync(join(root, 'db/express.js'), 'utf8');
+    assert.deepEqual(semicolonLines(adapter), []);
+    // What the project's own `eslint` (its pretest) says of every generated file: nothing.
+    const { ESLint } = await import(pathToFileURL(join(eslintDir, 'lib', 'api.js')).href);
+    const results = await new ESLint({ cwd: root }).lintFiles(['db/**/*.js']);
+    const problems = results.flatMap(
+      (r: { filePath: string; messages: { ruleId: string; line: number }[] }) =>
+        r.messages.map((m) => `${r.filePath}:${m.line} ${m.ruleId}`),
+    );
+    assert.ok(results.length > 10, `linted ${results.length} files`);
+    assert.deepEqual(problems, []);
+    // A re-run brings no semicolons back: every file is as the project formatted it.
+    const again = await runCli(args);
+    assert.equal(again.code, 0, again.stderr);
+    assert.doesNotMatch(again.stdout, /Updated|Skipped/);
+    assert.deepEqual(semicolonLines(readFileSync(join(root, 'db/express.js'), 'utf8')), []);
+  });
+
+  test('`standard` in devDependencies: its own lintText fixes the files; an ESLint config without formatting rules changes nothing', async () => {
+    // A standard-engine package as standard ships it (lintText with fix), on the real ESLint.
+    const standard = makeProject({}, { name: 'x', devDependencies: { standard: '^17.0.0' } });
+    writeTree(standard, {
+      'node_modules/standard/package.json': {
+        name: 'standard',
+        version: '17.1.2',
+        main: 'index.js',
+      },
+      'node_modules/standard/index.js': [
+        `const { ESLint } = require(${JSON.stringify(eslintDir)});`,
+        `const rules = ${JSON.stringify(standardRules)};`,
+        'exports.lintText = (text, { fix, filename }) =>',
+        '  new ESLint({ fix, overrideConfigFile: true, overrideConfig: { rules } }).lintText(text, { filePath: filename });',
+        '',
+      ].join('\n'),
+    });
+    assert.equal((await runCli(['-C', standard, '-f', 'koa', '-y', '--no-install'])).code, 0);
+    assert.deepEqual(semicolonLines(readFileSync(join(standard, 'db/koa.js'), 'utf8')), []);
+
+    const plain = makeProject(
+      { 'eslint.config.js': "module.exports = [{ rules: { 'no-unused-vars': 'error' } }]\n" },
+      { name: 'x', devDependencies: { eslint: '^10.0.0' } },
+    );
+    mkdirSync(join(plain, 'node_modules'));
+    symlinkSync(eslintDir, join(plain, 'node_modules', 'eslint'), 'dir');
+    assert.equal((await runCli(['-C', plain, '-f', 'koa', '-y', '--no-install'])).code, 0);
+    assert.notDeepEqual(semicolonLines(readFileSync(join(plain, 'db/koa.js'), 'utf8')), []);
   });
 
   test('.editorconfig alone: 4 spaces', async () => {

@@ -13,6 +13,7 @@
 //
 // E2E_FILTER=hono (a substring of the case names) runs some of the cases only.
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
@@ -23,7 +24,7 @@ import type { OutputStyle } from '../../src/cli/language.ts';
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from '../../src/cli/render.ts';
 import { type DatabaseId, databaseIds, type TargetId, targetIds } from '../../src/cli/targets.ts';
 import { mysqlOff, mysqlSkipReason } from '../runtime/databases.ts';
-import { createMysqlTestDatabase, mysqlAdmin } from '../support/mariadb.ts';
+import { createMysqlTestDatabase, mysqlAdmin, openTransactions } from '../support/mariadb.ts';
 import { createTestDatabase, idleInTransaction, passwordRole } from '../support/postgres.ts';
 import { installDependencies } from './support/deps.ts';
 import { fetchReply, getJson, pipelineThenHangUp, send } from './support/http.ts';
@@ -153,32 +154,6 @@ async function marks(c: Case, env: Record<string, string>, tag: string): Promise
   } finally {
     file.close();
   }
-}
-
-let innodbReads: Promise<unknown> = Promise.resolve();
-let lastInnodbRead = 0;
-
-/**
- * The other sessions of the database at `url` with a transaction open (InnoDB's view). InnoDB
- * refreshes INNODB_TRX only when nobody read it for 100 ms, so the reads of this process (two
- * cases run at once) take turns 120 ms apart: read faster, the first answer would stick.
- */
-function openTransactions(url: string): Promise<unknown[]> {
-  const read = innodbReads.then(async () => {
-    await sleep(lastInnodbRead + 120 - Date.now());
-    try {
-      return await mysqlAdmin(url, async (conn) => {
-        const [rows] = await conn.query(
-          'SELECT p.ID, p.USER, p.COMMAND, p.TIME, p.INFO, t.trx_state, t.trx_started, t.trx_rows_modified FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()',
-        );
-        return rows as unknown[];
-      });
-    } finally {
-      lastInnodbRead = Date.now();
-    }
-  });
-  innodbReads = read.catch(() => {});
-  return read;
 }
 
 async function checkDatabase(c: Case, env: Record<string, string>, what: string): Promise<void> {
@@ -551,6 +526,32 @@ async function unreachable(c: Case, project: Project, env: Record<string, string
   }
 }
 
+/**
+ * A SQLite file that cannot be opened (its directory missing, or a file where the directory
+ * should be): as for a server that is down, a 503 that shows nothing of the file, the detail in
+ * the log.
+ */
+async function unopenable(project: Project): Promise<void> {
+  writeFileSync(join(project.dir, 'not-a-dir'), '');
+  for (const path of [
+    join(project.dir, 'missing', 'app.db'),
+    join(project.dir, 'not-a-dir', 'app.db'),
+  ]) {
+    const failing = { SQLITE_PATH: path, E2E_SKIP_SETUP: '1', NODE_ENV: 'production' };
+    const app = await startApp(project, 'test-app', failing);
+    try {
+      const reply = await fetchReply(`${app.url}/users/1`);
+      assert.equal(reply.status, 503, reply.body);
+      for (const internal of ['SQLITE', 'unable to open', 'directory', 'app.db', project.dir]) {
+        assert.ok(!reply.body.includes(internal), `the client saw ${internal}: ${reply.body}`);
+      }
+      assert.ok(app.output().includes(path), `the log does not name the file:\n${app.output()}`);
+    } finally {
+      await stopApp(app);
+    }
+  }
+}
+
 async function exhaustion(project: Project, env: Record<string, string>): Promise<void> {
   const app = await startApp(project, 'test-app', {
     ...env,
@@ -713,6 +714,7 @@ async function runCase(c: Case): Promise<void> {
       }
       if (c.target === 'nestjs') await nestCatchAll(project, env);
       if (c.database !== 'sqlite') await unreachable(c, project, env);
+      else await unopenable(project);
       phase('long-lived, registered twice, unreachable');
     }
     passed = true;

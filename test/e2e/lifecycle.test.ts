@@ -1,6 +1,7 @@
 // End to end: the app owns the pool and its process (issue 22), with the real frameworks from npm.
-// One JavaScript (ESM) project per database holds every target's generated files and the
-// scripts below, each run by node in a child process with a bare environment:
+// One JavaScript (ESM) project per database (MySQL where the run has a server) holds every
+// target's generated files and the scripts below, each run by node in a child process with a
+// bare environment:
 //
 // - Fastify as fastify-cli's test helper uses it (build an app, register the plugin, inject,
 //   app.close(), build the next one): every app answers from the database, also when each app
@@ -27,6 +28,8 @@ import { after, before, describe, test } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
 import { type DatabaseId, targetIds } from '../../src/cli/targets.ts';
+import { mysqlOff, mysqlSkipReason } from '../runtime/databases.ts';
+import { createMysqlTestDatabase, mysqlAdmin } from '../support/mariadb.ts';
 import { createTestDatabase } from '../support/postgres.ts';
 import { installDependencies, linkDependencies } from './support/deps.ts';
 import { fetchReply, send } from './support/http.ts';
@@ -517,7 +520,7 @@ interface LifecycleProject extends Project {
 /** Every target's generated files for `database`, the scripts above, and a table with one row. */
 async function lifecycleProject(
   database: DatabaseId,
-  postgresUrl: string | undefined,
+  serverUrl: string | undefined,
 ): Promise<LifecycleProject> {
   const { dir, ext, files, write } = await generatedProject(`lifecycle-${database}-`, 'js-esm', {
     targets: targetIds,
@@ -537,8 +540,15 @@ async function lifecycleProject(
     linkDependencies(dir);
     const create = 'CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)';
     const insert = "INSERT INTO items (id, name) VALUES (1, 'one')";
-    if (postgresUrl) {
-      const client = new pg.Client({ connectionString: postgresUrl });
+    if (database === 'mysql' && serverUrl) {
+      await mysqlAdmin(serverUrl, async (conn) => {
+        await conn.query(create);
+        await conn.query(insert);
+      });
+      return { dir, ext, files, env: { DATABASE_URL: serverUrl }, remove };
+    }
+    if (serverUrl) {
+      const client = new pg.Client({ connectionString: serverUrl });
       await client.connect();
       try {
         await client.query(create);
@@ -546,7 +556,7 @@ async function lifecycleProject(
       } finally {
         await client.end();
       }
-      return { dir, ext, files, env: { DATABASE_URL: postgresUrl }, remove };
+      return { dir, ext, files, env: { DATABASE_URL: serverUrl }, remove };
     }
     const path = join(dir, 'items.db');
     const file = new BetterSqlite3(path);
@@ -734,16 +744,25 @@ before(() => installDependencies());
 
 const projects = new Map<DatabaseId, LifecycleProject>();
 let postgres: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
+let mysql: Awaited<ReturnType<typeof createMysqlTestDatabase>> | undefined;
+/** The databases every test runs on: MySQL where the run has a server (the newest Node line). */
+const databases: readonly DatabaseId[] =
+  mysqlOff || mysqlSkipReason ? ['sqlite', 'postgres'] : ['sqlite', 'postgres', 'mysql'];
 
 before(async () => {
   postgres = await createTestDatabase();
   projects.set('sqlite', await lifecycleProject('sqlite', undefined));
   projects.set('postgres', await lifecycleProject('postgres', postgres.url));
+  if (databases.includes('mysql')) {
+    mysql = await createMysqlTestDatabase();
+    projects.set('mysql', await lifecycleProject('mysql', mysql.url));
+  }
 });
 
 after(async () => {
   for (const project of projects.values()) project.remove();
   await postgres?.drop();
+  await mysql?.drop();
 });
 
 const project = (database: DatabaseId) => projects.get(database)!;
@@ -751,7 +770,7 @@ const project = (database: DatabaseId) => projects.get(database)!;
 describe('the app owns the pool: apps built and closed one after another share db', {
   concurrency: 2,
 }, () => {
-  for (const database of ['sqlite', 'postgres'] as const) {
+  for (const database of databases) {
     test(`Fastify: fastify-cli's app per test, apps that close the pool, two at once, ${database}`, () =>
       runTests(project(database), 'fastify.test.js', project(database).env, 8));
     for (const platform of ['express', 'fastify']) {
@@ -767,11 +786,16 @@ describe('the app owns the pool: apps built and closed one after another share d
         ));
     }
   }
-  for (const platform of ['express', 'fastify']) {
-    test(`NestJS on platform-${platform} under Test.createTestingModule, database down: 503`, async () => {
-      const url = `postgres://nobody@127.0.0.1:${await closedPort()}/nothing`;
+  for (const [platform, database] of [
+    ['express', 'postgres'],
+    ['fastify', 'postgres'],
+    // MySQL's driver fails its own way (ECONNREFUSED from mysql2): one platform is enough.
+    ...(databases.includes('mysql') ? [['express', 'mysql'] as const] : []),
+  ] as const) {
+    test(`NestJS on platform-${platform} under Test.createTestingModule, ${database} down: 503`, async () => {
+      const url = `${database}://nobody@127.0.0.1:${await closedPort()}/nothing`;
       const env = { DATABASE_URL: url, NEST_PLATFORM: platform, EXPECT_STATUS: '503' };
-      const run = await runScript(project('postgres'), 'nest.test.js', env, {
+      const run = await runScript(project(database), 'nest.test.js', env, {
         nodeArgs: ['--test-reporter=tap'],
       });
       assert.match(run.output, /^# pass 4$/m, run.output);
@@ -806,7 +830,7 @@ describe('no adapter adds a listener to process', { concurrency: 2 }, () => {
       );
     }
   });
-  for (const database of ['sqlite', 'postgres'] as const) {
+  for (const database of databases) {
     for (const app of listenerApps) {
       test(`${app}, ${database}: created, registered, serving, closed`, async () => {
         const [withAdapter, without] = await Promise.all([

@@ -1,6 +1,7 @@
 // End to end, NestJS the way `nest new` sets it up: an app written with decorators and injection
 // by type (emitDecoratorMetadata), compiled by tsc under the starter's tsconfig and run by node,
-// on @nestjs/platform-express and @nestjs/platform-fastify, SQLite and PostgreSQL. What the
+// on @nestjs/platform-express and @nestjs/platform-fastify, SQLite, PostgreSQL and MySQL (where
+// the run has a server: the newest Node line). What the
 // shared scenarios (adapters.test.ts) cannot see: the app's own middleware, a guard, an
 // interceptor (before and after the handler) and a pipe run inside the request's scope, on the
 // handler's connection; `Database` is injected by type and is `db`; pool exhaustion is a 503
@@ -17,6 +18,8 @@ import { promisify } from 'node:util';
 import { renderGeneratedFiles } from '../../src/cli/render.ts';
 import type { DatabaseId } from '../../src/cli/targets.ts';
 import { runCli } from '../cli/helpers.ts';
+import { mysqlOff, mysqlSkipReason } from '../runtime/databases.ts';
+import { createMysqlTestDatabase } from '../support/mariadb.ts';
 import { createTestDatabase } from '../support/postgres.ts';
 import { binary, installDependencies, linkDependencies, repoRoot } from './support/deps.ts';
 import { fetchReply, getJson, send } from './support/http.ts';
@@ -54,15 +57,20 @@ const nestTsconfig = {
 };
 
 function appSource(database: DatabaseId): string {
-  const pid =
-    database === 'postgres'
-      ? "(await this.db.get<{ pid: number }>('SELECT pg_backend_pid() AS pid'))!.pid"
-      : "(await this.db.get('SELECT 1 AS one'), 0)";
-  const small =
-    database === 'postgres'
-      ? 'new PostgresDatabase({ connectionString: process.env.DATABASE_URL, max: 1, acquireTimeoutMillis: 300, leakDetectionThresholdMillis: 1000 })'
-      : 'new SqliteDatabase({ path: process.env.SQLITE_PATH, max: 1, acquireTimeoutMillis: 300, leakDetectionThresholdMillis: 1000 })';
-  const driver = database === 'postgres' ? 'PostgresDatabase' : 'SqliteDatabase';
+  const pid = {
+    postgres: "(await this.db.get<{ pid: number }>('SELECT pg_backend_pid() AS pid'))!.pid",
+    mysql: "(await this.db.get<{ pid: number }>('SELECT CONNECTION_ID() AS pid'))!.pid",
+    sqlite: "(await this.db.get('SELECT 1 AS one'), 0)",
+  }[database];
+  const poolOfOne = 'max: 1, acquireTimeoutMillis: 300, leakDetectionThresholdMillis: 1000';
+  const small = {
+    postgres: `new PostgresDatabase({ connectionString: process.env.DATABASE_URL, ${poolOfOne} })`,
+    mysql: `new MysqlDatabase({ uri: process.env.DATABASE_URL, ${poolOfOne} })`,
+    sqlite: `new SqliteDatabase({ path: process.env.SQLITE_PATH, ${poolOfOne} })`,
+  }[database];
+  const driver = { postgres: 'PostgresDatabase', mysql: 'MysqlDatabase', sqlite: 'SqliteDatabase' }[
+    database
+  ];
   const mark = `INSERT INTO marks (tag) VALUES (${database === 'postgres' ? '$1' : '?'})`;
   return `import 'reflect-metadata';
 import {
@@ -340,14 +348,14 @@ async function insideTheScope(
       for (const stage of stages) {
         assert.equal(body.seen[stage]!.inScope, true, `${stage} ran outside the request scope`);
       }
-      if (database === 'postgres') {
+      if (database !== 'sqlite') {
         const stagePids = new Set(stages.map((stage) => body.seen[stage]!.pid));
         assert.equal(stagePids.size, 1, `stages on different connections: ${reply.body}`);
         pids.add(body.seen.handler!.pid);
       }
     }
     // The three requests ran at once (each holds its connection until its response is sent).
-    if (database === 'postgres') assert.equal(pids.size, 3, 'concurrent requests shared one');
+    if (database !== 'sqlite') assert.equal(pids.size, 3, 'concurrent requests shared one');
   } finally {
     const output = await stop(app);
     assert.doesNotMatch(output, /ERROR/, output);
@@ -476,12 +484,20 @@ before(() => {
 });
 
 describe('NestJS as `nest new` sets it up', { concurrency: 2 }, () => {
-  for (const database of ['sqlite', 'postgres'] as const) {
-    test(`decorators and injection by type, ${database}`, async (t) => {
-      const postgres = database === 'postgres' ? await createTestDatabase() : undefined;
+  for (const database of ['sqlite', 'postgres', 'mysql'] as const) {
+    // Not registered where the run has no MySQL (TEST_MYSQL=off), as in the other suites.
+    if (database === 'mysql' && mysqlOff) continue;
+    const skip = database === 'mysql' ? mysqlSkipReason : undefined;
+    test(`decorators and injection by type, ${database}`, { skip }, async (t) => {
+      const server =
+        database === 'postgres'
+          ? await createTestDatabase()
+          : database === 'mysql'
+            ? await createMysqlTestDatabase()
+            : undefined;
       const { dir, compiled } = await nestProject(database);
-      const base: Record<string, string> = postgres
-        ? { DATABASE_URL: postgres.url }
+      const base: Record<string, string> = server
+        ? { DATABASE_URL: server.url }
         : { SQLITE_PATH: join(dir, 'app.db') };
       try {
         for (const platform of ['express', 'fastify']) {
@@ -511,7 +527,7 @@ describe('NestJS as `nest new` sets it up', { concurrency: 2 }, () => {
         }
       } finally {
         compiled.remove();
-        await postgres?.drop();
+        await server?.drop();
       }
     });
   }

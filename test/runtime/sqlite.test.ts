@@ -1,9 +1,15 @@
 // SQLite specifics: better-sqlite3 is synchronous, so concurrent write transactions that await
 // must take turns without ever reaching SQLite's busy handler (which would block the event loop).
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { createScope, PoolClosedError } from '../../src/runtime/runtime.ts';
+import {
+  createScope,
+  DatabaseUnavailableError,
+  PoolClosedError,
+} from '../../src/runtime/runtime.ts';
 import {
   capturingLogger,
   newSqlite,
@@ -260,6 +266,60 @@ for (const driver of sqliteDrivers) {
       });
     } finally {
       await cleanup();
+    }
+  });
+
+  test(`${driver}: a file that cannot be opened or written is a client-safe 503, the detail logged`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cdh-cantopen-'));
+    writeFileSync(join(dir, 'a-file'), '');
+    /** A DatabaseUnavailableError that names no file and no driver text; the log has them. */
+    const refused = async (statement: Promise<unknown>, logged: RegExp, path: string) => {
+      const error = await statement.then(
+        () => assert.fail('the statement succeeded'),
+        (e: unknown) => e,
+      );
+      assert.ok(error instanceof DatabaseUnavailableError, `got ${String(error)}`);
+      assert.equal(error.status, 503);
+      assert.equal(error.message, 'The database is unavailable. Try again shortly.');
+      assert.doesNotMatch(error.message, /SQLITE|unable|readonly|cdh-/i);
+      assert.equal(logger.errors.length, 1, logger.errors.join('\n'));
+      assert.ok(logger.errors[0]!.includes(path), logger.errors[0]);
+      assert.match(logger.errors[0]!, logged);
+      logger.errors.length = 0;
+    };
+    const logger = capturingLogger();
+    try {
+      // A missing directory, and one that is a file (a read-only directory fails the same way,
+      // but not for root, who may write anywhere).
+      for (const path of [join(dir, 'missing', 'app.db'), join(dir, 'a-file', 'app.db')]) {
+        const db = newSqlite(driver, { path, logger });
+        await refused(db.get('SELECT 1'), /unable to open database file|does not exist/, path);
+        assert.deepEqual(db.stats(), { total: 0, idle: 0, inUse: 0, waiting: 0 });
+        await db.closePool();
+      }
+
+      // The directory removed under a running pool: the next write cannot touch the file. That
+      // connection is not reused; once the directory is back, a new one serves.
+      const path = join(dir, 'gone', 'app.db');
+      mkdirSync(join(dir, 'gone'));
+      const db = newSqlite(driver, { path, logger, pragmas: { journal_mode: 'delete' } });
+      await db.run('CREATE TABLE t (v integer)');
+      rmSync(join(dir, 'gone'), { recursive: true });
+      const scope = createScope(db);
+      await scope.run(() =>
+        refused(db.run('INSERT INTO t (v) VALUES (1)'), /readonly|unable to open/i, path),
+      );
+      await scope.release();
+      assert.deepEqual(db.stats(), { total: 0, idle: 0, inUse: 0, waiting: 0 });
+      mkdirSync(join(dir, 'gone'));
+      assert.deepEqual(await db.get('SELECT 1 AS one'), { one: 1 });
+      await db.closePool();
+      // A statement's own mistake is not a file failure: it stays the driver's error.
+      await assert.rejects(db.get('SELECT * FROM nowhere'), /no such table/);
+      assert.deepEqual(logger.errors, []);
+      await db.closePool();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 }

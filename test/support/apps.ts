@@ -6,6 +6,7 @@ import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import BetterSqlite3 from 'better-sqlite3';
+import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { renderGeneratedFiles } from '../../src/cli/render.ts';
 import { type DatabaseId, targetIds } from '../../src/cli/targets.ts';
@@ -82,6 +83,20 @@ export async function prepareDatabase(
       `);
     } finally {
       await client.end();
+    }
+    return { DATABASE_URL: location };
+  }
+  if (database === 'mysql') {
+    const conn = await mysql.createConnection({ uri: location });
+    try {
+      await conn.query('DROP TABLE IF EXISTS users, accounts');
+      await conn.query('CREATE TABLE users (id INT PRIMARY KEY, name TEXT NOT NULL)');
+      await conn.query('CREATE TABLE accounts (id INT PRIMARY KEY, balance INT NOT NULL)');
+      const users = Array.from({ length: usersCount }, (_, i) => [i + 1, `user ${i + 1}`]);
+      await conn.query('INSERT INTO users (id, name) VALUES ?', [users]);
+      await conn.query('INSERT INTO accounts VALUES (1, 1000000), (2, 1000000)');
+    } finally {
+      await conn.end();
     }
     return { DATABASE_URL: location };
   }

@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import mysql from 'mysql2/promise';
 import { freePort } from './postgres.ts';
 
@@ -215,4 +216,40 @@ export async function createMysqlTestDatabase(): Promise<{ url: string; drop(): 
       await mysqlAdmin(serverUrl, (conn) => conn.query(`DROP DATABASE IF EXISTS ${name}`));
     },
   };
+}
+
+let innodbReads: Promise<unknown> = Promise.resolve();
+let lastInnodbRead = 0;
+
+/**
+ * The other sessions of the database at `url` with a transaction open (InnoDB's view). InnoDB
+ * refreshes INNODB_TRX only when nobody read it for 100 ms, so the reads of this process (two
+ * cases run at once) take turns 120 ms apart: read faster, the first answer would stick.
+ */
+export function openTransactions(url: string): Promise<unknown[]> {
+  const read = innodbReads.then(async () => {
+    await sleep(lastInnodbRead + 120 - Date.now());
+    try {
+      return await mysqlAdmin(url, async (conn) => {
+        const [rows] = await conn.query(
+          'SELECT p.ID, p.USER, p.COMMAND, p.TIME, p.INFO, t.trx_state, t.trx_started, t.trx_rows_modified FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()',
+        );
+        return rows as unknown[];
+      });
+    } finally {
+      lastInnodbRead = Date.now();
+    }
+  });
+  innodbReads = read.catch(() => {});
+  return read;
+}
+
+/** The other sessions connected to the database at `url`, per the server's PROCESSLIST. */
+export function serverSessions(url: string): Promise<{ ID: number; COMMAND: string }[]> {
+  return mysqlAdmin(url, async (conn) => {
+    const [rows] = await conn.query(
+      'SELECT ID, COMMAND FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND ID <> CONNECTION_ID()',
+    );
+    return rows as { ID: number; COMMAND: string }[];
+  });
 }

@@ -1,14 +1,16 @@
 // Soak: drive a generated app with a bounded mix of requests (successes, handler errors, client
 // aborts mid-handler, transactions with an await inside, 404s) and check afterwards that nothing
-// leaked: the pool's inUse is 0, PostgreSQL has no connection idle in transaction and never more
-// connections than the pool's max, no request hung, and the heap is flat.
+// leaked: the pool's inUse is 0, PostgreSQL (pg_stat_activity) and MySQL (PROCESSLIST and
+// INNODB_TRX) have no connection idle in transaction and never more connections than the pool's
+// max, no request hung, and the heap is flat.
 //
 // test/load/soak.test.ts runs a few seconds of it per target; the long soak, by hand:
-//   npm run soak -- [--seconds 60] [--targets express,koa] [--databases sqlite]
+//   npm run soak -- [--seconds 60] [--targets express,koa] [--databases sqlite,postgres,mysql]
 //     [--concurrency 32] [--pool-max 10]
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import mysql from 'mysql2/promise';
 import pg from 'pg';
 import type { DatabaseId } from '../../src/cli/targets.ts';
 import {
@@ -19,6 +21,7 @@ import {
   removeSqlite,
   startServer,
 } from './apps.ts';
+import { createMysqlTestDatabase } from './mariadb.ts';
 import { createTestDatabase, startPostgres } from './postgres.ts';
 
 export type RequestKind = 'ok' | 'error' | 'abort' | 'transaction' | 'notFound';
@@ -128,8 +131,11 @@ export async function soak(options: SoakOptions): Promise<SoakReport> {
   try {
     const pgDatabase = database === 'postgres' ? await createTestDatabase() : undefined;
     if (pgDatabase) cleanups.push(() => pgDatabase.drop());
-    const location = pgDatabase?.url ?? join(appsDir, `soak-${framework}-${process.pid}.db`);
-    if (!pgDatabase) cleanups.push(() => removeSqlite(location));
+    const mysqlDatabase = database === 'mysql' ? await createMysqlTestDatabase() : undefined;
+    if (mysqlDatabase) cleanups.push(() => mysqlDatabase.drop());
+    const location =
+      pgDatabase?.url ?? mysqlDatabase?.url ?? join(appsDir, `soak-${framework}-${process.pid}.db`);
+    if (database === 'sqlite') cleanups.push(() => removeSqlite(location));
     const env = await prepareDatabase(database, location);
     const server = await startServer(framework, 'generated', database, {
       ...env,
@@ -142,8 +148,25 @@ export async function soak(options: SoakOptions): Promise<SoakReport> {
       await monitor.connect();
       cleanups.push(() => monitor.end());
     }
+    const mysqlMonitor = mysqlDatabase
+      ? await mysql.createConnection({ uri: mysqlDatabase.url })
+      : undefined;
+    if (mysqlMonitor) cleanups.push(() => mysqlMonitor.end());
     const dbName = pgDatabase ? new URL(pgDatabase.url).pathname.slice(1) : '';
     const connectionsNow = async (): Promise<{ total: number; idleInTransaction: number }> => {
+      if (mysqlMonitor) {
+        // The app's sessions per PROCESSLIST, and those of them that InnoDB sees in a
+        // transaction while idle (a statement running is a request in flight, not a leak).
+        const [rows] = await mysqlMonitor.query(
+          `SELECT count(*) AS total,
+                  count(CASE WHEN p.COMMAND = 'Sleep' THEN t.trx_id END) AS idleInTransaction
+             FROM information_schema.PROCESSLIST p
+             LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID
+            WHERE p.DB = DATABASE() AND p.ID <> CONNECTION_ID()`,
+        );
+        const [row] = rows as { total: number | string; idleInTransaction: number | string }[];
+        return { total: Number(row!.total), idleInTransaction: Number(row!.idleInTransaction) };
+      }
       if (!monitor) {
         // SQLite: the server counts the connections its pool opened and has not closed, and
         // those with a transaction open; counted between requests, none may be.

@@ -1,7 +1,7 @@
 // What every load-test and benchmark server shares: the mode it runs in, the SQL for its database, the
 // generated code (for MODE=generated) or the hand-written baseline's pool (for MODE=baseline).
 //
-// Environment: MODE (generated | baseline | fastify-postgres), DB (postgres | sqlite), PORT,
+// Environment: MODE (generated | baseline | fastify-postgres), DB (postgres | mysql | sqlite), PORT,
 // GENERATED_DIR (absolute path of generated JS ESM files), DATABASE_URL or SQLITE_PATH, POOL_MAX,
 // SQLITE_DRIVER (node:sqlite: the generated runtime on Node's built-in SQLite, else better-sqlite3),
 // ALS (1: switch AsyncLocalStorage on process-wide, see below), CHECKOUT (lazy | eager: the
@@ -34,7 +34,11 @@ export const sql = {
   user: `SELECT id, name FROM users WHERE id = ${placeholder(1)}`,
   debit: `UPDATE accounts SET balance = balance - 1 WHERE id = ${placeholder(1)}`,
   credit: `UPDATE accounts SET balance = balance + 1 WHERE id = ${placeholder(1)}`,
-  backend: database === 'postgres' ? 'SELECT pg_backend_pid() AS pid' : 'SELECT 0 AS pid',
+  backend:
+    {
+      postgres: 'SELECT pg_backend_pid() AS pid',
+      mysql: 'SELECT CONNECTION_ID() AS pid',
+    }[database] ?? 'SELECT 0 AS pid',
 };
 
 /**
@@ -56,6 +60,9 @@ export async function loadGenerated(target) {
       connectionString: process.env.DATABASE_URL,
       pgbouncer: process.env.PGBOUNCER === 'true',
     });
+  } else if (database === 'mysql') {
+    const { MysqlDatabase } = await import(`${dir}/runtime-mysql.js`);
+    db = new MysqlDatabase({ ...options, uri: process.env.DATABASE_URL });
   } else {
     const sqliteOptions = {
       ...options,
@@ -105,13 +112,31 @@ function answerStats(db) {
   });
 }
 
-/** The hand-written baseline: a raw pg.Pool, or one shared better-sqlite3 connection. */
+/**
+ * The hand-written baseline: a raw pg.Pool, mysql2's pool (getConnection() and release() per
+ * request, as its README shows), or one shared better-sqlite3 connection. Both pools have the
+ * shape checkoutFor() takes: connect() gives a client with query() and release().
+ */
 export async function baselineDriver() {
   if (database === 'postgres') {
     const { default: pg } = await import('pg');
     const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: poolMax });
     pool.on('error', () => {});
-    return { kind: 'postgres', pool };
+    return { kind: 'pool', pool };
+  }
+  if (database === 'mysql') {
+    const { default: mysql } = await import('mysql2/promise');
+    const mysqlPool = mysql.createPool({ uri: process.env.DATABASE_URL, connectionLimit: poolMax });
+    const pool = {
+      async connect() {
+        const conn = await mysqlPool.getConnection();
+        return {
+          query: async (text, params) => ({ rows: (await conn.query(text, params))[0] }),
+          release: () => conn.release(),
+        };
+      },
+    };
+    return { kind: 'pool', pool };
   }
   const { default: Sqlite } = await import('better-sqlite3');
   const connection = new Sqlite(process.env.SQLITE_PATH ?? 'app.db');

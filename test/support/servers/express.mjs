@@ -26,7 +26,7 @@ if (mode === 'generated') {
 } else {
   // What a careful person writes by hand: check out on arrival, release once the response closes.
   const driver = await baselineDriver();
-  if (driver.kind === 'postgres') {
+  if (driver.kind === 'pool') {
     app.use(async (req, res, next) => {
       try {
         req.client = await checkoutFor(driver.pool, res);

@@ -36,7 +36,7 @@ if (mode === 'generated') {
   });
 } else {
   const driver = await baselineDriver();
-  if (driver.kind === 'postgres') {
+  if (driver.kind === 'pool') {
     app.addHook('onRequest', async (req, reply) => {
       // onResponse does not run for aborted requests; the response's 'close' event does, every
       // time. (The request's own 'close' comes as soon as its body was read: too early.)

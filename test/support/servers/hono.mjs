@@ -24,7 +24,7 @@ if (mode === 'generated') {
   app.get('/__stats', (c) => c.json(work.stats(db)));
 } else {
   const driver = await baselineDriver();
-  if (driver.kind === 'postgres') {
+  if (driver.kind === 'pool') {
     app.use(async (c, next) => {
       // The node response's 'close' fires once the body is sent or the client went away.
       c.set('client', await checkoutFor(driver.pool, c.env.outgoing));

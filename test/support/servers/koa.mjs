@@ -35,7 +35,7 @@ if (mode === 'generated') {
   app.use(route('GET', /^\/__stats$/, () => work.stats(db)));
 } else {
   const driver = await baselineDriver();
-  if (driver.kind === 'postgres') {
+  if (driver.kind === 'pool') {
     app.use(async (ctx, next) => {
       ctx.state.client = await checkoutFor(driver.pool, ctx.res);
       await next();

@@ -55,7 +55,7 @@ if (process.argv[1] === new URL(import.meta.url).pathname) {
   } else {
     const driver = await baselineDriver();
     listener =
-      driver.kind === 'postgres'
+      driver.kind === 'pool'
         ? async (req, res) => {
             const id = userId(req);
             if (id === undefined) return send(res, 404, { error: 'not found' });
