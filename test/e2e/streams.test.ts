@@ -76,6 +76,20 @@ async function serverQueries(c: Case, env: Record<string, string>): Promise<stri
   return [];
 }
 
+/**
+ * Waits until the server runs no query for the app's database. PostgreSQL's cursor is closed
+ * before the connection goes back; MySQL's query ends once its next rows meet the closed
+ * socket, a moment later. The deadline only turns a hang into a failure.
+ */
+async function noQueryLeft(c: Case, env: Record<string, string>): Promise<void> {
+  let left: string[] = [];
+  for (const deadline = Date.now() + 15_000; Date.now() < deadline; await sleep(20)) {
+    left = await serverQueries(c, env);
+    if (left.length === 0) return;
+  }
+  assert.fail(`a query is left on the server: ${JSON.stringify(left)}`);
+}
+
 /** SQLite: whether a full checkpoint (TRUNCATE) succeeds now, without waiting for readers. */
 function checkpoints(env: Record<string, string>): boolean {
   const file = new BetterSqlite3(env.SQLITE_PATH!, { timeout: 0 });
@@ -167,7 +181,10 @@ async function scenarios(c: Case, app: RunningApp, env: Record<string, string>):
   const event = await waitForEvent(app, 'big');
   assert.notEqual(event.end, 'complete', JSON.stringify(event));
   assert.ok(Number(event.sent) < 1_000_000, JSON.stringify(event));
-  assert.deepEqual(await serverQueries(c, env), [], 'a query is left on the server');
+  if (c.database === 'postgres') {
+    assert.deepEqual(await serverQueries(c, env), [], 'the cursor was left open');
+  }
+  await noQueryLeft(c, env);
   if (c.database === 'sqlite') assert.equal(checkpoints(env), true, 'the WAL is still pinned');
 
   // The pool goes on serving.
