@@ -53,6 +53,7 @@ export const runtimeFiles = [
   'runtime-scope',
   'runtime-transaction',
   'runtime-request-transaction',
+  'runtime-stream',
   'runtime-options',
   'runtime-driver',
   'runtime-database',
@@ -238,14 +239,19 @@ export const databases = [
     runtimeFile: 'runtime-postgres',
     dependencies: [
       { name: 'pg', version: '^8.16.0' },
+      // db.stream()'s cursors, by pg's author.
+      { name: 'pg-cursor', version: '^2.22.1' },
       { name: '@types/pg', version: '^8.15.0', typesOnly: true },
+      { name: '@types/pg-cursor', version: '^2.7.2', typesOnly: true },
     ],
     envVar: 'DATABASE_URL',
+    driverRuntimeFiles: ['runtime-postgres-stream'],
   },
   {
     id: 'mysql',
     title: 'MySQL 8 or MariaDB 10.11+ via mysql2',
     runtimeFile: 'runtime-mysql',
+    driverRuntimeFiles: ['runtime-mysql-stream'],
     // mysql2 ships its own types.
     dependencies: [{ name: 'mysql2', version: '^3.26.1' }],
     envVar: 'DATABASE_URL',

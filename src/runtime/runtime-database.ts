@@ -24,6 +24,7 @@ import {
   type PoolStats,
 } from './runtime-pool.js';
 import { type Frame, type RequestScope, Scope, type ScopeContext } from './runtime-scope.js';
+import { RowStream, type StreamOptions } from './runtime-stream.js';
 import {
   type AtomicBlock,
   type AtomicOptions,
@@ -100,6 +101,17 @@ export class Database<Conn = unknown> {
     options?: RawOptions,
   ): Promise<RawResult<Row>> {
     return this.#statement('raw', sql, params, options) as Promise<RawResult<Row>>;
+  }
+
+  /** A query's rows as the loop asks for them, `for await (const row of db.stream(sql))`. */
+  stream<T = Record<string, unknown>>(
+    sql: string,
+    params?: Params,
+    options?: StreamOptions,
+  ): RowStream<T> {
+    const scope = this.#frames.getStore()?.scope as Scope<unknown> | undefined;
+    const own = () => scopeOf(this, 'db.stream()') as Scope<unknown>;
+    return new RowStream(this.driver, scope, own, sql, params, options);
   }
 
   /** Checks the current request's connection out now. False if it was already (reuseIfOpen). */

@@ -61,6 +61,14 @@ export interface StatementResults<Row = unknown> {
 }
 export type StatementMode = keyof StatementResults;
 
+/** db.stream()'s statement, open on its connection: its rows as the loop asks for them. */
+export interface RowCursor<Row = unknown> {
+  /** The next rows, as many as the stream's batch size at most; none once all were read. */
+  read(): Row[] | Promise<Row[]>;
+  /** Ends the statement, early or after its last row; the connection is free again. */
+  close(): void | Promise<void>;
+}
+
 /** SQL's isolation levels, as PostgreSQL and MySQL spell them (lower case, as Kysely does). */
 export type IsolationLevel =
   | 'read uncommitted'
@@ -87,6 +95,13 @@ export interface Driver<Conn> extends ConnectionSource<Conn> {
     params: Params | undefined,
     options?: RawOptions,
   ): StatementResults[M] | Promise<StatementResults[M]>;
+  /** Opens a statement for db.stream() (runtime-stream), reading `batchSize` rows at a time. */
+  stream(
+    conn: Conn,
+    sql: string,
+    params: Params | undefined,
+    batchSize: number,
+  ): RowCursor | Promise<RowCursor>;
   /**
    * BEGIN, with `options` when db.atomic() got some. `turn` is what transactionTurn() gave, if
    * the driver has one: begin() owns it.

@@ -92,6 +92,20 @@ export class TransactionFailedError extends DbHooksError {
 }
 
 /**
+ * The request's own transaction (the adapters' `atomic`) could not commit, after its handler
+ * had succeeded: frameworks answer 500 with this message, safe to show; the cause goes to the log.
+ */
+export class CommitFailedError extends DbHooksError {
+  readonly status = 500;
+  readonly statusCode = 500;
+
+  constructor(options?: { cause?: unknown }) {
+    super('COMMIT_FAILED', "The request's transaction could not commit.", options);
+    this.name = 'CommitFailedError';
+  }
+}
+
+/**
  * A database call from a request whose connection was already released. When the client went
  * away, it carries status 499 (client closed request) and `expose`, so frameworks do not log it
  * as a server error: there is no one left to answer.

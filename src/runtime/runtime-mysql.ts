@@ -16,11 +16,13 @@ import type {
   Params,
   RawOptions,
   RawResult,
+  RowCursor,
   StatementMode,
   StatementResults,
   TransactionOptions,
 } from './runtime-driver.js';
 import { DatabaseUnavailableError, TransactionFailedError } from './runtime-errors.js';
+import { mysqlCursor } from './runtime-mysql-stream.js';
 import { defaultLogger, type Logger } from './runtime-pool.js';
 import { mysqlChangesSession } from './runtime-session.js';
 
@@ -270,6 +272,10 @@ class MysqlDriver implements Driver<MysqlConnection> {
     };
     const results: StatementResults = { all: rows, get: rows[0], run, raw };
     return results[mode];
+  }
+
+  stream(conn: MysqlConnection, sql: string, params: Params | undefined, size: number): RowCursor {
+    return mysqlCursor(conn, sql, params, size);
   }
 
   async begin(conn: MysqlConnection, _turn?: () => void, options: TransactionOptions = {}) {

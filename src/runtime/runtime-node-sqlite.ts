@@ -150,6 +150,12 @@ function nodeSqlite(
       return row === undefined ? undefined : rowsOf(statement, [row])[0];
     },
     all: (statement, args) => rowsOf(statement, statement.sync.all(...(args as Args))),
+    iterate: function* (statement, args) {
+      // for...of ends node:sqlite's iterator (return()) when this one is ended early.
+      for (const row of statement.sync.iterate(...(args as Args))) {
+        yield rowsOf(statement, [row])[0];
+      }
+    },
     allArrays: ({ sync, names }, args) => {
       if (names !== undefined) return sync.all(...(args as Args));
       sync.setReturnArrays(true);

@@ -8,7 +8,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { createScope, type Database } from './runtime-database.js';
-import { isGoneClient } from './runtime-errors.js';
+import { CommitFailedError, isGoneClient } from './runtime-errors.js';
 import type { RequestSettings } from './runtime-options.js';
 import type { Logger } from './runtime-pool.js';
 import type { RequestScope } from './runtime-scope.js';
@@ -85,6 +85,26 @@ function transact(scope: RequestScope, res: ServerResponse, settings: RequestSet
     });
     return this;
   } as ServerResponse['end'];
+}
+
+/**
+ * Ends the request's own transaction, if any, before the response is written: for frameworks
+ * that write the status line before the body (Fastify, Hono's node server), so that a failed
+ * commit can still answer 500. It then rejects with CommitFailedError (its message is safe to
+ * show, the cause goes to the log); a client that left rolled back, and nothing is thrown.
+ */
+export async function endTransactionBeforeResponse(
+  scope: RequestScope | undefined,
+  status: number,
+  logger: Logger,
+): Promise<void> {
+  try {
+    await scope?.endTransaction(status);
+  } catch (error) {
+    if (isGoneClient(error)) return;
+    logger.error("db-hooks: the request's transaction could not commit:", error);
+    throw new CommitFailedError({ cause: error });
+  }
 }
 
 /** What to end the response with after a failed commit: a 500, or nothing if it is cut off. */

@@ -24,6 +24,7 @@ import {
   TransactionFailedError,
 } from './runtime-errors.js';
 import { defaultLogger, type Logger } from './runtime-pool.js';
+import { pgCursor } from './runtime-postgres-stream.js';
 import { postgresSessionChange, type SessionChange } from './runtime-session.js';
 
 /**
@@ -90,6 +91,11 @@ function beginStatement(options: TransactionOptions = {}): string {
   if (readOnly !== undefined) modes.push(readOnly ? 'READ ONLY' : 'READ WRITE');
   if (deferrable !== undefined) modes.push(deferrable ? 'DEFERRABLE' : 'NOT DEFERRABLE');
   return modes.length === 0 ? 'BEGIN' : `BEGIN ${modes.join(', ')}`;
+}
+
+function positional(params: Params | undefined): unknown[] | undefined {
+  if (params === undefined || Array.isArray(params)) return params as unknown[] | undefined;
+  throw new TypeError('PostgreSQL takes positional parameters: an array for $1, $2...');
 }
 
 /** A statement as pg takes it; raw() passes the ORM's row mode and type parsers. */
@@ -208,11 +214,8 @@ class PostgresDriver implements Driver<pg.PoolClient> {
       if (this.#pgbouncer) throw refusedUnderPgBouncer(sql, change);
       this.#sessionChanged.add(client);
     }
-    if (params !== undefined && !Array.isArray(params)) {
-      throw new TypeError('PostgreSQL takes positional parameters: an array for $1, $2...');
-    }
     // No values means pg's simple query protocol, as for an undefined `params`.
-    const config = queryConfig(sql, params as unknown[] | undefined, options);
+    const config = queryConfig(sql, positional(params), options);
     const result = await this.#query(client, config);
     const changes = result.rowCount ?? undefined;
     const results: StatementResults = {
@@ -240,19 +243,31 @@ class PostgresDriver implements Driver<pg.PoolClient> {
     try {
       result = await query;
     } catch (error) {
-      // The 'error' listener may have marked the client already: pg then refuses the query
-      // with "not queryable" before it reaches the server.
-      if (!isConnectionFailure(error) && !this.#broken.has(client)) throw error;
-      this.#broken.add(client);
-      this.#logger.error(
-        `db-hooks: lost the PostgreSQL connection during a statement (${(error as Error).message}).`,
-      );
-      throw new DatabaseUnavailableError({ cause: error });
+      throw this.#failure(client, error);
     } finally {
       if (this.#running.get(client) === query) this.#running.delete(client);
     }
     // Several statements in one simple query give one result each: the last one answers.
     return Array.isArray(result) ? (result as pg.QueryResult[]).at(-1)! : result;
+  }
+
+  /** What a statement's failure becomes: a lost connection is marked broken, and a 503. */
+  #failure(client: pg.PoolClient, error: unknown): Error {
+    // The 'error' listener may have marked the client already: pg then refuses the query
+    // with "not queryable" before it reaches the server.
+    if (!isConnectionFailure(error) && !this.#broken.has(client)) return error as Error;
+    this.#broken.add(client);
+    this.#logger.error(
+      `db-hooks: lost the PostgreSQL connection during a statement (${(error as Error).message}).`,
+    );
+    return new DatabaseUnavailableError({ cause: error });
+  }
+
+  /** db.stream(): a cursor on the server (runtime-postgres-stream). */
+  async stream(client: pg.PoolClient, sql: string, params: Params | undefined, batchSize: number) {
+    await this.#running.get(client)?.catch(() => {}); // after the statements sent before it
+    const fail = (error: unknown) => this.#failure(client, error);
+    return pgCursor(client, sql, positional(params), batchSize, fail, this.#broken);
   }
 
   async begin(client: pg.PoolClient, _turn?: () => void, options?: TransactionOptions) {

@@ -2,7 +2,9 @@
  * db-hooks runtime: a request's own transaction (the adapters' `atomic` option, as Django's
  * ATOMIC_REQUESTS). It begins at the request's first statement, so a request that never queries
  * opens nothing; the request's db.atomic() blocks are savepoints in it; and it ends when the
- * response does, before the response is let out to the client (runtime-node, runtime-fetch).
+ * response does, before the response is let out to the client (runtime-node, runtime-fetch;
+ * on Fastify and Hono before the status line, so that a failed commit can still answer 500: a
+ * body streamed after that runs its statements outside the transaction).
  * It rolls back when:
  *
  * - the handler failed: an error the adapter saw (thrown in Koa, Hono, node:http, fetch;

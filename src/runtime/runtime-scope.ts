@@ -14,6 +14,7 @@ import {
   type RequestTransaction,
   setRequestTransaction,
 } from './runtime-request-transaction.js';
+import { type RowStream, streamOpenError } from './runtime-stream.js';
 import type { CommitHook } from './runtime-transaction.js';
 
 /** One request's scope, as adapters hold it. */
@@ -63,6 +64,8 @@ export class Scope<Conn> {
   requestTransaction: RequestTransaction | undefined = undefined;
   /** Set until the request's own transaction has begun: its first statement begins it. */
   beginRequestTransaction: (() => Promise<void>) | undefined = undefined;
+  /** The request's open db.stream(): its connection is the stream's until it closes. */
+  stream: RowStream<unknown> | undefined = undefined;
   releaseReason: ReleaseReason | undefined = undefined;
   /** What a leak warning names, e.g. 'GET /users/1?page=2' (see nameInWarnings()). */
   readonly label: string;
@@ -142,6 +145,7 @@ export class Scope<Conn> {
    */
   async use<R>(use: (conn: Conn) => R | Promise<R>): Promise<R> {
     if (this.releaseReason) throw new ScopeReleasedError(this.releaseReason);
+    if (this.stream !== undefined) throw streamOpenError();
     if (this.beginRequestTransaction !== undefined) await this.beginRequestTransaction();
     this.#active++;
     let conn: Conn | undefined;
@@ -207,6 +211,8 @@ export class Scope<Conn> {
    * held no connection.
    */
   async checkIn(): Promise<boolean> {
+    // An open stream ends first: its loop's next step throws why.
+    await this.stream?.close(new ScopeReleasedError(this.releaseReason ?? 'done'));
     while (this.#active > 0) await new Promise<void>((resolve) => this.#whenIdle.push(resolve));
     const conn = this.conn;
     if (conn === undefined) return false;

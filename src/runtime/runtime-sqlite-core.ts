@@ -19,6 +19,7 @@ import type {
   Params,
   RawColumn,
   RawOptions,
+  RowCursor,
   StatementMode,
   StatementResults,
   TransactionOptions,
@@ -26,6 +27,7 @@ import type {
 import { DatabaseUnavailableError, PoolClosedError, PoolTimeoutError } from './runtime-errors.js';
 import { defaultLogger, type Logger } from './runtime-pool.js';
 import { newConnectionPragmas, type Pragmas, sqliteChangesSession } from './runtime-session.js';
+import { iteratorCursor } from './runtime-stream.js';
 import { TurnLock, type Waiter } from './runtime-wait.js';
 
 /** What both SQLite drivers take, besides their library's own options. */
@@ -66,6 +68,8 @@ export interface SqliteEngine<Handle, Statement> {
   allArrays(statement: Statement, args: unknown[]): unknown[];
   /** The columns a statement that returns rows gives, with their declared types. */
   columns(statement: Statement): RawColumn[];
+  /** Rows one at a time (db.stream()); return() ends the statement. */
+  iterate(statement: Statement, args: unknown[]): Iterator<unknown>;
 }
 
 export interface SqliteConnection<Handle = unknown, Statement = unknown> {
@@ -74,6 +78,7 @@ export interface SqliteConnection<Handle = unknown, Statement = unknown> {
   statements: Map<string, CachedStatement<Statement>>;
   unlock: (() => void) | undefined; // gives up the write lock its transaction holds
   sessionChanged: boolean; // a statement changed its state: it is closed when it goes back
+  cursor: RowCursor | undefined; // db.stream()'s last statement on it, closed before the connection
 }
 
 interface CachedStatement<Statement> extends Prepared<Statement> {
@@ -144,10 +149,16 @@ export class SqliteDriver<Handle, Statement>
     this.#releaseWriteLock(conn);
     if (discard) {
       this.#all.delete(conn);
-      if (this.#engine.isOpen(conn.handle)) this.#engine.close(conn.handle);
+      this.#close(conn);
     } else {
       this.#idle.push(conn);
     }
+  }
+
+  /** A statement still being iterated (closePool() past its timeout) keeps better-sqlite3 open. */
+  #close(conn: SqliteConnection<Handle, Statement>): void {
+    void conn.cursor?.close(); // synchronous on SQLite
+    if (this.#engine.isOpen(conn.handle)) this.#engine.close(conn.handle);
   }
 
   isBroken(conn: SqliteConnection<Handle, Statement>): boolean {
@@ -164,7 +175,7 @@ export class SqliteDriver<Handle, Statement>
     this.#writeTurn.rejectWaiting(new PoolClosedError());
     for (const conn of this.#all) {
       this.#releaseWriteLock(conn);
-      if (this.#engine.isOpen(conn.handle)) this.#engine.close(conn.handle); // rolls back
+      this.#close(conn); // rolls back
     }
     this.#all.clear();
     this.#idle.length = 0;
@@ -191,6 +202,22 @@ export class SqliteDriver<Handle, Statement>
     // A write while nobody holds the lock runs now: nothing else can run until it returns.
     const now = prepared.readonly || !this.#writeTurn.held;
     return now || this.#engine.inTransaction(conn.handle) ? run() : this.#writeTurn.whenFree(run);
+  }
+
+  stream(
+    conn: SqliteConnection<Handle, Statement>,
+    sql: string,
+    params: Params | undefined,
+    batchSize: number,
+  ): RowCursor {
+    const prepared = this.#prepare(conn, sql);
+    // A write would hold SQLite's write lock across the loop's awaits, outside the write turns.
+    if (!prepared.readonly && !this.#engine.inTransaction(conn.handle)) {
+      throw new TypeError('db.stream(): on SQLite, stream a statement that writes in db.atomic().');
+    }
+    const args = params === undefined ? [] : Array.isArray(params) ? params : [params];
+    conn.cursor = iteratorCursor(this.#engine.iterate(prepared.statement, args), batchSize);
+    return conn.cursor;
   }
 
   /**
@@ -310,6 +337,7 @@ export class SqliteDriver<Handle, Statement>
       statements: new Map(),
       unlock: undefined,
       sessionChanged: false,
+      cursor: undefined,
     };
     this.#all.add(conn);
     return conn;

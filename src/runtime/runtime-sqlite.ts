@@ -55,6 +55,7 @@ function betterSqlite3(
     run: (statement, args) => statement.run(...args),
     get: (statement, args) => statement.get(...args),
     all: (statement, args) => statement.all(...args),
+    iterate: (statement, args) => statement.iterate(...args),
     allArrays: (statement, args) => {
       try {
         return statement.raw(true).all(...args);

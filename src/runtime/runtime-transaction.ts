@@ -10,6 +10,7 @@ import type { IsolationLevel, TransactionOptions } from './runtime-driver.js';
 import { ConnectionStateError, ScopeReleasedError } from './runtime-errors.js';
 import type { Logger } from './runtime-pool.js';
 import type { Frame, Scope, ScopeContext } from './runtime-scope.js';
+import { streamOpenError } from './runtime-stream.js';
 
 /** db.atomic()'s options. All of them apply to the outermost block only. */
 export interface AtomicOptions extends TransactionOptions {
@@ -48,6 +49,7 @@ export async function atomic<Conn, T>(
 ): Promise<T> {
   const { scope } = frame;
   if (scope.releaseReason) throw new ScopeReleasedError(scope.releaseReason);
+  if (scope.stream !== undefined) throw streamOpenError();
   const retries = checkOptions(options);
   await scope.beginRequestTransaction?.();
   if (frame.depth !== scope.depth) {

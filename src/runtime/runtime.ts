@@ -8,6 +8,7 @@
  *   runtime-options      what adapters take: database, checkout, atomic
  *   runtime-transaction  db.atomic(): transactions and savepoints, retries, db.onCommit()
  *   runtime-request-transaction  a request's own transaction (the adapters' `atomic`)
+ *   runtime-stream       db.stream(): rows read as the loop asks, closed with the loop or request
  *   runtime-pool         slots, the wait for a free connection, the reset on return, drain
  *   runtime-wait         waiting in line with a deadline: for a connection, for SQLite's write turn
  *   runtime-session      which statements change a connection's session state
@@ -24,4 +25,5 @@ export type * from './runtime-options.js';
 export type { Logger, PoolOptions, PoolStats } from './runtime-pool.js';
 export { useFrameworkLogger } from './runtime-pool.js';
 export type { RequestScope } from './runtime-scope.js';
+export type { RowStream, StreamOptions } from './runtime-stream.js';
 export type { AtomicBlock, AtomicOptions, CommitHook } from './runtime-transaction.js';

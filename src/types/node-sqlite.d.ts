@@ -55,6 +55,13 @@ declare module 'node:sqlite' {
       namedParameters: Record<string, SQLInputValue>,
       ...anonymousParameters: SQLInputValue[]
     ): StatementResultingChanges;
+    iterate(
+      ...anonymousParameters: SQLInputValue[]
+    ): IterableIterator<Record<string, SQLOutputValue>>;
+    iterate(
+      namedParameters: Record<string, SQLInputValue>,
+      ...anonymousParameters: SQLInputValue[]
+    ): IterableIterator<Record<string, SQLOutputValue>>;
     columns(): StatementColumnMetadata[];
     setReturnArrays(enabled: boolean): void;
     readonly sourceSQL: string;

@@ -407,6 +407,7 @@ describe('generating', () => {
           'src/db/runtime-session.ts',
           'src/db/runtime-sqlite-core.ts',
           'src/db/runtime-sqlite.ts',
+          'src/db/runtime-stream.ts',
           'src/db/runtime-transaction.ts',
           'src/db/runtime-wait.ts',
           'src/db/runtime.ts',
@@ -447,7 +448,7 @@ describe('generating', () => {
     assert.match(index, /module\.exports = /);
     assert.ok(existsSync(join(root, 'db/runtime-postgres.js')));
     assert.match(result.stdout, /const \{ withDatabase \} = require\('\.\/db\/node-http\.js'\);/);
-    assert.match(result.stdout, /npm install pg@\^8\.16\.0\n/);
+    assert.match(result.stdout, /npm install pg@\^8\.16\.0 pg-cursor@\^2\.22\.1\n/);
     assert.doesNotMatch(result.stdout, /@types\/pg/);
     assert.equal(readJson(join(root, 'db-hooks.json')).moduleFormat, 'cjs');
   });
@@ -898,7 +899,10 @@ describe('installing', () => {
     assert.equal(result.code, 0, result.stderr);
     assert.deepEqual(
       pm.calls().map((line) => line.replace(/^\S+ /, '')),
-      ['pnpm add fastify-plugin@^5.0.1', 'pnpm add -D @types/pg@^8.15.0 @types/node@^22.19.0'],
+      [
+        'pnpm add pg-cursor@^2.22.1 fastify-plugin@^5.0.1',
+        'pnpm add -D @types/pg@^8.15.0 @types/pg-cursor@^2.7.2 @types/node@^22.19.0',
+      ],
     );
     // Run in the project: the fake records its working directory first.
     assert.ok(pm.calls()[0]!.startsWith(`${realpathSync(root)} `), pm.calls()[0]);

@@ -310,7 +310,7 @@ describe('buildPlan', () => {
     });
     assert.deepEqual(
       plan.dependencies.map((d) => d.name),
-      ['pg', 'fastify-plugin'],
+      ['pg', 'pg-cursor', 'fastify-plugin'],
     );
     assert.deepEqual(plan.devDependencies, []);
     assert.deepEqual(plan.databaseChange, {

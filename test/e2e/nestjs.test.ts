@@ -71,6 +71,7 @@ function appSource(database: DatabaseId): string {
   const driver = { postgres: 'PostgresDatabase', mysql: 'MysqlDatabase', sqlite: 'SqliteDatabase' }[
     database
   ];
+  const mark = `INSERT INTO marks (tag) VALUES (${database === 'postgres' ? '$1' : '?'})`;
   return `import 'reflect-metadata';
 import {
   type CallHandler,
@@ -193,7 +194,27 @@ class ProbeController {
   guardRuns() {
     return { seen: {}, guardRuns };
   }
+
+  // With E2E_ATOMIC=1, in the request's own transaction: two writes, then success or a throw.
+  @Get('tx/:tag')
+  async tx(@Param('tag') tag: string, @Req() req: Scoped) {
+    for (let i = 0; i < 2; i++) await database.run('${mark}', [tag]);
+    database.onCommit(() => {
+      committed.push(tag);
+    });
+    if (new URL(req.url, 'http://x').searchParams.has('fail')) throw new Error('boom (after two writes)');
+    return { seen: {}, tag };
+  }
+
+  @Get('marks')
+  async marks() {
+    const rows = await database.query<{ tag: string }>('SELECT tag FROM marks');
+    return { seen: {}, tags: rows.map((row) => row.tag).sort(), committed };
+  }
 }
+
+/** The tags whose onCommit() callbacks ran. */
+const committed: string[] = [];
 
 // A feature module that does not import DbHooksModule: Database comes from the global module.
 @Module({ providers: [Probe], exports: [Probe] })
@@ -204,6 +225,7 @@ class ProbeModule {}
     DbHooksModule.forRoot({
       database,
       checkout: process.env.E2E_CHECKOUT === 'eager' ? 'eager' : 'lazy',
+      atomic: process.env.E2E_ATOMIC === '1',
     }),
     ProbeModule,
   ],
@@ -235,6 +257,7 @@ async function main(): Promise<void> {
     process.env.NEST_PLATFORM === 'fastify'
       ? await NestFactory.create(AppModule, new FastifyAdapter(), { logger: ['error', 'warn'] })
       : await NestFactory.create(AppModule, { logger: ['error', 'warn'] });
+  await database.run('CREATE TABLE IF NOT EXISTS marks (tag TEXT NOT NULL)');
   if (process.env.E2E_PREFIX) app.setGlobalPrefix('api', { exclude: ['health'] });
   app.enableShutdownHooks(['SIGTERM'], { useProcessExit: true });
   process.on('exit', () => console.log('pool at exit: ' + JSON.stringify(database.stats())));
@@ -421,6 +444,30 @@ async function globalPrefix(project: Project, env: Record<string, string>): Prom
   }
 }
 
+/**
+ * The module's `atomic` option: a request's writes commit when its handler succeeds (its
+ * onCommit() callback runs), and roll back when it throws (Nest answers 500; no callback).
+ */
+async function atomicRequests(project: Project, env: Record<string, string>): Promise<void> {
+  const app = await startApp(project, 'main', { ...env, E2E_ATOMIC: '1' });
+  // Both platforms share the database: tags of their own.
+  const [ok, failed] = ['ok', 'failed'].map((tag) => `${tag}-${env.NEST_PLATFORM}`);
+  try {
+    const done = await fetchReply(`${app.url}/tx/${ok}`);
+    assert.equal(done.status, 200, done.body);
+    const thrown = await fetchReply(`${app.url}/tx/${failed}?fail=1`);
+    assert.equal(thrown.status, 500, thrown.body);
+    const marks = await getJson<{ tags: string[]; committed: string[] }>(`${app.url}/marks`);
+    assert.deepEqual(
+      marks.tags.filter((tag) => tag === ok || tag === failed),
+      [ok, ok],
+    );
+    assert.deepEqual(marks.committed, [ok]);
+  } finally {
+    await stop(app);
+  }
+}
+
 /** SIGTERM with a request in flight: it is answered, then the pool closes and the app exits 0. */
 async function shutdown(project: Project, env: Record<string, string>): Promise<void> {
   const app = await startApp(project, 'main', env);
@@ -469,6 +516,9 @@ describe('NestJS as `nest new` sets it up', { concurrency: 2 }, () => {
           );
           await t.test(`${platform}: a global prefix and a route excluded from it`, () =>
             globalPrefix(compiled, env),
+          );
+          await t.test(`${platform}: atomic: commit on success, rollback on a throw`, () =>
+            atomicRequests(compiled, env),
           );
           await t.test(
             `${platform}: SIGTERM finishes the request in flight, then closes the pool`,

@@ -186,6 +186,9 @@ describe('--orm: the ORM runs on the request connection', { concurrency: 2 }, ()
                   nestedRefusal: 'TransactionInAtomic after 1 run',
                   inserted: 1,
                   plugin: true,
+                  duringStream: 'ConnectionStateError',
+                  streamed: 3,
+                  afterStream: 'ran',
                 }
               : c.database === 'postgres'
                 ? { join: true, relational: true, timestamp: true }
