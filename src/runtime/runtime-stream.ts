@@ -31,8 +31,14 @@ export function streamOpenError(): ConnectionStateError {
   );
 }
 
+/** A cursor whose steps return at once (SQLite's). */
+export interface SyncRowCursor extends RowCursor {
+  read(): unknown[];
+  close(): void;
+}
+
 /** A cursor over rows a synchronous iterator yields (SQLite's iterate()). */
-export function iteratorCursor(rows: Iterator<unknown>, batchSize: number): RowCursor {
+export function iteratorCursor(rows: Iterator<unknown>, batchSize: number): SyncRowCursor {
   let done = false;
   let closed = false;
   return {
