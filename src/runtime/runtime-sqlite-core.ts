@@ -78,7 +78,7 @@ export interface SqliteConnection<Handle = unknown, Statement = unknown> {
   statements: Map<string, CachedStatement<Statement>>;
   unlock: (() => void) | undefined; // gives up the write lock its transaction holds
   sessionChanged: boolean; // a statement changed its state: it is closed when it goes back
-  cursor: RowCursor | undefined; // db.stream()'s last statement on it, closed before the connection
+  cursor: ReturnType<typeof iteratorCursor> | undefined; // db.stream()'s last, closed before it
 }
 
 interface CachedStatement<Statement> extends Prepared<Statement> {
@@ -157,7 +157,7 @@ export class SqliteDriver<Handle, Statement>
 
   /** A statement still being iterated (closePool() past its timeout) keeps better-sqlite3 open. */
   #close(conn: SqliteConnection<Handle, Statement>): void {
-    void conn.cursor?.close(); // synchronous on SQLite
+    conn.cursor?.close(); // synchronous on SQLite: no promise, no `void` (standard rejects it)
     if (this.#engine.isOpen(conn.handle)) this.#engine.close(conn.handle);
   }
 

@@ -32,7 +32,10 @@ export function streamOpenError(): ConnectionStateError {
 }
 
 /** A cursor over rows a synchronous iterator yields (SQLite's iterate()). */
-export function iteratorCursor(rows: Iterator<unknown>, batchSize: number): RowCursor {
+export function iteratorCursor(
+  rows: Iterator<unknown>,
+  batchSize: number,
+): RowCursor & { close(): void } {
   let done = false;
   let closed = false;
   return {
