@@ -171,8 +171,10 @@ function eslintFormatter(
       engine ??= import(pathToFileURL(standard).href).then(
         (mod: Standard & { default?: Standard }) => mod.default ?? mod,
       );
+      // Its ESLint lints nothing outside its cwd: the project's, wherever the CLI runs (-C).
       const [result] = await (await engine).lintText(content, {
         fix: true,
+        cwd: root,
         filename: join(root, path),
       });
       return result?.output ?? content;
