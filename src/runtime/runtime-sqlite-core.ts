@@ -27,7 +27,7 @@ import type {
 import { DatabaseUnavailableError, PoolClosedError, PoolTimeoutError } from './runtime-errors.js';
 import { defaultLogger, type Logger } from './runtime-pool.js';
 import { newConnectionPragmas, type Pragmas, sqliteChangesSession } from './runtime-session.js';
-import { iteratorCursor } from './runtime-stream.js';
+import { iteratorCursor, type SyncRowCursor } from './runtime-stream.js';
 import { TurnLock, type Waiter } from './runtime-wait.js';
 
 /** What both SQLite drivers take, besides their library's own options. */
@@ -78,7 +78,7 @@ export interface SqliteConnection<Handle = unknown, Statement = unknown> {
   statements: Map<string, CachedStatement<Statement>>;
   unlock: (() => void) | undefined; // gives up the write lock its transaction holds
   sessionChanged: boolean; // a statement changed its state: it is closed when it goes back
-  cursor: ReturnType<typeof iteratorCursor> | undefined; // db.stream()'s last, closed before it
+  cursor: SyncRowCursor | undefined; // db.stream()'s last statement on it, closed before it
 }
 
 interface CachedStatement<Statement> extends Prepared<Statement> {

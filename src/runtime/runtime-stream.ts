@@ -31,11 +31,13 @@ export function streamOpenError(): ConnectionStateError {
   );
 }
 
+/** A cursor whose close() returns nothing to await. */
+export interface SyncRowCursor extends RowCursor {
+  close(): void;
+}
+
 /** A cursor over rows a synchronous iterator yields (SQLite's iterate()). */
-export function iteratorCursor(
-  rows: Iterator<unknown>,
-  batchSize: number,
-): RowCursor & { close(): void } {
+export function iteratorCursor(rows: Iterator<unknown>, batchSize: number): SyncRowCursor {
   let done = false;
   let closed = false;
   return {
