@@ -17,7 +17,7 @@ import { binary, installDependencies, linkDependencies, repoRoot } from './suppo
 
 const execFileAsync = promisify(execFile);
 
-// E2E_FILTER=nest (a substring of the test names) runs some of the tests only.
+// E2E_FILTER=nestjs (a substring of the test names) runs some of the tests only.
 const filter = process.env.E2E_FILTER;
 function test(name: string, fn: () => Promise<void>): void {
   if (!filter || name.includes(filter)) nodeTest(name, fn);
@@ -39,8 +39,9 @@ async function run(dir: string, args: string[], env: Record<string, string> = {}
 }
 
 /**
- * The app's own `npm test`, under the Node.js that runs this file (its tools start `node`
- * from PATH). Its tools' binaries (tsc, c8) are the repository's, which npm puts on PATH too.
+ * The app's own `npm test` (or another of its scripts), under the Node.js that runs this file
+ * (its tools start `node` from PATH). Its tools' binaries (tsc, c8, standard, vitest, oxlint) are
+ * the repository's, which npm puts on PATH too.
  */
 async function npmTest(dir: string, env: Record<string, string>, script = 'test') {
   const path = [dirname(process.execPath), process.env.PATH].join(delimiter);
