@@ -165,9 +165,18 @@ function eslintFormatter(
     type Standard = {
       lintText: (text: string, options: object) => Promise<LintResult[]> | LintResult[];
     };
+    let engine: Promise<Standard> | undefined;
     return safely(async (path, content) => {
-      const engine = createRequire(join(root, 'package.json'))(standard) as Standard;
-      const [result] = await engine.lintText(content, { fix: true, filename: join(root, path) });
+      // standard 17 is an ES module whose default export is the engine; older ones CommonJS.
+      engine ??= import(pathToFileURL(standard).href).then(
+        (mod: Standard & { default?: Standard }) => mod.default ?? mod,
+      );
+      // Its ESLint lints nothing outside its cwd: the project's, wherever the CLI runs (-C).
+      const [result] = await (await engine).lintText(content, {
+        fix: true,
+        cwd: root,
+        filename: join(root, path),
+      });
       return result?.output ?? content;
     });
   }

@@ -1,20 +1,27 @@
-// Apps made by the real scaffolders from npm (test/e2e/deps: fastify-cli's `generate --lang=ts`,
-// express-generator's `--no-view`), offline, their node_modules symlinks to the workspace's
-// packages; create-db-hooks run on them as README says, a DB route and a test added in the
-// app's own style, then the app's own `npm test` (fastify-cli's: tsc, the tests' type check, c8
-// and node --test under ts-node), on a working database and on one that is down (503, nothing
-// internal shown).
+// Apps made by the real scaffolders from npm (test/e2e/deps: fastify-cli's `generate --lang=ts`
+// and `generate --standardlint`, express-generator's `--no-view`, @nestjs/cli's `new`), offline,
+// their node_modules symlinks to the workspace's packages; create-db-hooks run on them as README
+// says, a DB route and a test added in the app's own style, then the app's own `npm test`
+// (fastify-cli's: tsc, the tests' type check, c8 and node --test under ts-node; with
+// --standardlint, `standard` first; Nest's: vitest) and lint (Nest's: oxlint, type-aware), on a
+// working database and on one that is down (503, nothing internal shown).
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
-import { describe, test } from 'node:test';
+import { describe, test as nodeTest } from 'node:test';
 import { promisify } from 'node:util';
 import { runCli, writeTree } from '../cli/helpers.ts';
 import { createTestDatabase } from '../support/postgres.ts';
 import { binary, installDependencies, linkDependencies, repoRoot } from './support/deps.ts';
 
 const execFileAsync = promisify(execFile);
+
+// E2E_FILTER=nestjs (a substring of the test names) runs some of the tests only.
+const filter = process.env.E2E_FILTER;
+function test(name: string, fn: () => Promise<void>): void {
+  if (!filter || name.includes(filter)) nodeTest(name, fn);
+}
 
 /** Runs a command in the project; rejects with its output when it fails. */
 async function run(dir: string, args: string[], env: Record<string, string> = {}) {
@@ -32,13 +39,14 @@ async function run(dir: string, args: string[], env: Record<string, string> = {}
 }
 
 /**
- * The app's own `npm test`, under the Node.js that runs this file (its tools start `node`
- * from PATH). Its tools' binaries (tsc, c8) are the repository's, which npm puts on PATH too.
+ * The app's own `npm test` (or another of its scripts), under the Node.js that runs this file
+ * (its tools start `node` from PATH). Its tools' binaries (tsc, c8, standard, vitest, oxlint) are
+ * the repository's, which npm puts on PATH too.
  */
-async function npmTest(dir: string, env: Record<string, string>) {
+async function npmTest(dir: string, env: Record<string, string>, script = 'test') {
   const path = [dirname(process.execPath), process.env.PATH].join(delimiter);
   try {
-    const { stdout, stderr } = await execFileAsync('npm', ['test'], {
+    const { stdout, stderr } = await execFileAsync('npm', ['run', script], {
       cwd: dir,
       env: { ...process.env, NODE_TEST_CONTEXT: undefined, PATH: path, ...env },
       maxBuffer: 16 * 1024 * 1024,
@@ -46,7 +54,7 @@ async function npmTest(dir: string, env: Record<string, string>) {
     return `${stdout}\n${stderr}`;
   } catch (error) {
     const { stdout, stderr } = error as { stdout?: string; stderr?: string };
-    assert.fail(`npm test failed in ${dir}:\n${stdout}\n${stderr}`);
+    assert.fail(`npm run ${script} failed in ${dir}:\n${stdout}\n${stderr}`);
   }
 }
 
@@ -56,9 +64,19 @@ function assertAllPassed(output: string, count: number): void {
   assert.equal(/^(?:#|ℹ) pass (\d+)$/m.exec(output)?.[1], String(count), output);
 }
 
+/** vitest's summary: every test passed, and how many ran. */
+function assertVitestPassed(output: string, count: number): void {
+  assert.match(output, new RegExp(`^\\s*Tests\\s+${count} passed \\(${count}\\)$`, 'm'), output);
+}
+
 /** Runs a scaffolder from test/e2e/deps in `parent`, making `parent/app`; returns that path. */
-async function scaffold(parent: string, bin: string, args: string[]): Promise<string> {
-  await run(parent, [bin, ...args, 'app']);
+async function scaffold(
+  parent: string,
+  bin: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<string> {
+  await run(parent, [bin, ...args, 'app'], env);
   return join(parent, 'app');
 }
 
@@ -228,6 +246,157 @@ test('a user, or 503 with the database down', async () => {
   };
 }
 
+/** fastify-cli's JavaScript app, in its style (and standard's): one app per test. */
+function fastifyJsUsers(database: Database): Record<string, string> {
+  const p = database === 'sqlite' ? '?' : '$1';
+  return {
+    'routes/users/index.js': `'use strict'
+
+const { db } = require('../../db/index.js')
+
+module.exports = async function (fastify, opts) {
+  fastify.get('/:id', async function (request, reply) {
+    const user = await db.get('SELECT id, name FROM users WHERE id = ${p}', [Number(request.params.id)])
+    if (user === undefined) return reply.code(404).send({ error: 'no such user' })
+    return user
+  })
+}
+`,
+    'test/routes/users.test.js': `'use strict'
+
+const { after, before, test } = require('node:test')
+const assert = require('node:assert')
+const { build } = require('../helper')
+const { db } = require('../../db/index.js')
+
+const down = process.env.DB_DOWN === '1'
+
+before(async () => {
+  if (down) return
+  await db.run('CREATE TABLE IF NOT EXISTS users (id integer PRIMARY KEY, name text NOT NULL)')
+  await db.run("INSERT INTO users (id, name) VALUES (1, 'Ada') ON CONFLICT (id) DO NOTHING")
+})
+
+after(async () => {
+  await db.closePool()
+})
+
+async function expect (t, id, status, body) {
+  const app = await build(t)
+  const res = await app.inject({ url: '/users/' + id })
+  if (down) {
+    assert.strictEqual(res.statusCode, 503, res.payload)
+    for (const internal of ${JSON.stringify(internals).replaceAll('"', "'").replaceAll(',', ', ')}) {
+      assert.ok(!res.payload.includes(internal), res.payload)
+    }
+    return
+  }
+  assert.strictEqual(res.statusCode, status, res.payload)
+  assert.deepStrictEqual(JSON.parse(res.payload), body)
+}
+
+test('a user', async (t) => {
+  await expect(t, 1, 200, { id: 1, name: 'Ada' })
+})
+
+test('the same user, from the next app', async (t) => {
+  await expect(t, 1, 200, { id: 1, name: 'Ada' })
+})
+
+test('no such user', async (t) => {
+  await expect(t, 2, 404, { error: 'no such user' })
+})
+`,
+  };
+}
+
+/**
+ * The DB route and its e2e test in @nestjs/cli's style: the controller gets `Database`
+ * injected by type (emitDecoratorMetadata, as the scaffold's AppController gets AppService);
+ * a testing module and app per test (beforeEach), closed after it (afterEach).
+ */
+function nestUsers(database: Database): Record<string, string> {
+  const p = database === 'sqlite' ? '?' : '$1';
+  return {
+    'src/users.controller.ts': `import { Controller, Get, NotFoundException, Param, ParseIntPipe } from '@nestjs/common';
+import { Database } from './db/runtime.js';
+
+interface User {
+  id: number;
+  name: string;
+}
+
+@Controller('users')
+export class UsersController {
+  constructor(private readonly db: Database) {}
+
+  @Get(':id')
+  async findOne(@Param('id', ParseIntPipe) id: number): Promise<User> {
+    const user = await this.db.get<User>('SELECT id, name FROM users WHERE id = ${p}', [id]);
+    if (user === undefined) throw new NotFoundException('no such user');
+    return user;
+  }
+}
+`,
+    'test/users.e2e-spec.ts': `import { Test, TestingModule } from '@nestjs/testing';
+import { INestApplication } from '@nestjs/common';
+import request from 'supertest';
+import { App } from 'supertest/types.js';
+import { AppModule } from './../src/app.module.js';
+import { db } from './../src/db/index.js';
+
+// DB_DOWN=1: the same requests with the database down answer 503, saying nothing internal.
+const down = process.env.DB_DOWN === '1';
+
+describe('UsersController (e2e)', () => {
+  let app: INestApplication<App>;
+
+  beforeAll(async () => {
+    if (down) return;
+    await db.run('CREATE TABLE IF NOT EXISTS users (id integer PRIMARY KEY, name text NOT NULL)');
+    await db.run("INSERT INTO users (id, name) VALUES (1, 'Ada') ON CONFLICT (id) DO NOTHING");
+  });
+
+  beforeEach(async () => {
+    const moduleFixture: TestingModule = await Test.createTestingModule({
+      imports: [AppModule],
+    }).compile();
+
+    app = moduleFixture.createNestApplication();
+    await app.init();
+  });
+
+  async function expectUser(id: number, status: number, body: object) {
+    const res = await request(app.getHttpServer()).get(\`/users/\${id}\`);
+    if (down) {
+      expect(res.status).toBe(503);
+      expect(res.body).toMatchObject({ message: 'The database is unavailable. Try again shortly.' });
+      for (const internal of ${JSON.stringify(internals)}) expect(res.text).not.toContain(internal);
+      return;
+    }
+    expect(res.status).toBe(status);
+    expect(res.body).toMatchObject(body);
+  }
+
+  it('/users/1 (GET)', () => expectUser(1, 200, { id: 1, name: 'Ada' }));
+
+  it('/users/1 (GET), from the next app', () => expectUser(1, 200, { id: 1, name: 'Ada' }));
+
+  it('/users/2 (GET): no such user', () => expectUser(2, 404, { message: 'no such user' }));
+
+  afterEach(async () => {
+    await app.close();
+  });
+
+  // The app owns the pool: closed once, after the last app.
+  afterAll(async () => {
+    await db.closePool();
+  });
+});
+`,
+  };
+}
+
 describe('apps made by real scaffolders, with create-db-hooks added as README says', () => {
   installDependencies();
 
@@ -327,6 +496,141 @@ describe('apps made by real scaffolders, with create-db-hooks added as README sa
         linkDependencies(dir, { express: 'express4' });
         assertAllPassed(await npmTest(dir, env.up), 1);
         assertAllPassed(await npmTest(dir, { ...env.down, DB_DOWN: '1' }), 1);
+      } finally {
+        await env.drop();
+        rmSync(parent, { recursive: true, force: true });
+      }
+    });
+  }
+
+  for (const database of databases) {
+    test(`fastify-cli --standardlint (CommonJS JavaScript, standard) on ${database}: standard passes on the generated files, the app's tests pass; database down → 503`, async () => {
+      const parent = newDir('fastify-standard-');
+      const env = await databaseEnv(database, parent);
+      try {
+        const dir = await scaffold(parent, binary('fastify-cli', 'cli.js'), [
+          'generate',
+          '--standardlint',
+        ]);
+        // fastify-cli 8 writes `pretest: standard` but leaves standard out of devDependencies
+        // (its own has none): added as `npm install -D standard` would.
+        const manifest = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
+        assert.equal(manifest.scripts.pretest, 'standard');
+        manifest.devDependencies = { ...manifest.devDependencies, standard: '^17.1.2' };
+        writeFileSync(join(dir, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+        // Installed before create-db-hooks runs, as README says: it formats with standard's fixes.
+        linkDependencies(dir);
+        const made = await runCli([
+          '-C',
+          dir,
+          '-f',
+          'fastify',
+          '-d',
+          database,
+          '--yes',
+          '--no-install',
+        ]);
+        assert.equal(made.code, 0, made.stderr);
+        // Next steps print the line with a semicolon: pasted as standard wants it, without.
+        const importLine = importLineFrom(made.stdout, /require\('\.\/db\/fastify\.js'\)/);
+        writeTree(dir, fastifyJsUsers(database));
+        const app = join(dir, 'app.js');
+        insertAfter(app, /^const AutoLoad = require.*$/m, importLine.replace(/;$/, ''));
+        insertAfter(app, /^ {2}\/\/ Place here your custom code!$/m, '  fastify.register(dbHooks)');
+        // `npm test`: its pretest, standard, over the project (the generated files included),
+        // then node --test: the scaffold's three tests and the three added.
+        assertAllPassed(await npmTest(dir, env.up), 6);
+        assertAllPassed(await npmTest(dir, { ...env.down, DB_DOWN: '1' }), 6);
+      } finally {
+        await env.drop();
+        rmSync(parent, { recursive: true, force: true });
+      }
+    });
+  }
+
+  for (const database of databases) {
+    test(`@nestjs/cli new (NestJS 12, ESM TypeScript, vitest, oxlint, Prettier) on ${database}: tsc, its tests, e2e tests and lint pass; database down → 503`, async () => {
+      const parent = newDir('nest-cli-');
+      const env = await databaseEnv(database, parent);
+      try {
+        // @nestjs/schematics wants TypeScript 6 (a peer): npm nests both under @nestjs/cli,
+        // where its schematics runner (hoisted) does not look; NODE_PATH shows it the way. Its
+        // own `git init` stays: oxlint honors the .gitignore of the repository it runs in.
+        const nest = binary('@nestjs/cli', 'bin/nest.js');
+        const dir = await scaffold(
+          parent,
+          nest,
+          [
+            'new',
+            '--skip-install',
+            '--package-manager',
+            'npm',
+            '--no-interactive',
+            '--no-observe',
+            '--skip-skills',
+          ],
+          { NODE_PATH: binary('@nestjs/cli', 'node_modules') },
+        );
+        const made = await runCli([
+          '-C',
+          dir,
+          '-f',
+          'nestjs',
+          '-d',
+          database,
+          '--yes',
+          '--no-install',
+        ]);
+        assert.equal(made.code, 0, made.stderr);
+        const importLine = importLineFrom(made.stdout, /from '\.\/db\/nestjs\.js'/);
+        assert.equal(importLine, "import { DbHooksModule } from './db/nestjs.js';");
+        writeTree(dir, nestUsers(database));
+        const module = join(dir, 'src/app.module.ts');
+        insertAfter(
+          module,
+          /^import \{ AppService \} from '\.\/app\.service\.js';$/m,
+          `${importLine}\nimport { UsersController } from './users.controller.js';`,
+        );
+        const source = readFileSync(module, 'utf8');
+        writeFileSync(
+          module,
+          source
+            .replace('imports: [],', 'imports: [DbHooksModule],')
+            .replace(
+              'controllers: [AppController],',
+              'controllers: [AppController, UsersController],',
+            ),
+        );
+        linkDependencies(dir);
+        // The app's TypeScript is the 6 it declares, the one nested under @nestjs/cli.
+        rmSync(join(dir, 'node_modules/typescript'));
+        symlinkSync(
+          binary('@nestjs/cli', 'node_modules/typescript'),
+          join(dir, 'node_modules/typescript'),
+          'dir',
+        );
+        // The added files formatted as the app's `npm run format` would; then the whole of
+        // src/ and test/ (the generated files too) checked against its .prettierrc.
+        const prettier = binary('prettier', 'bin/prettier.cjs');
+        const added = ['src/app.module.ts', 'src/users.controller.ts', 'test/users.e2e-spec.ts'];
+        await run(dir, [prettier, '--write', ...added]);
+        await run(dir, [prettier, '--check', 'src/**/*.ts', 'test/**/*.ts']);
+        // tsc over src/ and test/ (the build's tsconfig leaves the tests out), then `npm test`
+        // (the unit spec), `npm run test:e2e` (the scaffold's e2e and the three added), `npm
+        // run lint` (oxlint --type-aware: no-floating-promises and the rest on every file).
+        await run(dir, [
+          binary('@nestjs/cli', 'node_modules/typescript/bin/tsc'),
+          '--noEmit',
+          '-p',
+          '.',
+        ]);
+        const vitest = { NO_COLOR: '1' };
+        assertVitestPassed(await npmTest(dir, { ...env.up, ...vitest }), 1);
+        assertVitestPassed(await npmTest(dir, { ...env.up, ...vitest }, 'test:e2e'), 4);
+        const down = { ...env.down, ...vitest, DB_DOWN: '1' };
+        assertVitestPassed(await npmTest(dir, down, 'test:e2e'), 4);
+        const lint = await npmTest(dir, {}, 'lint');
+        assert.match(lint, /Found 0 warnings and 0 errors\./, lint);
       } finally {
         await env.drop();
         rmSync(parent, { recursive: true, force: true });
