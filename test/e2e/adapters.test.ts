@@ -23,7 +23,7 @@ import WebSocket from 'ws';
 import type { OutputStyle } from '../../src/cli/language.ts';
 import { type GeneratedFile, renderAppFile, renderGeneratedFiles } from '../../src/cli/render.ts';
 import { type DatabaseId, databaseIds, type TargetId, targetIds } from '../../src/cli/targets.ts';
-import { mysqlOff, mysqlSkipReason } from '../runtime/databases.ts';
+import { mysqlOff, mysqlSkipReason, waitFor } from '../runtime/databases.ts';
 import { createMysqlTestDatabase, mysqlAdmin, openTransactions } from '../support/mariadb.ts';
 import { createTestDatabase, idleInTransaction, passwordRole } from '../support/postgres.ts';
 import { installDependencies } from './support/deps.ts';
@@ -519,11 +519,22 @@ async function unreachable(c: Case, project: Project, env: Record<string, string
       for (const internal of [...internals, 'password', secret]) {
         assert.ok(!reply.body.includes(internal), `the client saw ${internal}: ${reply.body}`);
       }
-      assert.match(app.output(), logged, 'the detail did not reach the log');
+      assert.match(await outputWith(app, logged), logged, 'the detail did not reach the log');
     } finally {
       await stopApp(app);
     }
   }
+}
+
+/**
+ * The app's output once it holds `expected` (or after waitFor's deadline): the log comes through
+ * a pipe, which the test may read after the response that followed it.
+ */
+async function outputWith(app: RunningApp, expected: string | RegExp): Promise<string> {
+  const has = () =>
+    typeof expected === 'string' ? app.output().includes(expected) : expected.test(app.output());
+  await waitFor(has).catch(() => undefined);
+  return app.output();
 }
 
 /**
@@ -545,7 +556,8 @@ async function unopenable(project: Project): Promise<void> {
       for (const internal of ['SQLITE', 'unable to open', 'directory', 'app.db', project.dir]) {
         assert.ok(!reply.body.includes(internal), `the client saw ${internal}: ${reply.body}`);
       }
-      assert.ok(app.output().includes(path), `the log does not name the file:\n${app.output()}`);
+      const output = await outputWith(app, path);
+      assert.ok(output.includes(path), `the log does not name the file:\n${output}`);
     } finally {
       await stopApp(app);
     }
