@@ -24,13 +24,10 @@
 // others. On Linux each server's CPU time (/proc/<pid>/stat) is read around every round: CPU µs
 // per request, paired within the round, is the number to read; throughput depends on how the
 // scheduler shares the CPU.
-import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs, promisify } from 'node:util';
-import pg from 'pg';
+import { parseArgs } from 'node:util';
 import type { DatabaseId } from '../../src/cli/targets.ts';
 import { generate, prepareDatabase } from '../../test/support/apps.ts';
 import { findMariadbBinaries, mysqlAdmin, startMariadb } from '../../test/support/mariadb.ts';
@@ -46,13 +43,22 @@ import {
   generatedDir,
   type Mode,
   machineInfo,
-  parentPid,
   pin,
   type RunningServer,
   resultsSuffix,
   serverNodeVersion,
   startBenchServer,
 } from './harness.ts';
+import {
+  interval,
+  load,
+  loadGenerator,
+  type Measured,
+  median,
+  medianInterval,
+  percent,
+  pinPostgres,
+} from './load.ts';
 
 const { values } = parseArgs({
   options: {
@@ -151,9 +157,6 @@ const variantsOf = (comparison: Comparison): Variant[] => [
 // ---------------------------------------------------------------------------------------------
 // The machine: pinning and the load generator
 
-const onPath = (name: string) =>
-  spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).stdout.trim() !== '';
-
 let plan: CpuPlan | undefined = cpuPlan(cpus().length);
 const pinned: string[] = [];
 if (plan) {
@@ -171,116 +174,6 @@ if (plan) {
 const proc = existsSync('/proc/self/stat');
 if (!proc) console.log('server CPU per request: not measured (no /proc)');
 
-const wrk = onPath('wrk');
-const loadGenerator = wrk
-  ? (spawnSync('wrk', ['-v'], { encoding: 'utf8' }).stdout.match(/wrk \S+/)?.[0] ?? 'wrk')
-  : 'autocannon';
-/** The load generator's command line, on the CPUs that are not the server's. */
-const pinnedCommand = (argv: string[]): [string, string[]] =>
-  plan ? ['taskset', ['-c', plan.others, ...argv]] : [argv[0]!, argv.slice(1)];
-
-interface Measured {
-  requestsPerSecond: number;
-  requests: number;
-  p50: number;
-  p99: number;
-}
-
-const toMillis = (value: string, unit: string) =>
-  Number(value) * ({ us: 1e-3, ms: 1, s: 1e3, m: 6e4 } as Record<string, number>)[unit]!;
-
-const run = promisify(execFile);
-
-async function runWrk(url: string, duration: number): Promise<Measured> {
-  const [cmd, argv] = pinnedCommand([
-    'wrk',
-    '-t1',
-    `-c${connections}`,
-    `-d${duration}s`,
-    '--latency',
-    `${url}/users/42`,
-  ]);
-  const { stdout: out } = await run(cmd, argv, { encoding: 'utf8' });
-  const number = (re: RegExp) => {
-    const match = re.exec(out);
-    if (!match) throw new Error(`${url}: cannot read ${re} in wrk's output:\n${out}`);
-    return match;
-  };
-  const requestsPerSecond = Number(number(/Requests\/sec:\s+([\d.]+)/)[1]);
-  const requests = Number(number(/(\d+) requests in /)[1]);
-  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
-  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  const errors = socket ? socket.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0;
-  if (non2xx > 0 || errors > 0 || requests === 0) {
-    throw new Error(`${url}: ${non2xx} non-2xx responses, ${errors} socket errors\n${out}`);
-  }
-  const percentile = (p: number) => {
-    const [, value, unit] = number(new RegExp(`^\\s+${p}%\\s+([\\d.]+)(us|ms|s|m)\\s*$`, 'm'));
-    return toMillis(value!, unit!);
-  };
-  return { requestsPerSecond, requests, p50: percentile(50), p99: percentile(99) };
-}
-
-async function runAutocannon(url: string, duration: number): Promise<Measured> {
-  const bin = createRequire(import.meta.url).resolve('autocannon');
-  const [cmd, argv] = pinnedCommand([
-    process.execPath,
-    bin,
-    '--json',
-    '-c',
-    String(connections),
-    '-d',
-    String(duration),
-    `${url}/users/42`,
-  ]);
-  const { stdout } = await run(cmd, argv, { encoding: 'utf8', maxBuffer: 1 << 24 });
-  const result = JSON.parse(stdout);
-  if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) {
-    throw new Error(
-      `${url}: ${result.non2xx} non-2xx responses, ${result.errors} errors, ${result.timeouts} timeouts`,
-    );
-  }
-  return {
-    requestsPerSecond: result.requests.average,
-    requests: result.requests.total,
-    p50: result.latency.p50,
-    p99: result.latency.p99,
-  };
-}
-
-const load = wrk ? runWrk : runAutocannon;
-
-/** PostgreSQL's postmaster and its children onto the other CPUs (new backends inherit it). */
-async function pinPostgres(url: string, cpuList: string): Promise<string> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  // The backend's parent is the postmaster; read it while this backend still exists.
-  let postmaster: number | undefined;
-  try {
-    const backend = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
-    postmaster = parentPid(backend);
-  } finally {
-    await client.end();
-  }
-  const comm = postmaster ? readFileSync(`/proc/${postmaster}/comm`, 'utf8').trim() : '';
-  if (!postmaster || !comm.startsWith('postgres')) {
-    return 'postgres: not pinned (postmaster not found)';
-  }
-  const children = spawnSync('pgrep', ['-P', String(postmaster)], { encoding: 'utf8' })
-    .stdout.split('\n')
-    .filter(Boolean)
-    .map(Number);
-  pin(postmaster, cpuList);
-  for (const child of children) {
-    try {
-      pin(child, cpuList);
-    } catch {
-      // Gone in the meantime.
-    }
-  }
-  return `PostgreSQL (postmaster ${postmaster} and ${children.length} children) → CPU ${cpuList}`;
-}
-
 /** mariadbd, every thread (new ones inherit it), onto the other CPUs. */
 async function pinMariadb(url: string, cpuList: string): Promise<string> {
   const pidFile = await mysqlAdmin(url, async (conn) => {
@@ -294,37 +187,6 @@ async function pinMariadb(url: string, cpuList: string): Promise<string> {
 
 const round = (x: number, digits: number) => Number(x.toFixed(digits));
 const signed = (x: number) => `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(1)}`;
-
-const percent = (ratio: number) => `${(ratio * 100).toFixed(1)}%`;
-const interval = (range: [number, number] | undefined) =>
-  range ? ` (95% CI ${(range[0] * 100).toFixed(1)}–${(range[1] * 100).toFixed(1)}%)` : '';
-
-const median = (xs: number[]) => {
-  if (xs.length === 0) return Number.NaN;
-  const sorted = [...xs].sort((x, y) => x - y);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-};
-
-/**
- * A distribution-free 95% confidence interval for the median: the k-th smallest and k-th largest
- * value, k the largest with P(Binomial(n, ½) < k) ≤ 2.5%. Undefined below 6 values.
- */
-function medianInterval(xs: number[]): [number, number] | undefined {
-  const n = xs.length;
-  const sorted = [...xs].sort((x, y) => x - y);
-  let below = 0; // P(Binomial(n, ½) < k)
-  let choose = 1; // C(n, k)
-  let k = 0;
-  while (k < n) {
-    const next = below + choose / 2 ** n;
-    if (next > 0.025) break;
-    below = next;
-    choose = (choose * (n - k)) / (k + 1);
-    k++;
-  }
-  return k === 0 ? undefined : [sorted[k - 1]!, sorted[n - k]!];
-}
 
 // ---------------------------------------------------------------------------------------------
 // The run
@@ -377,7 +239,11 @@ async function measureTogether(servers: RunningServer[], duration: number): Prom
   const pids = servers.map((server) => server.child.pid!);
   const cpu0 = pids.map((pid) => (proc ? cpuMicros(pid) : undefined));
   const times0 = cpuTimes();
-  const measured = await Promise.all(servers.map((server) => load(server.url, duration)));
+  const measured = await Promise.all(
+    servers.map((server) =>
+      load(`${server.url}/users/42`, duration, { connections, cpus: plan?.others }),
+    ),
+  );
   const cpu1 = pids.map((pid) => (proc ? cpuMicros(pid) : undefined));
   const times1 = cpuTimes();
   const busy = (filter: (cpu: number) => boolean) => {

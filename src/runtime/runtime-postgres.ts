@@ -93,17 +93,38 @@ function beginStatement(options: TransactionOptions = {}): string {
   return modes.length === 0 ? 'BEGIN' : `BEGIN ${modes.join(', ')}`;
 }
 
+/**
+ * The last statement sent on a client, while it runs. A request may run statements at once
+ * (Promise.all) on its one connection, which runs one at a time: pg 8 queues the others with a
+ * deprecation warning, and pg 9 will not queue them. So they wait for each other here. Kept on
+ * the client itself: a Map of clients, written and cleared at every statement, makes the
+ * garbage collector copy its table and the promises in it out of the young generation.
+ */
+const lastStatement = Symbol('db-hooks last statement');
+type Client = pg.PoolClient & { [lastStatement]?: Promise<pg.QueryResult> };
+
 function positional(params: Params | undefined): unknown[] | undefined {
   if (params === undefined || Array.isArray(params)) return params as unknown[] | undefined;
   throw new TypeError('PostgreSQL takes positional parameters: an array for $1, $2...');
 }
 
-/** A statement as pg takes it; raw() passes the ORM's row mode and type parsers. */
-function queryConfig(sql: string, values: unknown[] | undefined, options?: RawOptions) {
+/**
+ * Sends a statement: as text and values, or, for raw() with the ORM's row mode or type parsers,
+ * as a config object (which pg copies whole, property by property: only when needed).
+ */
+function send(
+  client: pg.PoolClient,
+  sql: string,
+  values: unknown[] | undefined,
+  options: RawOptions | undefined,
+): Promise<pg.QueryResult> {
+  if (options?.types === undefined && options?.rowMode !== 'array') {
+    return client.query(sql, values);
+  }
   const config: pg.QueryConfig = { text: sql, values };
-  if (options?.types !== undefined) config.types = options.types as pg.CustomTypesConfig;
-  if (options?.rowMode === 'array') (config as pg.QueryArrayConfig).rowMode = 'array';
-  return config;
+  if (options.types !== undefined) config.types = options.types as pg.CustomTypesConfig;
+  if (options.rowMode === 'array') (config as pg.QueryArrayConfig).rowMode = 'array';
+  return client.query(config);
 }
 
 class PostgresDriver implements Driver<pg.PoolClient> {
@@ -116,13 +137,6 @@ class PostgresDriver implements Driver<pg.PoolClient> {
   readonly #broken = new WeakSet<pg.PoolClient>();
   /** Clients a statement changed the session state of: reset on check-in. */
   readonly #sessionChanged = new WeakSet<pg.PoolClient>();
-  /**
-   * The last statement sent on each client, while it runs. A request may run statements at once
-   * (Promise.all) on its one connection, which runs one at a time: pg 8 queues the others with a
-   * deprecation warning, and pg 9 will not queue them. So they wait for each other here.
-   */
-  readonly #running = new Map<pg.PoolClient, Promise<pg.QueryResult>>();
-
   constructor(options: PostgresOptions) {
     // pg takes its own options from these and ignores the rest.
     this.#config = {
@@ -215,8 +229,7 @@ class PostgresDriver implements Driver<pg.PoolClient> {
       this.#sessionChanged.add(client);
     }
     // No values means pg's simple query protocol, as for an undefined `params`.
-    const config = queryConfig(sql, positional(params), options);
-    const result = await this.#query(client, config);
+    const result = await this.#query(client, sql, positional(params), options);
     const changes = result.rowCount ?? undefined;
     const results: StatementResults = {
       all: result.rows,
@@ -234,18 +247,24 @@ class PostgresDriver implements Driver<pg.PoolClient> {
   }
 
   /** Sends a statement once those before it on this client are done; the last result. */
-  async #query(client: pg.PoolClient, config: pg.QueryConfig): Promise<pg.QueryResult> {
-    const send = () => client.query(config);
-    const previous = this.#running.get(client);
-    const query = previous === undefined ? send() : previous.then(send, send);
-    this.#running.set(client, query);
+  async #query(
+    client: pg.PoolClient,
+    sql: string,
+    values?: unknown[],
+    options?: RawOptions,
+  ): Promise<pg.QueryResult> {
+    const next = () => send(client, sql, values, options);
+    const previous = (client as Client)[lastStatement];
+    const query = previous === undefined ? next() : previous.then(next, next);
+    (client as Client)[lastStatement] = query;
     let result: pg.QueryResult;
     try {
       result = await query;
     } catch (error) {
       throw this.#failure(client, error);
     } finally {
-      if (this.#running.get(client) === query) this.#running.delete(client);
+      if ((client as Client)[lastStatement] === query)
+        (client as Client)[lastStatement] = undefined;
     }
     // Several statements in one simple query give one result each: the last one answers.
     return Array.isArray(result) ? (result as pg.QueryResult[]).at(-1)! : result;
@@ -265,7 +284,7 @@ class PostgresDriver implements Driver<pg.PoolClient> {
 
   /** db.stream(): a cursor on the server (runtime-postgres-stream). */
   async stream(client: pg.PoolClient, sql: string, params: Params | undefined, batchSize: number) {
-    await this.#running.get(client)?.catch(() => {}); // after the statements sent before it
+    await (client as Client)[lastStatement]?.catch(() => {}); // after the statements sent before it
     const fail = (error: unknown) => this.#failure(client, error);
     return pgCursor(client, sql, positional(params), batchSize, fail, this.#broken);
   }
@@ -282,7 +301,7 @@ class PostgresDriver implements Driver<pg.PoolClient> {
   async commit(client: pg.PoolClient): Promise<void> {
     // COMMIT of a failed transaction rolls it back, answering ROLLBACK without an error: say
     // so, or the block (and its onCommit callbacks) would count as committed.
-    const result = await this.#query(client, { text: 'COMMIT' });
+    const result = await this.#query(client, 'COMMIT');
     if (result.command === 'ROLLBACK') throw new TransactionFailedError();
   }
 

@@ -25,7 +25,7 @@ export type Framework =
   | 'fetch'
   | 'hooks'
   | 'nestjs';
-export type Mode = 'generated' | 'baseline' | 'fastify-postgres';
+export type Mode = 'generated' | 'baseline' | 'pool-query' | 'fastify-postgres';
 
 /**
  * Renders every target for `database` as JavaScript ESM into .tmp/apps/<database>. Each file is

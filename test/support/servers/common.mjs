@@ -1,7 +1,7 @@
 // What every load-test and benchmark server shares: the mode it runs in, the SQL for its database, the
 // generated code (for MODE=generated) or the hand-written baseline's pool (for MODE=baseline).
 //
-// Environment: MODE (generated | baseline | fastify-postgres), DB (postgres | mysql | sqlite), PORT,
+// Environment: MODE (generated | baseline | pool-query | fastify-postgres), DB (postgres | mysql | sqlite), PORT,
 // GENERATED_DIR (absolute path of generated JS ESM files), DATABASE_URL or SQLITE_PATH, POOL_MAX,
 // SQLITE_DRIVER (node:sqlite: the generated runtime on Node's built-in SQLite, else better-sqlite3),
 // ALS (1: switch AsyncLocalStorage on process-wide, see below), CHECKOUT (lazy | eager: the
@@ -32,6 +32,9 @@ export const poolMax = Number(process.env.POOL_MAX ?? 10);
 const placeholder = (n) => (database === 'postgres' ? `$${n}` : '?');
 export const sql = {
   user: `SELECT id, name FROM users WHERE id = ${placeholder(1)}`,
+  // GET /users/:id/summary, the three-statement route: the user, a count, its neighbour.
+  count: 'SELECT count(*) AS count FROM users',
+  neighbour: `SELECT id, name FROM users WHERE id > ${placeholder(1)} ORDER BY id LIMIT 1`,
   debit: `UPDATE accounts SET balance = balance - 1 WHERE id = ${placeholder(1)}`,
   credit: `UPDATE accounts SET balance = balance + 1 WHERE id = ${placeholder(1)}`,
   backend:
@@ -142,6 +145,17 @@ export async function baselineDriver() {
   const connection = new Sqlite(process.env.SQLITE_PATH ?? 'app.db');
   connection.pragma('journal_mode = WAL');
   return { kind: 'sqlite', connection, user: connection.prepare(sql.user) };
+}
+
+/**
+ * GET /users/:id/summary's three statements through `query(sql, params)`, which answers rows:
+ * the user, how many users there are, and the next one.
+ */
+export async function summary(query, id) {
+  const user = (await query(sql.user, [id]))[0];
+  const { count } = (await query(sql.count))[0];
+  const neighbour = (await query(sql.neighbour, [id]))[0];
+  return { user, count: Number(count), neighbour };
 }
 
 /**

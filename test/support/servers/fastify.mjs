@@ -8,6 +8,7 @@ import {
   poolMax,
   port,
   sql,
+  summary,
   work,
 } from './common.mjs';
 
@@ -17,23 +18,21 @@ if (mode === 'generated') {
   const { adapter, db, adapterOptions } = await loadGenerated('fastify');
   await app.register(adapter.dbHooks, adapterOptions);
   app.get('/users/:id', async (req) => db.get(sql.user, [Number(req.params.id)]));
+  app.get('/users/:id/summary', async (req) =>
+    summary((text, params) => db.query(text, params), Number(req.params.id)),
+  );
   app.get('/fail', async () => work.fail());
   app.get('/slow', async (req) => work.slow(db, Number(req.query.ms ?? 50)));
   app.post('/transfer', async () => work.transfer(db));
   app.get('/__stats', async () => work.stats(db));
 } else if (mode === 'fastify-postgres') {
-  // The official plugin, used the way its README shows: a client per request via pg.connect().
+  // The official plugin, used the way its README shows first: `app.pg.query`, a checkout of
+  // the plugin's pool per statement.
   const { default: fastifyPostgres } = await import('@fastify/postgres');
   await app.register(fastifyPostgres, { connectionString: process.env.DATABASE_URL, max: poolMax });
-  app.get('/users/:id', async (req) => {
-    const client = await app.pg.connect();
-    try {
-      const { rows } = await client.query(sql.user, [Number(req.params.id)]);
-      return rows[0];
-    } finally {
-      client.release();
-    }
-  });
+  const query = async (text, params) => (await app.pg.query(text, params)).rows;
+  app.get('/users/:id', async (req) => (await query(sql.user, [Number(req.params.id)]))[0]);
+  app.get('/users/:id/summary', async (req) => summary(query, Number(req.params.id)));
 } else {
   const driver = await baselineDriver();
   if (driver.kind === 'pool') {
@@ -46,6 +45,12 @@ if (mode === 'generated') {
       const { rows } = await req.client.query(sql.user, [Number(req.params.id)]);
       return rows[0];
     });
+    app.get('/users/:id/summary', async (req) =>
+      summary(
+        async (text, params) => (await req.client.query(text, params)).rows,
+        Number(req.params.id),
+      ),
+    );
   } else {
     app.get('/users/:id', async (req) => driver.user.get(Number(req.params.id)));
   }
