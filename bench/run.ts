@@ -8,6 +8,7 @@ const benchmarks = [
   { script: 'bench/runtime/run.ts', takesArguments: true },
   { script: 'bench/cli/run.ts', takesArguments: true },
   { script: 'bench/http/run.ts', takesArguments: true },
+  { script: 'bench/http/routes.ts', takesArguments: true },
   { script: 'bench/http/kysely.ts', takesArguments: true },
   { script: 'bench/http/prisma.ts', takesArguments: true },
   { script: 'bench/http/sqlite-writers.ts', takesArguments: true },
