@@ -245,7 +245,7 @@ export const databases = [
       { name: '@types/pg-cursor', version: '^2.7.2', typesOnly: true },
     ],
     envVar: 'DATABASE_URL',
-    driverRuntimeFiles: ['runtime-postgres-stream'],
+    driverRuntimeFiles: ['runtime-postgres-pool', 'runtime-postgres-stream'],
   },
   {
     id: 'mysql',

@@ -4,19 +4,19 @@
  * the rows wait on the server until the loop asks for them. Closing it closes the portal (and
  * its query) and leaves the connection as it was, inside a transaction or not.
  */
-import type { PoolClient } from 'pg';
+import type { Client } from 'pg';
 import Cursor from 'pg-cursor';
 import type { RowCursor } from './runtime-driver.js';
 
 export function pgCursor(
-  client: PoolClient,
+  client: Client,
   sql: string,
   values: unknown[] | undefined,
   batchSize: number,
   /** What a failure becomes (a lost connection: DatabaseUnavailableError). */
   failure: (error: unknown) => Error,
   /** Clients whose connection was lost. */
-  broken: WeakSet<PoolClient>,
+  broken: WeakSet<Client>,
 ): RowCursor {
   const cursor = client.query(new Cursor(sql, values));
   const fail = (error: unknown): never => {

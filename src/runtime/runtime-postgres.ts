@@ -1,8 +1,8 @@
 /**
- * db-hooks driver for PostgreSQL, on pg's Pool.
+ * db-hooks driver for PostgreSQL, on pg's Client.
  *
- * The runtime decides when connections are checked out and returned; this file opens them with
- * pg, runs statements, and keeps a server restart or a killed backend from crashing the process:
+ * The runtime decides when connections are checked out and returned; runtime-postgres-pool keeps
+ * them; this file runs statements, and keeps a server restart or a killed backend from crashing the process:
  * such a connection is marked broken, its statements fail with DatabaseUnavailableError (503),
  * and it is closed instead of reused. A connection a statement changed the session state of
  * (runtime-session) is reset when it goes back: DISCARD ALL, then onConnect again.
@@ -24,12 +24,15 @@ import {
   TransactionFailedError,
 } from './runtime-errors.js';
 import { defaultLogger, type Logger } from './runtime-pool.js';
+import { PostgresConnections } from './runtime-postgres-pool.js';
 import { pgCursor } from './runtime-postgres-stream.js';
 import { postgresSessionChange, type SessionChange } from './runtime-session.js';
 
 /**
- * pg's PoolConfig (connectionString, ssl, application_name, statement_timeout, min, maxUses,
- * onConnect, ...), passed to pg as it is, with this project's own options beside it.
+ * pg's PoolConfig: what pg's Client takes (connectionString, ssl, application_name,
+ * statement_timeout, connectionTimeoutMillis, ...) and the pool options min, idleTimeoutMillis,
+ * maxUses, maxLifetimeSeconds, allowExitOnIdle and onConnect (runtime-postgres-pool), with this
+ * project's own options beside them.
  */
 export interface PostgresOptions extends DatabaseOptions, pg.PoolConfig {
   /**
@@ -43,7 +46,7 @@ export interface PostgresOptions extends DatabaseOptions, pg.PoolConfig {
   pgbouncer?: boolean;
 }
 
-export class PostgresDatabase extends Database<pg.PoolClient> {
+export class PostgresDatabase extends Database<pg.Client> {
   constructor(options: PostgresOptions = {}) {
     super(new PostgresDriver(options), options);
   }
@@ -76,7 +79,7 @@ function refusedUnderPgBouncer(sql: string, change: SessionChange): DbHooksError
  * True while the client is inside a transaction a BEGIN run by hand left open ('T', or 'E' after
  * an error). pg 8.21 and later report it; with an earlier pg this is never true.
  */
-function inTransaction(client: pg.PoolClient): boolean {
+function inTransaction(client: pg.Client): boolean {
   const status = (
     client as { getTransactionStatus?: () => string | null }
   ).getTransactionStatus?.();
@@ -101,7 +104,7 @@ function beginStatement(options: TransactionOptions = {}): string {
  * garbage collector copy its table and the promises in it out of the young generation.
  */
 const lastStatement = Symbol('db-hooks last statement');
-type Client = pg.PoolClient & { [lastStatement]?: Promise<pg.QueryResult> };
+type Client = pg.Client & { [lastStatement]?: Promise<pg.QueryResult> };
 
 function positional(params: Params | undefined): unknown[] | undefined {
   if (params === undefined || Array.isArray(params)) return params as unknown[] | undefined;
@@ -113,7 +116,7 @@ function positional(params: Params | undefined): unknown[] | undefined {
  * as a config object (which pg copies whole, property by property: only when needed).
  */
 function send(
-  client: pg.PoolClient,
+  client: pg.Client,
   sql: string,
   values: unknown[] | undefined,
   options: RawOptions | undefined,
@@ -127,18 +130,19 @@ function send(
   return client.query(config);
 }
 
-class PostgresDriver implements Driver<pg.PoolClient> {
+class PostgresDriver implements Driver<pg.Client> {
   // Private, so the connection string never shows up in console.log(db).
   readonly #config: pg.PoolConfig;
-  #pool: pg.Pool | undefined;
+  readonly #connections: PostgresConnections;
   readonly #pgbouncer: boolean;
   readonly #logger: Logger;
   /** Clients whose connection failed: closed on check-in instead of reused. */
-  readonly #broken = new WeakSet<pg.PoolClient>();
+  readonly #broken = new WeakSet<pg.Client>();
   /** Clients a statement changed the session state of: reset on check-in. */
-  readonly #sessionChanged = new WeakSet<pg.PoolClient>();
+  readonly #sessionChanged = new WeakSet<pg.Client>();
+
   constructor(options: PostgresOptions) {
-    // pg takes its own options from these and ignores the rest.
+    // pg's Client takes its own options from these and ignores the rest.
     this.#config = {
       // Opening a connection gives up after this; the wait for a free one is the runtime's.
       connectionTimeoutMillis: 5000,
@@ -148,29 +152,19 @@ class PostgresDriver implements Driver<pg.PoolClient> {
       allowExitOnIdle: true,
       ...options,
     };
+    // A checked-out client whose connection fails is marked broken (an idle one is closed).
+    this.#connections = new PostgresConnections(this.#config, (client) => this.#broken.add(client));
     this.#pgbouncer = options.pgbouncer ?? false;
     this.#logger = options.logger ?? defaultLogger;
   }
 
-  /** pg's pool, made again after closeAll(). */
-  #connections(): pg.Pool {
-    if (this.#pool === undefined) {
-      const pool = new pg.Pool(this.#config);
-      // An idle client whose server connection dies makes the pool emit 'error'; with no
-      // listener Node would crash. The pool has already dropped that client.
-      pool.on('error', () => {});
-      // A checked-out client has no pool listener: mark it broken instead of crashing.
-      pool.on('connect', (client) => {
-        client.on('error', () => this.#broken.add(client));
-      });
-      this.#pool = pool;
-    }
-    return this.#pool;
+  checkOut(): pg.Client | Promise<pg.Client> {
+    return this.#connections.takeIdle() ?? this.#open();
   }
 
-  async checkOut(): Promise<pg.PoolClient> {
+  async #open(): Promise<pg.Client> {
     try {
-      return await this.#connections().connect();
+      return await this.#connections.open();
     } catch (error) {
       this.#logger.error(
         `db-hooks: could not open a PostgreSQL connection (${(error as Error).message}). Check ` +
@@ -180,15 +174,15 @@ class PostgresDriver implements Driver<pg.PoolClient> {
     }
   }
 
-  checkIn(client: pg.PoolClient, discard: boolean): void {
-    client.release(discard); // release(true) closes the connection instead of reusing it
+  checkIn(client: pg.Client, discard: boolean): void {
+    this.#connections.checkIn(client, discard);
   }
 
-  isBroken(client: pg.PoolClient): boolean {
+  isBroken(client: pg.Client): boolean {
     return this.#broken.has(client);
   }
 
-  changedSession(client: pg.PoolClient): boolean {
+  changedSession(client: pg.Client): boolean {
     return this.#sessionChanged.has(client) || inTransaction(client);
   }
 
@@ -199,25 +193,23 @@ class PostgresDriver implements Driver<pg.PoolClient> {
    * advisory locks, stops listening, and drops prepared statements and cursors, and onConnect
    * sets up again what it set up at first.
    */
-  async resetSession(client: pg.PoolClient): Promise<void> {
+  async resetSession(client: pg.Client): Promise<void> {
     if (inTransaction(client)) await client.query('ROLLBACK');
     if (!this.#sessionChanged.delete(client)) return;
     await client.query('DISCARD ALL');
-    await Promise.resolve(this.#config.onConnect?.(client));
+    await this.#config.onConnect?.(client as pg.PoolClient);
   }
 
-  async closeAll(): Promise<void> {
-    const pool = this.#pool;
-    this.#pool = undefined;
-    await pool?.end();
+  closeAll(): Promise<void> {
+    return this.#connections.closeAll();
   }
 
   size(): { total: number; idle: number } {
-    return { total: this.#pool?.totalCount ?? 0, idle: this.#pool?.idleCount ?? 0 };
+    return this.#connections.size();
   }
 
   async execute<M extends StatementMode>(
-    client: pg.PoolClient,
+    client: pg.Client,
     mode: M,
     sql: string,
     params: Params | undefined,
@@ -248,7 +240,7 @@ class PostgresDriver implements Driver<pg.PoolClient> {
 
   /** Sends a statement once those before it on this client are done; the last result. */
   async #query(
-    client: pg.PoolClient,
+    client: pg.Client,
     sql: string,
     values?: unknown[],
     options?: RawOptions,
@@ -271,7 +263,7 @@ class PostgresDriver implements Driver<pg.PoolClient> {
   }
 
   /** What a statement's failure becomes: a lost connection is marked broken, and a 503. */
-  #failure(client: pg.PoolClient, error: unknown): Error {
+  #failure(client: pg.Client, error: unknown): Error {
     // The 'error' listener may have marked the client already: pg then refuses the query
     // with "not queryable" before it reaches the server.
     if (!isConnectionFailure(error) && !this.#broken.has(client)) return error as Error;
@@ -283,13 +275,13 @@ class PostgresDriver implements Driver<pg.PoolClient> {
   }
 
   /** db.stream(): a cursor on the server (runtime-postgres-stream). */
-  async stream(client: pg.PoolClient, sql: string, params: Params | undefined, batchSize: number) {
+  async stream(client: pg.Client, sql: string, params: Params | undefined, batchSize: number) {
     await (client as Client)[lastStatement]?.catch(() => {}); // after the statements sent before it
     const fail = (error: unknown) => this.#failure(client, error);
     return pgCursor(client, sql, positional(params), batchSize, fail, this.#broken);
   }
 
-  async begin(client: pg.PoolClient, _turn?: () => void, options?: TransactionOptions) {
+  async begin(client: pg.Client, _turn?: () => void, options?: TransactionOptions) {
     await this.execute(client, 'run', beginStatement(options), undefined);
   }
 
@@ -298,14 +290,14 @@ class PostgresDriver implements Driver<pg.PoolClient> {
     return error instanceof pg.DatabaseError && (error.code === '40001' || error.code === '40P01');
   }
 
-  async commit(client: pg.PoolClient): Promise<void> {
+  async commit(client: pg.Client): Promise<void> {
     // COMMIT of a failed transaction rolls it back, answering ROLLBACK without an error: say
     // so, or the block (and its onCommit callbacks) would count as committed.
     const result = await this.#query(client, 'COMMIT');
     if (result.command === 'ROLLBACK') throw new TransactionFailedError();
   }
 
-  async rollback(client: pg.PoolClient): Promise<void> {
+  async rollback(client: pg.Client): Promise<void> {
     await this.execute(client, 'run', 'ROLLBACK', undefined);
   }
 }
