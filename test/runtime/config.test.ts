@@ -163,6 +163,32 @@ describe('postgres: pg PoolConfig passed through', () => {
     }
   });
 
+  test('maxLifetimeSeconds: a connection that old is replaced, idle or when it comes back', async () => {
+    const { db, url, cleanup } = await openPostgres({ max: 1, maxLifetimeSeconds: 1 });
+    const pid = async () => (await db.get<{ pid: number }>('SELECT pg_backend_pid() AS pid'))!.pid;
+    try {
+      const first = await pid();
+      assert.equal(await pid(), first, 'replaced before its lifetime');
+      await sleep(1100); // idle past its lifetime: not handed out again
+      const second = await pid();
+      assert.notEqual(second, first);
+      await waitFor(async () => !(await backends(url!)).includes(first));
+      // In use past its lifetime: it finishes its request, then goes.
+      const scope = createScope(db);
+      const inRequest = await scope.run(async () => {
+        const before = await pid();
+        await sleep(1100);
+        return [before, await pid()];
+      });
+      await scope.release();
+      assert.deepEqual(inRequest, [second, second]);
+      assert.notEqual(await pid(), second);
+      assert.equal(db.stats().total, 1);
+    } finally {
+      await cleanup();
+    }
+  });
+
   test('min: that many idle connections outlive idleTimeoutMillis (without it, none)', async () => {
     const { db, url, cleanup } = await openPostgres({ max: 3, min: 2, idleTimeoutMillis: 100 });
     /** Three requests holding a connection each at once, then done. */
