@@ -93,6 +93,36 @@ for (const kind of kinds) {
       });
     });
 
+    test('each checkout in line times out acquireTimeoutMillis after it joined, whoever left before it', async () => {
+      const options = { max: 1, acquireTimeoutMillis: TIMEOUT, logger: capturingLogger() };
+      await withDatabase(kind, options, async ({ db }) => {
+        const holder = createScope(db);
+        await holder.connect();
+        const first = createScope(db);
+        const firstWait = elapsed(first.connect());
+        await sleep(TIMEOUT / 3);
+        const second = createScope(db);
+        const secondWait = elapsed(second.connect());
+        await sleep(TIMEOUT / 3);
+        const third = createScope(db);
+        const thirdWait = elapsed(third.connect());
+        // The first in line leaves early (its request ended); the second is served by the
+        // holder's release; the third still waits for its own deadline.
+        await first.release();
+        assert.ok((await firstWait).error instanceof ScopeReleasedError);
+        await holder.release();
+        const served = await secondWait;
+        assert.equal(served.error, undefined, `the second in line got ${served.error}`);
+        assert.ok(await settlesWithin(thirdWait, TIMEOUT * 10), 'still waiting past its deadline');
+        const timedOut = await thirdWait;
+        assert.ok(timedOut.error instanceof PoolTimeoutError, `got ${timedOut.error}`);
+        assert.ok(timedOut.ms >= TIMEOUT - EARLY, `rejected after ${timedOut.ms} ms`);
+        assert.equal(db.stats().waiting, 0);
+        await Promise.all([second.release(), third.release()]);
+        assert.equal(db.stats().inUse, 0);
+      });
+    });
+
     test('while closePool() drains, checkouts fail fast with PoolClosedError; then the pool opens again', async () => {
       await withDatabase(kind, { max: 2 }, async ({ db }) => {
         const holder = createScope(db);
