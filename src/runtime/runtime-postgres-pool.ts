@@ -29,6 +29,8 @@ export class PostgresConnections {
   readonly #idle: Client[] = [];
   /** Open, idle or not. */
   #total = 0;
+  /** Connections being closed: closeAll() waits for them too. */
+  readonly #closing = new Set<Promise<void>>();
   #sweep: ReturnType<typeof setTimeout> | undefined;
 
   /** `onError`: a connection failed while checked out (an idle one is just closed). */
@@ -84,7 +86,8 @@ export class PostgresConnections {
   async closeAll(): Promise<void> {
     clearTimeout(this.#sweep);
     this.#sweep = undefined;
-    await Promise.all(this.#idle.splice(0).map((client) => this.#close(client)));
+    for (const client of this.#idle.splice(0)) this.#close(client);
+    await Promise.all(this.#closing);
   }
 
   /** A new connection, set up by onConnect. */
@@ -94,13 +97,17 @@ export class PostgresConnections {
     // Without a listener, a server connection that dies would crash the process.
     client.on('error', () => {
       const index = this.#idle.indexOf(client);
-      if (index === -1) this.#onError(client);
-      else this.#close(this.#idle.splice(index, 1)[0]!);
+      if (index === -1) {
+        this.#onError(client);
+        return;
+      }
+      this.#idle.splice(index, 1);
+      this.#close(client);
     });
     this.#total++;
     try {
       await client.connect(); // gives up after connectionTimeoutMillis
-      await this.#config.onConnect?.(client as unknown as pg.PoolClient);
+      await Promise.resolve(this.#config.onConnect?.(client));
     } catch (error) {
       this.#close(client);
       throw error;
@@ -108,10 +115,14 @@ export class PostgresConnections {
     return client;
   }
 
-  #close(client: Client): Promise<void> {
+  #close(client: Client): void {
     this.#total--;
     client.ref(); // an idle one's socket may be unref()ed: closePool() waits for it to close
-    return client.end().catch(() => {}); // a connection that failed has nothing left to close
+    const closing: Promise<void> = client
+      .end()
+      .catch(() => {}) // a connection that failed has nothing left to close
+      .finally(() => this.#closing.delete(closing));
+    this.#closing.add(closing);
   }
 
   /**
@@ -120,7 +131,7 @@ export class PostgresConnections {
    */
   #scheduleSweep(): void {
     const { idleTimeoutMillis } = this.#config;
-    const oldest = this.#idle[0];
+    const oldest = this.#idle.at(0);
     if (this.#sweep !== undefined || oldest === undefined) return;
     if (!idleTimeoutMillis || idleTimeoutMillis <= 0 || this.#total <= (this.#config.min ?? 0)) {
       return;
@@ -132,8 +143,7 @@ export class PostgresConnections {
         const cutOff = Date.now() - idleTimeoutMillis;
         while (
           this.#total > (this.#config.min ?? 0) &&
-          this.#idle.length > 0 &&
-          this.#idle[0]![kept].idleSince <= cutOff
+          (this.#idle.at(0)?.[kept].idleSince ?? Number.POSITIVE_INFINITY) <= cutOff
         ) {
           this.#close(this.#idle.shift()!);
         }

@@ -197,7 +197,7 @@ class PostgresDriver implements Driver<pg.Client> {
     if (inTransaction(client)) await client.query('ROLLBACK');
     if (!this.#sessionChanged.delete(client)) return;
     await client.query('DISCARD ALL');
-    await this.#config.onConnect?.(client as pg.PoolClient);
+    await Promise.resolve(this.#config.onConnect?.(client));
   }
 
   closeAll(): Promise<void> {
