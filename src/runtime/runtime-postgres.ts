@@ -1,10 +1,10 @@
 /**
  * db-hooks driver for PostgreSQL, on pg's Client.
  *
- * The runtime decides when connections are checked out and returned; runtime-postgres-pool keeps
- * them; this file runs statements, and keeps a server restart or a killed backend from crashing the process:
- * such a connection is marked broken, its statements fail with DatabaseUnavailableError (503),
- * and it is closed instead of reused. A connection a statement changed the session state of
+ * The runtime decides when connections are checked out and returned, and runtime-postgres-pool
+ * keeps them; this file runs statements, and keeps a server restart or a killed backend from
+ * crashing the process: such a connection is marked broken, its statements fail with
+ * DatabaseUnavailableError (503), and it is closed instead of reused. A connection a statement changed the session state of
  * (runtime-session) is reset when it goes back: DISCARD ALL, then onConnect again.
  */
 import pg from 'pg';
