@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { parentPid, pin } from './harness.ts';
+import { type CpuPlan, parentPid, pin } from './harness.ts';
 
 export interface Measured {
   requestsPerSecond: number;
@@ -168,3 +168,17 @@ export const percent = (ratio: number): string => `${(ratio * 100).toFixed(1)}%`
 /** ' (95% CI 97.1–101.3%)', or '' without an interval. */
 export const interval = (range: [number, number] | undefined): string =>
   range ? ` (95% CI ${(range[0] * 100).toFixed(1)}–${(range[1] * 100).toFixed(1)}%)` : '';
+
+/** What a results file records of how the servers were loaded: pinning, load generator, rounds. */
+export function loadInfo(
+  plan: CpuPlan | undefined,
+  run: { rounds: number; seconds: number; connections: number },
+) {
+  return {
+    pinning: plan
+      ? `servers on CPU ${plan.server}; ${loadGenerator}, PostgreSQL and the runner on CPU ${plan.others}`
+      : 'off',
+    loadGenerator,
+    ...run,
+  };
+}

@@ -33,15 +33,7 @@ import {
   serverNodeVersion,
   startBenchServer,
 } from './harness.ts';
-import {
-  interval,
-  load,
-  loadGenerator,
-  median,
-  medianInterval,
-  percent,
-  pinPostgres,
-} from './load.ts';
+import { interval, load, loadInfo, median, medianInterval, percent, pinPostgres } from './load.ts';
 
 const { values } = parseArgs({
   options: {
@@ -239,13 +231,7 @@ try {
 
 const machine = {
   ...machineInfo(loadAverageBefore),
-  pinning: plan
-    ? `servers on CPU ${plan.server}; ${loadGenerator}, PostgreSQL and the runner on CPU ${plan.others}`
-    : 'off',
-  loadGenerator,
-  rounds,
-  seconds,
-  connections,
+  ...loadInfo(plan, { rounds, seconds, connections }),
 };
 if (!values.quick && !values.only) {
   const resultsDir = join(benchDir, '..', 'results');

@@ -53,6 +53,7 @@ import {
   interval,
   load,
   loadGenerator,
+  loadInfo,
   type Measured,
   median,
   medianInterval,
@@ -442,13 +443,7 @@ try {
 
 const machine = {
   ...machineInfo(loadAverageBefore),
-  pinning: plan
-    ? `servers on CPU ${plan.server}; ${loadGenerator}, PostgreSQL and the runner on CPU ${plan.others}`
-    : 'off',
-  loadGenerator,
-  rounds,
-  seconds,
-  connections,
+  ...loadInfo(plan, { rounds, seconds, connections }),
   checkout: values.checkout,
 };
 // The recorded results (bench/README.md, the chart) come from full runs; an --only subset goes
