@@ -1,7 +1,9 @@
 // `npm test`: the whole suite on every supported Node.js line (22, 24, 26) and on the oldest
-// release package.json's `engines` admits (22.16.0): the runtime, CLI and end-to-end tests on
-// each (the ORM, scaffolder and lint ones on the oldest and the newest only); the rest
-// (harness, load, the npm install tests) once, on the newest.
+// release package.json's `engines` admits (22.16.0). The newest line runs everything. The oldest
+// release runs what can differ by release (the runtime, CLI and end-to-end tests, and how the ORM
+// and scaffolder packages load); the lines between run only what differs by line (how Node.js
+// serves and closes requests, its native and built-in SQLite drivers): the runtime and end-to-end
+// tests, with TEST_LINE_ONLY=1, which keeps the adapters' cases to one language and SQLite.
 // Each line's official binary comes from the npm registry with a better-sqlite3 built for it
 // (test/support/node-lines.ts). One throwaway PostgreSQL serves the whole run (unless
 // DATABASE_URL is set), and one throwaway MariaDB (unless MYSQL_URL is set; none when
@@ -108,22 +110,24 @@ interface Run {
   /** '24', or one release: '22.16.0'. */
   line?: string;
   files: string[];
+  /** Only what differs by Node.js line (TEST_LINE_ONLY=1): the lines between the edges. */
+  lineOnly?: boolean;
 }
 // The CLI's install tests and the packed-tarball test install real packages from npm (building
-// better-sqlite3 from source wherever no prebuilt binary downloads): what they check does not
-// depend on the line, and three times over they would take most of CI's 90 minutes.
-const onceOnly = new Set(['test/cli/install.test.ts', 'test/cli/package.test.ts']);
-const lineDependent = (file: string) =>
-  /^test\/(runtime|cli|e2e)\//.test(file) && !onceOnly.has(file);
-// What these check is how ORM and scaffolder packages load (require(esm), node:sqlite, WASM), not
-// how Node.js serves a request: the oldest release engines admits and the newest line bound it,
-// so the lines between skip them.
-const edgeLinesOnly = new Set([
+// better-sqlite3 from source wherever no prebuilt binary downloads), and the lint tests run
+// typescript-eslint and Biome over generated code: what they check does not depend on the line.
+const newestOnly = new Set([
+  'test/cli/install.test.ts',
+  'test/cli/package.test.ts',
   'test/e2e/lint.test.ts',
-  'test/e2e/orm.test.ts',
-  'test/e2e/prisma.test.ts',
-  'test/e2e/scaffolds.test.ts',
 ]);
+// What these check is how ORM and scaffolder packages load (require(esm), node:sqlite, WASM) and
+// how the CLI starts: the oldest release engines admits and the newest line bound it.
+const edgesOnly = (file: string) =>
+  /^test\/cli\//.test(file) ||
+  ['test/e2e/orm.test.ts', 'test/e2e/prisma.test.ts', 'test/e2e/scaffolds.test.ts'].includes(file);
+const lineDependent = (file: string) =>
+  /^test\/(runtime|cli|e2e)\//.test(file) && !newestOnly.has(file);
 let runs: Run[];
 if (quick) runs = [{ files: quickFiles }];
 else if (named.length > 0) runs = [{ line: onlyLine, files: named }];
@@ -136,9 +140,8 @@ else {
     files:
       line === newest
         ? all
-        : all.filter(
-            (file) => lineDependent(file) && (line === oldestRelease || !edgeLinesOnly.has(file)),
-          ),
+        : all.filter((file) => lineDependent(file) && (line === oldestRelease || !edgesOnly(file))),
+    lineOnly: line !== newest && line !== oldestRelease,
   }));
 }
 
@@ -177,6 +180,7 @@ async function runFiles(
   files: string[],
   tap: string,
   mysql: boolean,
+  lineOnly: boolean,
 ): Promise<number> {
   const env = {
     ...process.env,
@@ -184,6 +188,7 @@ async function runFiles(
     ...(server && { DATABASE_URL: server.url }),
     ...(mariadb && { MYSQL_URL: mariadb.url }),
     ...(!mysql && { TEST_MYSQL: 'off' }),
+    ...(lineOnly && { TEST_LINE_ONLY: '1' }),
   };
   current = spawn(
     line?.node ?? process.execPath,
@@ -292,7 +297,8 @@ try {
     }
     console.log(`\n=== ${label}: ${run.files.length} test files\n`);
     const tap = join(runDir, `report-${index}.tap`);
-    const status = await runFiles(line, run.files, tap, index === runs.length - 1);
+    const last = index === runs.length - 1;
+    const status = await runFiles(line, run.files, tap, last, run.lineOnly === true);
     if (status !== 0) code = status;
     const major = Number((line?.version ?? process.version).replace(/^v/, '').split('.')[0]);
     skips.push(...tapSkips(tap, label, major));
