@@ -238,9 +238,11 @@ export function finalReport({
     }
     if (expressMajor === 4 && added.some((file) => file.target === 'express')) {
       steps.push(
-        'Express 4 ignores the promise of an async handler, so a statement refused because its client left would end the process. Call once in your entry file:',
-        `    ${importLine(plan, 'express', 'ignoreGoneClientRejections')}`,
-        '    ignoreGoneClientRejections();',
+        'Express 4 ignores the promise of an async handler, so a statement refused because its client left would be an unhandled rejection, which ends the process. Let that one pass in your entry file:',
+        `    ${importLine(plan, 'express', 'isGoneClient')}`,
+        "    process.on('unhandledRejection', (reason) => {",
+        '      if (!isGoneClient(reason)) throw reason; // any other ends the process, as by default',
+        '    });',
       );
     }
     for (const file of plan.files.filter((f) => f.kind === 'orm' && f.status === 'created')) {

@@ -16,9 +16,9 @@
 //   requests, adds no listener to `process` (compared with the same app without the adapter).
 // - Under --unhandled-rejections=warn and =strict (and Node's default), an app with the adapter
 //   does what it does without it when an unrelated promise rejects unhandled (Express 5,
-//   Express 4, Fastify). Express 4 with ignoreGoneClientRejections() in its entry file: an
-//   unprotected async handler whose client left (its next statement refused) does not end the
-//   process under the default policy, and every other rejection still meets the policy.
+//   Express 4, Fastify). Express 4 with the unhandledRejection listener the CLI's Next steps give
+//   its entry file: an unprotected async handler whose client left (its next statement refused)
+//   does not end the process, and an unrelated rejection still does.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -444,8 +444,8 @@ console.log('LISTENERS ' + JSON.stringify({ start, loaded, served, closed }));
 `;
 
 // An app that serves /items/1 and, on /reject, lets an unrelated promise reject unhandled. APP:
-// express, express4 or fastify; ADAPTER: with, without, or ignore-gone (with, and Express's
-// ignoreGoneClientRejections() called here, in the entry file).
+// express, express4 or fastify; ADAPTER: with, without, or listener (with, and the
+// unhandledRejection listener the CLI's Next steps give an Express 4 entry file).
 const rejectionsScript = `import { host, item, sleep } from './common.js';
 
 const framework = process.env.APP;
@@ -490,11 +490,11 @@ if (framework === 'fastify') {
 } else {
   const express = (await import(framework)).default;
   const adapter = mode === 'without' ? undefined : await import('./db/express.js');
-  if (mode === 'ignore-gone') adapter.ignoreGoneClientRejections();
-  // Called twice (an app factory run per test): still one listener, Node's policy kept.
-  if (mode === 'ignore-gone-twice') {
-    adapter.ignoreGoneClientRejections();
-    adapter.ignoreGoneClientRejections();
+  if (mode === 'listener') {
+    const { isGoneClient } = adapter;
+    process.on('unhandledRejection', (reason) => {
+      if (!isGoneClient(reason)) throw reason; // any other ends the process, as by default
+    });
   }
   const app = express();
   if (adapter) app.use(adapter.dbHooks());
@@ -689,7 +689,7 @@ async function fate(app: RunningApp): Promise<string> {
   return `ends (${(await exitWithin(app, 5000)) ?? 'still up, but did not answer'})`;
 }
 
-type Policy = 'default' | 'warn' | 'strict' | 'none';
+type Policy = 'default' | 'warn' | 'strict';
 const policyArgs = (policy: Policy) =>
   policy === 'default' ? [] : [`--unhandled-rejections=${policy}`];
 
@@ -697,24 +697,17 @@ const policyArgs = (policy: Policy) =>
 async function afterUnrelatedRejection(
   project: LifecycleProject,
   framework: string,
-  adapter: 'with' | 'without' | 'ignore-gone' | 'ignore-gone-twice',
+  adapter: 'with' | 'without' | 'listener',
   policy: Policy,
-  how: 'argv' | 'NODE_OPTIONS' = 'argv',
 ): Promise<string> {
   const env = { ...project.env, APP: framework, ADAPTER: adapter };
-  const args = policyArgs(policy);
-  const app =
-    how === 'argv'
-      ? await startApp(project, 'rejections', env, args)
-      : await startApp(project, 'rejections', { ...env, NODE_OPTIONS: args.join(' ') });
+  const app = await startApp(project, 'rejections', env, policyArgs(policy));
   try {
     assert.equal((await fetchReply(`${app.url}/items/1`)).status, 200, app.output());
     // The process may end before it answers (strict).
     await send(`${app.url}/reject`).catch(() => undefined);
     const result = await fate(app);
-    if (policy !== 'none') {
-      assert.match(app.output(), /unrelated rejection/, 'Node said nothing of the rejection');
-    }
+    assert.match(app.output(), /unrelated rejection/, 'Node said nothing of the rejection');
     return result;
   } finally {
     await app.stop();
@@ -724,7 +717,7 @@ async function afterUnrelatedRejection(
 /** Express 4: /hold's client leaves mid-handler, its next statement is refused, unhandled. */
 async function afterGoneClient(
   project: LifecycleProject,
-  adapter: 'with' | 'ignore-gone',
+  adapter: 'with' | 'listener',
   policy: Policy,
 ): Promise<string> {
   const env = { ...project.env, APP: 'express4', ADAPTER: adapter };
@@ -851,7 +844,6 @@ describe('the process keeps its --unhandled-rejections policy', { concurrency: 2
     default: 'ends (code 1)',
     warn: 'serves the next request',
     strict: 'ends (code 1)',
-    none: 'serves the next request',
   };
   for (const framework of ['express', 'express4', 'fastify']) {
     for (const policy of ['warn', 'strict', 'default'] as const) {
@@ -867,39 +859,22 @@ describe('the process keeps its --unhandled-rejections policy', { concurrency: 2
     }
   }
 
-  test('Express 4 + ignoreGoneClientRejections(): a client gone mid-handler ends nothing', async () => {
+  test("Express 4 + the Next steps' listener: a client gone mid-handler ends nothing", async () => {
     const sqlite = project('sqlite');
-    const [ignored, warn, control] = await Promise.all([
-      afterGoneClient(sqlite, 'ignore-gone', 'default'),
-      afterGoneClient(sqlite, 'ignore-gone', 'warn'),
+    const [passed, warn, control] = await Promise.all([
+      afterGoneClient(sqlite, 'listener', 'default'),
+      afterGoneClient(sqlite, 'listener', 'warn'),
       // Without it, the refused statement is an unhandled rejection that ends the process.
       afterGoneClient(sqlite, 'with', 'default'),
     ]);
-    assert.equal(ignored, 'serves the next request');
+    assert.equal(passed, 'serves the next request');
     assert.equal(warn, 'serves the next request');
     assert.equal(control, 'ends (code 1)', 'the scenario made no unhandled rejection');
   });
 
-  test('Express 4 + ignoreGoneClientRejections(): other rejections still meet the policy', async () => {
+  test("Express 4 + the Next steps' listener: an unrelated rejection still ends the process", async () => {
     const sqlite = project('sqlite');
-    const cases = [
-      ['default', 'argv'],
-      ['warn', 'argv'],
-      ['warn', 'NODE_OPTIONS'],
-      ['strict', 'argv'],
-      ['none', 'NODE_OPTIONS'],
-    ] as const;
-    for (const [policy, how] of cases) {
-      const result = await afterUnrelatedRejection(sqlite, 'express4', 'ignore-gone', policy, how);
-      assert.equal(result, expected[policy], `--unhandled-rejections=${policy} in ${how}`);
-    }
-    const twice = await afterUnrelatedRejection(
-      sqlite,
-      'express4',
-      'ignore-gone-twice',
-      'default',
-      'argv',
-    );
-    assert.equal(twice, expected.default, 'called twice, it must still end the process');
+    const result = await afterUnrelatedRejection(sqlite, 'express4', 'listener', 'default');
+    assert.equal(result, expected.default);
   });
 });

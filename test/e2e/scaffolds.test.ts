@@ -102,6 +102,18 @@ function importLineFrom(stdout: string, specifier: RegExp): string {
   return line.trim();
 }
 
+/** The lines of Next steps from the one matching `first` to the one matching `last`, as code. */
+function nextStepBlock(stdout: string, first: RegExp, last: RegExp): string {
+  const lines = stdout.split('\n');
+  const start = lines.findIndex((line) => first.test(line));
+  const end = lines.findIndex((line, i) => i > start && last.test(line));
+  assert.ok(start !== -1 && end !== -1, `Next steps have no block from ${first}:\n${stdout}`);
+  return lines
+    .slice(start, end + 1)
+    .map((line) => line.slice(6))
+    .join('\n');
+}
+
 const databases = ['sqlite', 'postgres'] as const;
 type Database = (typeof databases)[number];
 
@@ -475,12 +487,12 @@ describe('apps made by real scaffolders, with create-db-hooks added as README sa
         const importLine = importLineFrom(made.stdout, /require\('\.\/db\/express\.js'\)/);
         const { route, ...files } = expressUsers(database);
         writeTree(dir, files);
-        // Express 4: Next steps also say to call ignoreGoneClientRejections() once.
-        const rejections = importLineFrom(made.stdout, /ignoreGoneClientRejections \} = require/);
+        // Express 4: Next steps also give the entry file an unhandledRejection listener.
+        const listener = nextStepBlock(made.stdout, /isGoneClient \} = require/, /^ {6}\}\);$/);
         insertAfter(
           join(dir, 'app.js'),
           /^var app = express\(\);$/m,
-          `${importLine}\n${rejections}\nignoreGoneClientRejections();\napp.use(dbHooks());`,
+          `${importLine}\n${listener}\napp.use(dbHooks());`,
         );
         const users = join(dir, 'routes/users.js');
         insertAfter(
