@@ -3,7 +3,7 @@
 // release runs what can differ by release (the runtime, CLI and end-to-end tests, and how the ORM
 // and scaffolder packages load); the lines between run only what differs by line (how Node.js
 // serves and closes requests, its native and built-in SQLite drivers): the runtime and end-to-end
-// tests, with TEST_LINE_ONLY=1, which keeps the adapters' cases to one language and SQLite.
+// tests. TEST_NODE_LINE (oldest, between) tells the adapters' tests which part is theirs.
 // Each line's official binary comes from the npm registry with a better-sqlite3 built for it
 // (test/support/node-lines.ts). One throwaway PostgreSQL serves the whole run (unless
 // DATABASE_URL is set), and one throwaway MariaDB (unless MYSQL_URL is set; none when
@@ -110,8 +110,8 @@ interface Run {
   /** '24', or one release: '22.16.0'. */
   line?: string;
   files: string[];
-  /** Only what differs by Node.js line (TEST_LINE_ONLY=1): the lines between the edges. */
-  lineOnly?: boolean;
+  /** TEST_NODE_LINE: the oldest release, or a line between it and the newest (none: the newest). */
+  role?: 'oldest' | 'between';
 }
 // The CLI's install tests and the packed-tarball test install real packages from npm (building
 // better-sqlite3 from source wherever no prebuilt binary downloads), and the lint tests run
@@ -141,7 +141,7 @@ else {
       line === newest
         ? all
         : all.filter((file) => lineDependent(file) && (line === oldestRelease || !edgesOnly(file))),
-    lineOnly: line !== newest && line !== oldestRelease,
+    role: line === newest ? undefined : line === oldestRelease ? 'oldest' : 'between',
   }));
 }
 
@@ -180,7 +180,7 @@ async function runFiles(
   files: string[],
   tap: string,
   mysql: boolean,
-  lineOnly: boolean,
+  role: Run['role'],
 ): Promise<number> {
   const env = {
     ...process.env,
@@ -188,7 +188,7 @@ async function runFiles(
     ...(server && { DATABASE_URL: server.url }),
     ...(mariadb && { MYSQL_URL: mariadb.url }),
     ...(!mysql && { TEST_MYSQL: 'off' }),
-    ...(lineOnly && { TEST_LINE_ONLY: '1' }),
+    ...(role && { TEST_NODE_LINE: role }),
   };
   current = spawn(
     line?.node ?? process.execPath,
@@ -298,7 +298,7 @@ try {
     console.log(`\n=== ${label}: ${run.files.length} test files\n`);
     const tap = join(runDir, `report-${index}.tap`);
     const last = index === runs.length - 1;
-    const status = await runFiles(line, run.files, tap, last, run.lineOnly === true);
+    const status = await runFiles(line, run.files, tap, last, run.role);
     if (status !== 0) code = status;
     const major = Number((line?.version ?? process.version).replace(/^v/, '').split('.')[0]);
     skips.push(...tapSkips(tap, label, major));
