@@ -1,9 +1,7 @@
 // `npm test`: the whole suite on every supported Node.js line (22, 24, 26) and on the oldest
-// release package.json's `engines` admits (22.16.0). The newest line runs everything. The oldest
-// release runs what can differ by release (the runtime, CLI and end-to-end tests, and how the ORM
-// and scaffolder packages load); the lines between run only what differs by line (how Node.js
-// serves and closes requests, its native and built-in SQLite drivers): the runtime and end-to-end
-// tests. TEST_NODE_LINE (oldest, between) tells the adapters' tests which part is theirs.
+// release package.json's `engines` admits (22.16.0). The newest line runs everything; before it
+// a runner runs only what can differ there (the sets below): the oldest release how the CLI
+// starts and packages load, the lines between how Node.js serves requests, both the runtime.
 // Each line's official binary comes from the npm registry with a better-sqlite3 built for it
 // (test/support/node-lines.ts). One throwaway PostgreSQL serves the whole run (unless
 // DATABASE_URL is set), and one throwaway MariaDB (unless MYSQL_URL is set; none when
@@ -113,20 +111,41 @@ interface Run {
   /** TEST_NODE_LINE: the oldest release, or a line between it and the newest (none: the newest). */
   role?: 'oldest' | 'between';
 }
-// The CLI's install tests and the packed-tarball test install real packages from npm (building
-// better-sqlite3 from source wherever no prebuilt binary downloads), and the lint tests run
-// typescript-eslint and Biome over generated code: what they check does not depend on the line.
+// Which runner runs what. Every runner: the runtime tests, and the adapters and NestJS ones
+// (TEST_NODE_LINE narrows the adapters' cases before the newest line).
+// What does not depend on the line, once, on the newest: the installs with real package managers
+// and the packed tarball (they build better-sqlite3 from source), the linters over generated code,
+// and the CLI's own logic.
 const newestOnly = new Set([
+  'test/cli/detect.test.ts',
+  'test/cli/fingerprint.test.ts',
   'test/cli/install.test.ts',
   'test/cli/package.test.ts',
+  'test/cli/plan.test.ts',
+  'test/cli/render.test.ts',
+  'test/cli/style.test.ts',
+  'test/cli/write.test.ts',
   'test/e2e/lint.test.ts',
 ]);
-// What these check is how ORM and scaffolder packages load (require(esm), node:sqlite, WASM) and
-// how the CLI starts: the oldest release engines admits and the newest line bound it.
-const edgesOnly = (file: string) =>
-  /^test\/cli\//.test(file) ||
-  ['test/e2e/orm.test.ts', 'test/e2e/prisma.test.ts', 'test/e2e/scaffolds.test.ts'].includes(file);
-const lineDependent = (file: string) =>
+// How the CLI starts and prompts, and how ORM and scaffolder packages load (require(esm),
+// node:sqlite, WASM): the oldest release engines admits and the newest line bound it.
+const loading = new Set([
+  'test/cli/flags.test.ts',
+  'test/cli/interactive.test.ts',
+  'test/e2e/orm.test.ts',
+  'test/e2e/prisma.test.ts',
+  'test/e2e/scaffolds.test.ts',
+]);
+// How Node.js serves, closes and streams requests, which differs by line: each line's latest
+// release (the 22 line's covers 22.16.0).
+const serving = new Set([
+  'test/e2e/lifecycle.test.ts',
+  'test/e2e/session-state.test.ts',
+  'test/e2e/shutdown.test.ts',
+  'test/e2e/streams.test.ts',
+  'test/e2e/transactions.test.ts',
+]);
+const everyRunner = (file: string) =>
   /^test\/(runtime|cli|e2e)\//.test(file) && !newestOnly.has(file);
 let runs: Run[];
 if (quick) runs = [{ files: quickFiles }];
@@ -135,14 +154,15 @@ else if (onlyLine !== undefined) runs = [{ line: onlyLine, files: testFiles() }]
 else {
   const all = testFiles();
   const newest = String(supportedLines.at(-1));
-  runs = [oldestRelease, ...supportedLines.map(String)].map((line) => ({
-    line,
-    files:
-      line === newest
-        ? all
-        : all.filter((file) => lineDependent(file) && (line === oldestRelease || !edgesOnly(file))),
-    role: line === newest ? undefined : line === oldestRelease ? 'oldest' : 'between',
-  }));
+  runs = [oldestRelease, ...supportedLines.map(String)].map((line) => {
+    const role = line === newest ? undefined : line === oldestRelease ? 'oldest' : 'between';
+    const files = all.filter(
+      (file) =>
+        role === undefined ||
+        (everyRunner(file) && !(role === 'oldest' ? serving : loading).has(file)),
+    );
+    return { line, files, role };
+  });
 }
 
 // Sticky and world-writable like /tmp: PostgreSQL and PgBouncer run as another user when we are root.
