@@ -4,8 +4,9 @@
  * The runtime decides when connections are checked out and returned, and runtime-postgres-pool
  * keeps them; this file runs statements, and keeps a server restart or a killed backend from
  * crashing the process: such a connection is marked broken, its statements fail with
- * DatabaseUnavailableError (503), and it is closed instead of reused. A connection a statement changed the session state of
- * (runtime-session) is reset when it goes back: DISCARD ALL, then onConnect again.
+ * DatabaseUnavailableError (503), and it is closed instead of reused. A connection whose session
+ * state a statement changed (runtime-session) is reset when it goes back: DISCARD ALL, then
+ * onConnect again.
  */
 import pg from 'pg';
 import { Database, type DatabaseOptions } from './runtime-database.js';
